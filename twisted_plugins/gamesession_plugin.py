@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+gamesession = ServiceMaker(
+    "gamesession",
+    "gamesession.tap",
+    "Multiplayer session server: TCP login, NaCl-secured UDP bound to the session",
+    "gamesession",
+)
