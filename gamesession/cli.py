@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys and a ping client (more subcommands join here)."""
+"""The ``gamesession`` command: keys, a ping client and benchmarks (more subcommands join here)."""
 
 import argparse
 import sys
@@ -51,6 +51,16 @@ def cmd_ping(args):
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
 
 
+def cmd_bench(args):
+    from .bench.command import run
+    from .bench.runner import BenchError
+
+    try:
+        return run(args)
+    except BenchError as e:
+        raise CommandError(str(e))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -79,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the login and for each pong")
     p.add_argument("--framing", choices=["int16", "line"], default="int16")
     p.set_defaults(func=cmd_ping)
+
+    from .bench.command import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="measure throughput, logins and memory against plain Twisted")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""Arguments and dispatch of ``gamesession bench``; imports the heavy parts only when run."""
+
+import json
+import sys
+
+
+def _payload(text):
+    value = int(text)
+    if not 8 <= value <= 1200:
+        raise ValueError("payload must be 8 to 1200 bytes")
+    return value
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    sub.required = True
+
+    p = sub.add_parser("udp", help="datagrams/s and RTT: gamesession against a plain Twisted echo")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of the throughput phase")
+    p.add_argument("--payload", type=_payload, default=64,
+                   help="application payload bytes per datagram (64, 512, 1200, ...)")
+    p.add_argument("--window", type=int, default=64, help="packets kept in flight")
+    p.add_argument("--latency-seconds", type=float, default=None,
+                   help="length of the light-load RTT phase (one packet in flight; default seconds/2)")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
+
+    p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--json", metavar="FILE")
+
+    p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
+    p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--seconds", type=float, default=3.0, help="length of each throughput phase")
+    p.add_argument("--payload", type=_payload, default=64)
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--json", metavar="FILE")
+
+    p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
+    p.add_argument("--packets", type=int, default=50000)
+    p.add_argument("--payload", type=_payload, default=64)
+    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--profile", action="store_true", help="print a cProfile of one round")
+    p.add_argument("--json", metavar="FILE")
+
+    p = sub.add_parser("report", help="draw the chart of docs/benchmarks.md from JSON results")
+    p.add_argument("results", nargs="+", help="JSON files written by bench udp and bench sessions")
+    p.add_argument("--out", default="docs/benchmarks.png", help="PNG file to write")
+
+
+def run(args):
+    """Run one benchmark; returns the exit status (raises BenchError on failure)."""
+    from . import runner
+
+    if args.benchmark == "udp":
+        result = runner.bench_udp(args.seconds, args.payload, window=args.window,
+                                  latency_seconds=args.latency_seconds)
+    elif args.benchmark == "login":
+        result = runner.bench_login(args.seconds, concurrency=args.concurrency)
+    elif args.benchmark == "sessions":
+        result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
+                                       payload=args.payload, concurrency=args.concurrency)
+    elif args.benchmark == "hotpath":
+        from . import hotpath
+
+        result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions, args.profile)
+        profile = result.pop("profile", None)
+        if profile:
+            print(profile)
+        print(json.dumps(result))
+        runner.write_json(result, args.json)
+        return 0
+    else:
+        from .report import draw
+
+        print(draw(args.results, args.out))
+        return 0
+    print(runner.summary(result))
+    runner.write_json(result, args.json)
+    sys.stdout.flush()
+    return 0

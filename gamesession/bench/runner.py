@@ -1,0 +1,521 @@
+"""The ``gamesession bench`` commands: start servers, run the load generator, report.
+
+The load generator runs in a forked child process pinned to the other core;
+it sends progress lines and its result back over a queue, and the parent
+shows them as one updating line on stderr, then prints a summary table and
+writes the JSON file.
+"""
+
+import hashlib
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import tempfile
+import time
+import traceback
+
+from . import procs
+from .loadgen import Fleet, blast, percentiles, udp_socket
+
+HOST = "127.0.0.1"
+
+
+class BenchError(Exception):
+    """A benchmark that could not run; the message says why."""
+
+
+class Progress:
+    """One updating status line on stderr."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = 0
+        self.started = time.monotonic()
+
+    def show(self, text: str) -> None:
+        line = "[{:5.1f}s] {}".format(time.monotonic() - self.started, text)
+        pad = max(0, self.width - len(line))
+        self.width = len(line)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+def loadavg():
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# -- the child side -------------------------------------------------------------
+
+
+def _child_main(q, job, plan):
+    procs.pin(plan.get("cpu"))
+    procs.raise_nofile(plan.get("nofile", 0))
+
+    def progress(text):
+        q.put(("progress", text))
+
+    try:
+        started = os.times()
+        result = job(plan, progress)
+        used = os.times()
+        result.setdefault("loadgen_cpu_seconds", round(
+            (used.user + used.system) - (started.user + started.system), 2))
+        q.put(("result", result))
+    except BaseException as e:
+        q.put(("error", "{}: {}\n{}".format(type(e).__name__, e, traceback.format_exc())))
+
+
+def run_loadgen(job, plan, progress: Progress, timeout: float):
+    """Run ``job(plan, progress)`` in a forked child; return its result dict."""
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_child_main, args=(q, job, plan), daemon=True)
+    child.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                kind, value = q.get(timeout=0.5)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise BenchError("load generator died (exit {})".format(child.exitcode))
+                if time.monotonic() > deadline:
+                    raise BenchError("load generator did not finish within {:g} s".format(timeout))
+                continue
+            if kind == "progress":
+                progress.show(value)
+            elif kind == "result":
+                return value
+            else:
+                raise BenchError("load generator failed: " + value)
+    finally:
+        child.join(2)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        progress.done()
+
+
+def _login_fleet(plan, user, count=1, concurrency=64, progress=None, fleet=None, timeout=60.0):
+    """A fleet with ``count`` more ready sessions (logged in and pinged)."""
+    if fleet is None:
+        fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"])
+    target = len(fleet.ready) + count
+    started = [0]
+    begin = time.monotonic()
+    last = [begin]
+
+    def top_up():
+        while fleet.in_progress < concurrency and started[0] < count:
+            fleet.start("{}{}".format(user, started[0]))
+            started[0] += 1
+
+    def tick():
+        top_up()
+        now = time.monotonic()
+        if progress is not None and now - last[0] >= 0.25:
+            last[0] = now
+            done = len(fleet.ready)
+            progress("logging in {:,}/{:,} sessions ({:,.0f}/s)".format(
+                done, target, done / (now - begin)))
+
+    top_up()
+    fleet.run(timeout, done=lambda: len(fleet.ready) >= target
+              or (fleet.in_progress == 0 and started[0] >= count), tick=tick)
+    if len(fleet.ready) < target:
+        raise BenchError("only {} of {} logins completed; failures: {}".format(
+            len(fleet.ready), target, dict(fleet.failures) or "none (timed out)"))
+    return fleet
+
+
+def _server_cpu(pid, since, seconds):
+    return round((procs.cpu_seconds(pid) - since) / seconds, 2) if seconds else None
+
+
+def _measure(sock, plan, pid, progress, label, window, seconds, sessions=None, warmup=None):
+    cpu0 = procs.cpu_seconds(pid)
+    t0 = time.monotonic()
+    result = blast(sock, seconds, plan["payload"], window, sessions=sessions,
+                   warmup=plan["warmup"] if warmup is None else warmup,
+                   progress=progress, label=label)
+    result["server_cpu"] = _server_cpu(pid, cpu0, time.monotonic() - t0)
+    return result
+
+
+def udp_job(plan, progress):
+    echo_sock = udp_socket(HOST, plan["echo_port"])
+    out = {"baseline": {}, "gamesession": {}}
+    phases = [("throughput", plan["window"], plan["seconds"]),
+              ("light", 1, plan["latency_seconds"])]
+    for phase, window, seconds in phases:
+        out["baseline"][phase] = _measure(
+            echo_sock, plan, plan["echo_pid"], progress, "baseline {} ".format(phase),
+            window, seconds)
+        # A fresh session for each phase: a session left silent while the
+        # baseline runs would time out on the server.
+        fleet = _login_fleet(plan, "bench{}".format(phase), progress=progress)
+        out["gamesession"][phase] = _measure(
+            fleet.udp, plan, plan["server_pid"], progress, "gamesession {} ".format(phase),
+            window, seconds, sessions=[fleet.ready[0].core])
+        fleet.close_all()
+    echo_sock.close()
+    return out
+
+
+def login_job(plan, progress):
+    fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"],
+                  reset_on_close=True)
+    users = plan["concurrency"]
+    completed = []
+    counting = [False]
+
+    def restart(login, why=None):
+        fleet.close(login)
+        if counting[0] is not None:
+            fleet.start("u{}".format(login.slot), slot=login.slot)
+
+    def ready(login):
+        if counting[0]:
+            completed.append(1)
+        restart(login)
+
+    fleet.on_ready = ready
+    fleet.on_failed = restart
+    for slot in range(users):
+        fleet.start("u{}".format(slot), slot=slot)
+    fleet.run(plan["warmup"])
+    fleet.latencies = fleet.latencies[:0]
+    failures_before = sum(fleet.failures.values())
+    counting[0] = True
+    cpu0 = procs.cpu_seconds(plan["server_pid"])
+    begin = time.monotonic()
+    last = [begin]
+
+    def tick():
+        now = time.monotonic()
+        if now - last[0] >= 0.25:
+            last[0] = now
+            progress("logins {:.1f}/{:.0f}s {:,} done ({:,.0f}/s)".format(
+                now - begin, plan["seconds"], len(completed), len(completed) / (now - begin)))
+
+    fleet.run(plan["seconds"], tick=tick)
+    elapsed = time.monotonic() - begin
+    counting[0] = None
+    result = {
+        "logins": len(completed),
+        "seconds": round(elapsed, 3),
+        "logins_per_s": round(len(completed) / elapsed, 1),
+        "failures": sum(fleet.failures.values()) - failures_before,
+        "failure_kinds": dict(fleet.failures),
+        "server_cpu": _server_cpu(plan["server_pid"], cpu0, elapsed),
+    }
+    result.update({"login_" + k: v for k, v in percentiles(fleet.latencies).items()})
+    fleet.close_all()
+    return result
+
+
+def sessions_job(plan, progress):
+    pid = plan["server_pid"]
+    fleet = _login_fleet(plan, "s", count=1, progress=progress)
+    one = _measure(fleet.udp, plan, pid, progress, "1 session ", plan["window"],
+                   plan["seconds"], sessions=[fleet.ready[0].core])
+    fleet.touch_all()
+    fleet.run(0.3)
+    rss_one = procs.rss_bytes(pid)
+    extra = plan["sessions"] - 1
+    begin = time.monotonic()
+    if extra:
+        _login_fleet(plan, "t", count=extra, concurrency=plan["concurrency"],
+                     progress=progress, fleet=fleet, timeout=max(60.0, extra / 50.0))
+    login_seconds = time.monotonic() - begin
+    fleet.run(0.5)
+    rss_many = procs.rss_bytes(pid)
+    cores = [login.core for login in fleet.ready]
+    many = _measure(fleet.udp, plan, pid, progress, "{:,} sessions ".format(len(cores)),
+                    plan["window"], plan["seconds"], sessions=cores)
+    fleet.touch_all()
+    fleet.run(0.3)
+    rss_after = procs.rss_bytes(pid)
+    alive = len(fleet.by_token)
+    fleet.close_all()
+    return {
+        "sessions_held": len(cores),
+        "sessions_alive_at_end": alive,
+        "ended_by_server": dict(fleet.ended),
+        "login_seconds": round(login_seconds, 2),
+        "rss_one_session": rss_one,
+        "rss_all_sessions": rss_many,
+        "rss_after_traffic": rss_after,
+        "bytes_per_session": round((rss_many - rss_one) / extra, 1) if extra else None,
+        "one": one,
+        "many": many,
+        "pps_one": one["pps"],
+        "pps_many": many["pps"],
+        "pps_ratio": round(many["pps"] / one["pps"], 3) if one["pps"] else None,
+    }
+
+
+# -- the parent side ------------------------------------------------------------
+
+
+class Bench:
+    """Servers of one benchmark run, started in a temporary directory and always stopped."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.servers = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="gamesession-bench-")
+        self.server_cpu, self.loadgen_cpu, self.pinning = procs.cpu_plan()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for server in self.servers:
+            server.stop()
+        self.tmp.cleanup()
+
+    def gamesession(self, *options, nofile=0):
+        self.progress.show("starting twistd gamesession")
+        server = procs.start_gamesession(self.tmp.name, self.server_cpu, options, nofile)
+        self.servers.append(server)
+        return server
+
+    def echo(self):
+        self.progress.show("starting the baseline echo")
+        server = procs.start_echo(self.server_cpu)
+        self.servers.append(server)
+        return server
+
+    def plan(self, server, **more):
+        plan = {
+            "login_port": server.login_port,
+            "udp_port": server.udp_port,
+            "server_key": server.public_key,
+            "server_pid": server.pid,
+            "cpu": self.loadgen_cpu,
+        }
+        plan.update(more)
+        return plan
+
+    def server_log_problems(self, server) -> int:
+        try:
+            with open(server.log_path) as f:
+                return f.read().count("Traceback")
+        except OSError:
+            return 0
+
+    def header(self, name: str, settings: dict) -> dict:
+        return {
+            "benchmark": name,
+            "settings": settings,
+            "machine": procs.machine_info(),
+            "pinning": self.pinning,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, progress=None):
+    progress = progress or Progress()
+    if latency_seconds is None:
+        latency_seconds = max(0.5, seconds / 2)
+    settings = {"seconds": seconds, "payload": payload, "window": window,
+                "latency_seconds": latency_seconds, "warmup": warmup}
+    with Bench(progress) as bench:
+        result = bench.header("udp", settings)
+        load_before = loadavg()
+        echo = bench.echo()
+        server = bench.gamesession()
+        plan = bench.plan(server, echo_port=echo.udp_port, echo_pid=echo.pid, **settings)
+        timeout = 4 * (seconds + latency_seconds + warmup) + 60
+        detail = run_loadgen(udp_job, plan, progress, timeout)
+        result["server_log_tracebacks"] = bench.server_log_problems(server)
+    gs, base = detail["gamesession"], detail["baseline"]
+    result.update({
+        "payload": payload,
+        "gamesession_pps": gs["throughput"]["pps"],
+        "baseline_pps": base["throughput"]["pps"],
+        "ratio": round(gs["throughput"]["pps"] / base["throughput"]["pps"], 3)
+        if base["throughput"]["pps"] else None,
+        "gamesession_p50_us": gs["light"]["p50_us"],
+        "gamesession_p99_us": gs["light"]["p99_us"],
+        "baseline_p50_us": base["light"]["p50_us"],
+        "baseline_p99_us": base["light"]["p99_us"],
+        "p50_us": {"gamesession": gs["light"]["p50_us"], "baseline": base["light"]["p50_us"]},
+        "p99_us": {"gamesession": gs["light"]["p99_us"], "baseline": base["light"]["p99_us"]},
+        "added_p50_us": _minus(gs["light"]["p50_us"], base["light"]["p50_us"]),
+        "loaded_p50_us": {"gamesession": gs["throughput"]["p50_us"],
+                          "baseline": base["throughput"]["p50_us"]},
+        "loaded_p99_us": {"gamesession": gs["throughput"]["p99_us"],
+                          "baseline": base["throughput"]["p99_us"]},
+        "server_cpu": {"gamesession": gs["throughput"]["server_cpu"],
+                       "baseline": base["throughput"]["server_cpu"]},
+        "loadgen_cpu_seconds": detail["loadgen_cpu_seconds"],
+        "detail": {"gamesession": gs, "baseline": base},
+        "load_before": load_before,
+        "load_after": loadavg(),
+    })
+    return result
+
+
+def _minus(a, b):
+    return round(a - b, 1) if a is not None and b is not None else None
+
+
+def scrypt_cost(rounds=5):
+    """Seconds one scrypt password check (n=2**14, r=8, p=1, the usual interactive setting) takes."""
+    salt = os.urandom(16)
+    best = None
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        hashlib.scrypt(b"correct horse battery staple", salt=salt, n=2 ** 14, r=8, p=1,
+                       maxmem=64 * 1024 * 1024, dklen=32)
+        took = time.perf_counter() - t0
+        best = took if best is None else min(best, took)
+    return best
+
+
+def bench_login(seconds, concurrency=64, warmup=0.5, progress=None):
+    progress = progress or Progress()
+    settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup}
+    auth = "memory:" + ":".join("u{}:pw".format(i) for i in range(concurrency))
+    with Bench(progress) as bench:
+        result = bench.header("login", settings)
+        load_before = loadavg()
+        server = bench.gamesession("--auth", auth, "--max-sessions", str(concurrency * 2 + 16),
+                                   nofile=concurrency * 4 + 256)
+        plan = bench.plan(server, nofile=concurrency * 4 + 256, **settings)
+        detail = run_loadgen(login_job, plan, progress, 4 * (seconds + warmup) + 60)
+        result["server_log_tracebacks"] = bench.server_log_problems(server)
+    result.update(detail)
+    result["load_before"] = load_before
+    result["load_after"] = loadavg()
+    progress.show("timing scrypt")
+    cost = scrypt_cost()
+    progress.done()
+    result["scrypt_ms"] = round(cost * 1000, 2)
+    if result["logins_per_s"]:
+        result["logins_per_s_with_scrypt_estimate"] = round(
+            1 / (1 / result["logins_per_s"] + cost), 1)
+    return result
+
+
+def bench_sessions(sessions, seconds=3.0, window=64, payload=64, concurrency=64, warmup=0.5,
+                   progress=None):
+    progress = progress or Progress()
+    wanted = sessions + 256
+    soft, hard = procs.raise_nofile(wanted)
+    notes = []
+    if soft < wanted:
+        usable = max(1, soft - 256)
+        notes.append("RLIMIT_NOFILE hard limit {} is too low for {} sessions (each needs one fd "
+                     "in the server and one in the load generator); measured {} instead. "
+                     "Raise it (ulimit -Hn, or LimitNOFILE= under systemd).".format(
+                         hard, sessions, usable))
+        sessions = usable
+    settings = {"sessions": sessions, "seconds": seconds, "window": window, "payload": payload,
+                "concurrency": concurrency, "warmup": warmup}
+    with Bench(progress) as bench:
+        result = bench.header("sessions", settings)
+        load_before = loadavg()
+        server = bench.gamesession("--max-sessions", str(sessions + 16), nofile=wanted)
+        plan = bench.plan(server, nofile=wanted, **settings)
+        timeout = 2 * seconds + 4 * warmup + max(60.0, sessions / 50.0) + 60
+        detail = run_loadgen(sessions_job, plan, progress, timeout)
+        result["server_log_tracebacks"] = bench.server_log_problems(server)
+    result.update(detail)
+    result["fd_limit"] = {"soft": soft, "hard": hard}
+    result["notes"] = notes
+    result["load_before"] = load_before
+    result["load_after"] = loadavg()
+    return result
+
+
+# -- output ---------------------------------------------------------------------
+
+
+def _fmt(value, unit=""):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = "{:,.1f}".format(value) if abs(value) < 100 else "{:,.0f}".format(value)
+    else:
+        text = "{:,}".format(value)
+    return text + unit
+
+
+def table(rows) -> str:
+    """Two aligned columns."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join("{:<{w}}  {}".format(name, value, w=width) for name, value in rows)
+
+
+def summary(result: dict) -> str:
+    kind = result["benchmark"]
+    load = "load {} -> {}".format(" ".join(map(str, result["load_before"])),
+                                  " ".join(map(str, result["load_after"])))
+    if kind == "udp":
+        d = result["detail"]
+        rows = [
+            ("udp, payload {} B".format(result["payload"]), "gamesession | baseline"),
+            ("throughput (pps)", "{} | {}".format(_fmt(result["gamesession_pps"]),
+                                                  _fmt(result["baseline_pps"]))),
+            ("ratio", "-" if result["ratio"] is None else "{:.3f}".format(result["ratio"])),
+            ("rtt p50 light (us)", "{} | {}".format(_fmt(result["gamesession_p50_us"]),
+                                                    _fmt(result["baseline_p50_us"]))),
+            ("rtt p99 light (us)", "{} | {}".format(_fmt(result["gamesession_p99_us"]),
+                                                    _fmt(result["baseline_p99_us"]))),
+            ("rtt p50 loaded (us)", "{} | {}".format(_fmt(d["gamesession"]["throughput"]["p50_us"]),
+                                                     _fmt(d["baseline"]["throughput"]["p50_us"]))),
+            ("server cpu (cores)", "{} | {}".format(_fmt(result["server_cpu"]["gamesession"]),
+                                                    _fmt(result["server_cpu"]["baseline"]))),
+            ("lost packets", "{} | {}".format(d["gamesession"]["throughput"]["lost"],
+                                              d["baseline"]["throughput"]["lost"])),
+        ]
+    elif kind == "login":
+        rows = [
+            ("logins", "{} in {:.1f} s, {} concurrent".format(
+                result["logins"], result["seconds"], result["settings"]["concurrency"])),
+            ("logins_per_s", _fmt(result["logins_per_s"])),
+            ("login p50/p99 (us)", "{} / {}".format(_fmt(result["login_p50_us"]),
+                                                    _fmt(result["login_p99_us"]))),
+            ("failures", str(result["failures"])),
+            ("server cpu (cores)", _fmt(result["server_cpu"])),
+            ("scrypt per check (ms)", _fmt(result["scrypt_ms"])),
+            ("logins/s with scrypt (est.)", _fmt(result.get("logins_per_s_with_scrypt_estimate"))),
+        ]
+    else:
+        rows = [
+            ("sessions held", "{:,}".format(result["sessions_held"])),
+            ("bytes_per_session", _fmt(result["bytes_per_session"])),
+            ("server rss 1 -> N", "{:,} -> {:,} bytes".format(result["rss_one_session"],
+                                                              result["rss_all_sessions"])),
+            ("pps 1 session", _fmt(result["pps_one"])),
+            ("pps N sessions", _fmt(result["pps_many"])),
+            ("pps_ratio", "-" if result["pps_ratio"] is None else "{:.3f}".format(result["pps_ratio"])),
+            ("rtt p50 loaded 1 | N (us)", "{} | {}".format(_fmt(result["one"]["p50_us"]),
+                                                          _fmt(result["many"]["p50_us"]))),
+            ("sessions alive at end", "{:,}".format(result["sessions_alive_at_end"])),
+        ]
+        rows += [("note", note) for note in result.get("notes", [])]
+    rows.append(("machine", "{} cpus, {}; {}".format(
+        result["machine"].get("cpus"), result["pinning"], load)))
+    if result.get("server_log_tracebacks"):
+        rows.append(("WARNING", "{} tracebacks in the server log".format(
+            result["server_log_tracebacks"])))
+    return table(rows)
+
+
+def write_json(result: dict, path) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+            f.write("\n")

@@ -1,0 +1,78 @@
+"""Smoke runs of every ``gamesession bench`` command, so they cannot rot.
+
+Each run is a second or two with tiny counts; the figures are checked for
+shape and sanity, never for speed.
+"""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
+
+
+def bench(plugin_path, tmp_path, *args):
+    out = tmp_path / "result.json"
+    result = run_cli(plugin_path, "bench", *args, "--json", str(out), timeout=100)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result
+
+
+def test_bench_udp(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "udp", "--seconds", "0.3",
+                            "--latency-seconds", "0.2", "--payload", "512")
+    for key in ("gamesession_pps", "baseline_pps", "ratio", "gamesession_p50_us",
+                "gamesession_p99_us", "baseline_p50_us", "baseline_p99_us"):
+        assert figures[key] is not None and figures[key] > 0, key
+    assert figures["payload"] == 512
+    assert figures["server_log_tracebacks"] == 0
+    assert "throughput (pps)" in result.stdout
+    assert "gamesession throughput" in result.stderr  # the progress line
+
+
+def test_bench_login(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "login", "--seconds", "0.5",
+                            "--concurrency", "4")
+    assert figures["logins"] > 0 and figures["logins_per_s"] > 0
+    assert figures["failures"] == 0, figures["failure_kinds"]
+    assert figures["scrypt_ms"] > 0
+    assert "logins_per_s" in result.stdout
+
+
+def test_bench_sessions(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "sessions", "--sessions", "5",
+                            "--seconds", "0.3")
+    assert figures["sessions_held"] == 5
+    assert figures["sessions_alive_at_end"] == 5
+    assert figures["pps_one"] > 0 and figures["pps_many"] > 0 and figures["pps_ratio"] > 0
+    assert figures["rss_all_sessions"] > 0
+    assert "bytes_per_session" in figures
+    assert "pps_ratio" in result.stdout
+
+
+def test_bench_hotpath(plugin_path, tmp_path):
+    figures, _ = bench(plugin_path, tmp_path, "hotpath", "--packets", "300", "--rounds", "1",
+                       "--sessions", "3")
+    assert figures["ns_per_packet"] > 0
+
+
+def test_bench_report(plugin_path, tmp_path):
+    pytest.importorskip("matplotlib")
+    udp = tmp_path / "udp.json"
+    sessions = tmp_path / "sessions.json"
+    udp.write_text(json.dumps({
+        "benchmark": "udp", "payload": 64, "gamesession_pps": 60000.0, "baseline_pps": 100000.0,
+        "ratio": 0.6, "gamesession_p50_us": 80.0, "gamesession_p99_us": 150.0,
+        "baseline_p50_us": 50.0, "baseline_p99_us": 90.0, "load_before": [0.1, 0.1, 0.1],
+        "machine": {"cpus": 2, "cpu_model": "test"}}))
+    sessions.write_text(json.dumps({
+        "benchmark": "sessions", "sessions_held": 10, "pps_many": 50000.0, "pps_one": 55000.0,
+        "bytes_per_session": 3000.0, "many": {"p50_us": 900.0, "p99_us": 2000.0},
+        "settings": {"window": 64}, "load_before": [0.2, 0.1, 0.1],
+        "machine": {"cpus": 2, "cpu_model": "test"}}))
+    png = tmp_path / "chart.png"
+    result = run_cli(plugin_path, "bench", "report", str(udp), str(sessions), "--out", str(png))
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
