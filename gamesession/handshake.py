@@ -15,6 +15,9 @@ per-direction counters starting at 0 never repeat a nonce under a key.
 See docs/protocol.md, "Key schedule".
 """
 
+import struct
+import threading
+
 import attrs
 from nacl.bindings import crypto_scalarmult
 
@@ -46,21 +49,85 @@ class BadBox(Exception):
     """A box did not open: wrong key, wrong counter or tampered bytes."""
 
 
+KEY_SIZE = 32
+TAG_SIZE = 16
+# The 24-byte XSalsa20 nonce of a counter: 8 bytes little-endian, then zeros.
+_nonce = struct.Struct("<Q16x").pack
+
+
 def nonce(counter: int) -> bytes:
     """The 24-byte XSalsa20 nonce of a counter: 8 bytes little-endian, then zeros."""
-    return counter.to_bytes(8, "little") + bytes(16)
+    return _nonce(counter)
 
 
-def seal(key: bytes, counter: int, plaintext: bytes) -> bytes:
-    """secretbox(plaintext) under key at counter: 16-byte tag then ciphertext."""
-    return crypto_secretbox(plaintext, nonce(counter), key)
+def _public_seal(key: bytes, counter: int, plaintext: bytes) -> bytes:
+    return crypto_secretbox(plaintext, _nonce(counter), key)
 
 
-def open_box(key: bytes, counter: int, box: bytes) -> bytes:
+def _public_open(key: bytes, counter: int, box: bytes) -> bytes:
     try:
-        return crypto_secretbox_open(box, nonce(counter), key)
-    except (CryptoError, ValueError, TypeError):
+        return crypto_secretbox_open(box, _nonce(counter), key)
+    except (CryptoError, ValueError, TypeError, struct.error):
         raise BadBox()
+
+
+try:
+    # The same libsodium functions PyNaCl's bindings call, without the
+    # wrapper's per-call checks, zeroed allocation and copies: the UDP hot
+    # path seals and opens one box per packet (docs/benchmarks.md).
+    from nacl._sodium import ffi as _ffi
+    from nacl._sodium import lib as _lib
+
+    _seal_c = _lib.crypto_secretbox_easy
+    _open_c = _lib.crypto_secretbox_open_easy
+except (ImportError, AttributeError):  # pragma: no cover - other PyNaCl builds
+    _ffi = None
+
+if _ffi is not None:
+    _SCRATCH_SIZE = 2048
+    _unpack = _ffi.unpack
+    _new = _ffi.new
+    _scratch = threading.local()
+
+    def _buffer(size: int):
+        """A reusable output buffer of this thread (libsodium runs without the GIL)."""
+        if size > _SCRATCH_SIZE:
+            return _new("char[]", size)
+        try:
+            return _scratch.buffer
+        except AttributeError:
+            _scratch.buffer = _new("char[]", _SCRATCH_SIZE)
+            return _scratch.buffer
+
+    def seal(key: bytes, counter: int, plaintext: bytes) -> bytes:
+        """secretbox(plaintext) under key at counter: 16-byte tag then ciphertext."""
+        if len(key) != KEY_SIZE:
+            raise ValueError("a secretbox key is 32 bytes")
+        try:
+            nonce_bytes = _nonce(counter)
+        except struct.error:
+            raise OverflowError("counter out of range")
+        size = len(plaintext) + TAG_SIZE
+        out = _buffer(size)
+        if _seal_c(out, plaintext, len(plaintext), nonce_bytes, key) != 0:
+            raise CryptoError("encryption failed")
+        return _unpack(out, size)
+
+    def open_box(key: bytes, counter: int, box: bytes) -> bytes:
+        """The plaintext of a box sealed under key at counter, else BadBox."""
+        try:
+            size = len(box) - TAG_SIZE
+            if size < 0 or len(key) != KEY_SIZE:
+                raise BadBox()
+            out = _buffer(size or 1)
+            if _open_c(out, box, len(box), _nonce(counter), key) != 0:
+                raise BadBox()
+        except (TypeError, struct.error):
+            raise BadBox()
+        return _unpack(out, size)
+else:  # pragma: no cover
+    seal = _public_seal
+    open_box = _public_open
 
 
 def _hash(data: bytes, key: bytes = b"") -> bytes:
