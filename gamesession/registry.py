@@ -8,16 +8,24 @@ Time comes from an injected ``IReactorTime``.
 """
 
 import os
+import struct
 
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from .application import EchoApplication, ISession
-from .datagram import MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
+from .datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from .stats import ServerStats
 from .wire import ErrorCode
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
+
+# Plain ints for the per-packet comparisons: an IntEnum attribute costs ~100 ns.
+_DATA = int(Kind.DATA)
+_PING = int(Kind.PING)
+_PONG = int(Kind.PONG)
+_DISCONNECT = int(Kind.DISCONNECT)
+_counter_at = struct.Struct("<Q").unpack_from
 
 
 class LoginRefused(Exception):
@@ -67,7 +75,7 @@ class Session:
         return True
 
     def send_datagram(self, payload: bytes) -> bool:
-        return self.send(Kind.DATA, payload)
+        return self.send(_DATA, payload)
 
     def send_message(self, payload: bytes) -> None:
         if not self.ended:
@@ -194,9 +202,10 @@ class SessionRegistry:
     def datagram_received(self, packet: bytes, address) -> None:
         """Authenticate and dispatch one datagram; drop anything else silently."""
         stats = self.stats
+        size = len(packet)
         stats.udp_in_packets += 1
-        stats.udp_in_bytes += len(packet)
-        if len(packet) < MIN_PACKET:
+        stats.udp_in_bytes += size
+        if size < MIN_PACKET:
             stats.dropped["short"] += 1
             return
         session = self.by_token.get(packet[:TOKEN_SIZE])
@@ -205,7 +214,7 @@ class SessionRegistry:
             return
         try:
             kind, payload, newest = session.channel.open(
-                int.from_bytes(packet[TOKEN_SIZE:16], "little"), packet[16:])
+                _counter_at(packet, TOKEN_SIZE)[0], packet[HEADER_SIZE:])
         except Drop as drop:
             stats.dropped[drop.reason] += 1
             return
@@ -214,11 +223,15 @@ class SessionRegistry:
             if session.address is not None:
                 stats.roams += 1
             session.address = address
-        if kind == Kind.DATA:
-            self.notify_application("datagram_received", session, payload)
-        elif kind == Kind.PING:
-            session.send(Kind.PONG, payload)
-        elif kind == Kind.DISCONNECT:
+        if kind == _DATA:
+            # notify_application inlined: no getattr or argument tuple per packet.
+            try:
+                self.application.datagram_received(session, payload)
+            except Exception:
+                self.log.failure("application {method} failed", method="datagram_received")
+        elif kind == _PING:
+            session.send(_PONG, payload)
+        elif kind == _DISCONNECT:
             self.end(session, "logout")
         # KEEPALIVE only refreshed last_seen; a PONG answers the server's keepalive.
 
