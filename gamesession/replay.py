@@ -5,6 +5,8 @@ after it opened, so forged packets can never move the window (netcode.io #86).
 """
 
 WINDOW_SIZE = 1024
+# Masks by window size, shared: a 1024-bit int is 160 bytes, per session otherwise.
+_MASKS = {}
 
 
 class ReplayWindow:
@@ -17,7 +19,10 @@ class ReplayWindow:
         self.highest = -1
         # Bit i set: counter (highest - i) has been accepted.
         self.bits = 0
-        self._mask = (1 << size) - 1
+        mask = _MASKS.get(size)
+        if mask is None:
+            mask = _MASKS[size] = (1 << size) - 1
+        self._mask = mask
 
     def fresh(self, counter: int) -> bool:
         """True when counter is new and not too old to judge."""
