@@ -23,6 +23,7 @@ from ..clientcore import ClientCore, LoginFailed, SessionEnded, Welcome
 from ..datagram import Drop, Kind
 from ..handshake import HandshakeError
 from ..wire import ProtocolError
+from .mmsg import batcher
 
 RING = 1 << 17
 LINGER_RESET = struct.pack("ii", 1, 0)
@@ -264,6 +265,8 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
     next one in turn and each reply opened by its owner.  Without sessions the
     payload goes out raw (the baseline).  Replies are matched by the sequence
     number at the start of the payload, so a lost packet never skews the RTTs.
+    Packets go out and come back in batches (``mmsg``): the packets of one
+    batch share a send timestamp, those of one receive call a receive one.
     """
     perf = time.perf_counter_ns
     pad = bytes(max(0, payload_size - 8))
@@ -272,7 +275,8 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
     rtts = array("q")
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
-    send, recv = sock.send, sock.recv
+    io = batcher(sock, max(1, window))
+    send_batch, recv_batch = io.send, io.recv
     data_kind = Kind.DATA
     if sessions:
         cores = list(sessions)
@@ -280,7 +284,7 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
         owner = {core.channel.token: core for core in cores}.get
     seq = 0
     inflight = 0
-    received = lost = stray = 0
+    lost = stray = unsent = 0
     start = perf()
     measure_from = start + int(warmup * 1e9)
     end = measure_from + int(seconds * 1e9)
@@ -288,55 +292,51 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
     next_report = start + 250_000_000
     measuring = warmup <= 0
     while True:
-        while inflight < window:
-            body = seq.to_bytes(8, "little") + pad
+        room = window - inflight
+        if room > 0:
             if sessions:
-                packet = cores[seq % ncores].datagram(data_kind, body)
+                packets = [cores[n % ncores].datagram(data_kind, n.to_bytes(8, "little") + pad)
+                           for n in range(seq, seq + room)]
             else:
-                packet = body
-            sent_at[seq & mask] = perf()
-            try:
-                send(packet)
-            except (BlockingIOError, ConnectionRefusedError):
-                lost += 1
-                seq += 1
-                continue
-            seq += 1
-            inflight += 1
-        try:
-            reply = recv(2048)
-        except BlockingIOError:
+                packets = [n.to_bytes(8, "little") + pad for n in range(seq, seq + room)]
+            now = perf()
+            for n in range(seq, seq + room):
+                sent_at[n & mask] = now
+            sent = send_batch(packets)
+            unsent += room - sent
+            seq += room
+            inflight += sent
+        replies = recv_batch()
+        if not replies:
             if not poller.poll(100):
                 lost += inflight
                 inflight = 0
                 if perf() >= end:
                     break
             continue
-        except ConnectionRefusedError:
-            continue
         now = perf()
-        if sessions:
-            core = owner(reply[:8])
-            if core is None:
-                stray += 1
-                continue
-            try:
-                kind, payload = core.datagram_received(reply)
-            except Drop:
-                stray += 1
-                continue
-            if kind != data_kind:
-                stray += 1
-                continue
-        else:
-            payload = reply
-        inflight -= 1
+        for reply in replies:
+            if sessions:
+                core = owner(reply[:8])
+                if core is None:
+                    stray += 1
+                    continue
+                try:
+                    kind, payload = core.datagram_received(reply)
+                except Drop:
+                    stray += 1
+                    continue
+                if kind != data_kind:
+                    stray += 1
+                    continue
+            else:
+                payload = reply
+            inflight -= 1
+            if measuring:
+                counted += 1
+                rtts.append(now - sent_at[int.from_bytes(payload[:8], "little") & mask])
         if inflight < 0:
             inflight = 0
-        if measuring:
-            counted += 1
-            rtts.append(now - sent_at[int.from_bytes(payload[:8], "little") & mask])
-        received += 1
         if now >= next_report:
             next_report = now + 250_000_000
             if not measuring and now >= measure_from:
@@ -354,19 +354,16 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
     deadline = time.monotonic() + 0.2
     while inflight > 0 and time.monotonic() < deadline:
         if poller.poll(20):
-            try:
-                recv(2048)
-                inflight -= 1
-            except (BlockingIOError, ConnectionRefusedError):
-                pass
+            inflight -= len(recv_batch())
     poller.unregister(sock.fileno())
     result = {
         "pps": round(counted / duration, 1) if duration > 0 else 0.0,
         "packets": counted,
         "seconds": round(duration, 3),
         "window": window,
-        "sent": seq,
+        "sent": seq - unsent,
         "lost": lost,
+        "unsent": unsent,
         "stray": stray,
     }
     result.update(percentiles(rtts))
