@@ -27,7 +27,13 @@ from .mmsg import batcher
 
 RING = 1 << 17
 LINGER_RESET = struct.pack("ii", 1, 0)
-KEEPALIVE_EVERY = 1.0
+# The server ends a session after 10 s without authenticated traffic (default).
+KEEPALIVE_EVERY = 3.0
+# Sessions looked at / keepalives sent per loop turn: spread out, bursts of
+# thousands would overflow the server's socket buffer.
+KEEPALIVE_SCAN = 512
+KEEPALIVE_BURST = 128
+PING_RETRY = 0.5
 
 
 def udp_socket(host: str, port: int) -> socket.socket:
@@ -65,12 +71,15 @@ class Fleet:
     authenticated UDP packet (a PING) was answered with a PONG.
     """
 
-    def __init__(self, host, login_port, udp_port, server_key, password="pw", reset_on_close=False):
+    def __init__(self, host, login_port, udp_port, server_key, password="pw", reset_on_close=False,
+                 keep_ready=True):
         self.host = host
         self.login_addr = (host, login_port)
         self.server_key = server_key
         self.password = password
         self.reset_on_close = reset_on_close
+        self.keep_ready = keep_ready
+        self.ready_count = 0
         self.sel = selectors.DefaultSelector()
         self.udp = udp_socket(host, udp_port)
         self.sel.register(self.udp, selectors.EVENT_READ, None)
@@ -82,7 +91,10 @@ class Fleet:
         self.on_ready = None
         self.on_failed = None
         self.latencies = array("q")
-        self._last_keepalive = time.monotonic()
+        self.pinging = {}
+        self.ping_retries = 0
+        self._keepalive_index = 0
+        self._last_retry = time.monotonic()
 
     # -- logins -----------------------------------------------------------------
 
@@ -121,6 +133,7 @@ class Fleet:
         if login is not None:
             if login.state not in ("ready", "closed"):
                 self.in_progress -= 1
+            self.pinging.pop(login, None)
             login.state = "closed"
             self.close(login)
             if self.on_failed is not None:
@@ -171,8 +184,11 @@ class Fleet:
                     self.by_token[event.token] = login
                     login.state = "ping"
                     self._send_udp(login, Kind.PING, b"login")
+                    self.pinging[login] = login.last_sent
                 elif isinstance(event, SessionEnded):
                     self.ended[event.reason] += 1
+                    if login.state != "ready":
+                        self.failures["ended: " + event.reason] += 1
         login.buf = buf
 
     def _send_udp(self, login, kind, payload=b""):
@@ -200,21 +216,46 @@ class Fleet:
                 continue
             if kind == Kind.PONG and login.state == "ping":
                 login.state = "ready"
+                self.pinging.pop(login, None)
                 self.in_progress -= 1
                 self.latencies.append(time.perf_counter_ns() - login.started)
-                self.ready.append(login)
+                self.ready_count += 1
+                if self.keep_ready:
+                    self.ready.append(login)
                 if self.on_ready is not None:
                     self.on_ready(login)
 
     def keepalive(self, now=None) -> None:
-        """Tell the server every held session is alive (its timeout is 10 s by default)."""
+        """Keep held sessions alive and ping again where a PING or PONG was lost.
+
+        UDP may drop the first PING (a socket buffer full of keepalives); a
+        real client retries too.  Keepalives go to a slice of the sessions
+        per loop turn, never to all of them at once.
+        """
         now = time.monotonic() if now is None else now
-        if now - self._last_keepalive < KEEPALIVE_EVERY / 4:
+        if self.pinging and now - self._last_retry >= PING_RETRY / 2:
+            self._last_retry = now
+            for login, sent in list(self.pinging.items()):
+                if login.state != "ping":
+                    del self.pinging[login]
+                elif now - sent >= PING_RETRY:
+                    self.ping_retries += 1
+                    self._send_udp(login, Kind.PING, b"login")
+                    self.pinging[login] = login.last_sent
+        ready = self.ready
+        if not ready:
             return
-        self._last_keepalive = now
-        for login in list(self.by_token.values()):
+        sent = 0
+        index = self._keepalive_index
+        for _ in range(min(KEEPALIVE_SCAN, len(ready))):
+            index = (index + 1) % len(ready)
+            login = ready[index]
             if login.state == "ready" and now - login.last_sent >= KEEPALIVE_EVERY:
                 self._send_udp(login, Kind.KEEPALIVE)
+                sent += 1
+                if sent >= KEEPALIVE_BURST:
+                    break
+        self._keepalive_index = index
 
     def poll(self, timeout: float) -> None:
         for key, mask in self.sel.select(timeout):

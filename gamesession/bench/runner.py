@@ -172,7 +172,7 @@ def udp_job(plan, progress):
 
 def login_job(plan, progress):
     fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"],
-                  reset_on_close=True)
+                  reset_on_close=True, keep_ready=False)
     users = plan["concurrency"]
     completed = []
     counting = [False]
@@ -215,6 +215,7 @@ def login_job(plan, progress):
         "logins_per_s": round(len(completed) / elapsed, 1),
         "failures": sum(fleet.failures.values()) - failures_before,
         "failure_kinds": dict(fleet.failures),
+        "ping_retries": fleet.ping_retries,
         "server_cpu": _server_cpu(plan["server_pid"], cpu0, elapsed),
     }
     result.update({"login_" + k: v for k, v in percentiles(fleet.latencies).items()})
@@ -250,6 +251,7 @@ def sessions_job(plan, progress):
         "sessions_held": len(cores),
         "sessions_alive_at_end": alive,
         "ended_by_server": dict(fleet.ended),
+        "ping_retries": fleet.ping_retries,
         "login_seconds": round(login_seconds, 2),
         "rss_one_session": rss_one,
         "rss_all_sessions": rss_many,
