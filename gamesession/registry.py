@@ -10,6 +10,7 @@ Time comes from an injected ``IReactorTime``.
 import os
 import struct
 
+from twisted.internet import udp
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -26,6 +27,30 @@ _PING = int(Kind.PING)
 _PONG = int(Kind.PONG)
 _DISCONNECT = int(Kind.DISCONNECT)
 _counter_at = struct.Struct("<Q").unpack_from
+
+
+def datagram_sender(transport):
+    """``send(packet, address)`` for a UDP transport, as cheap as it can be.
+
+    On a real, unconnected ``twisted.internet.udp.Port`` this is the socket's
+    own ``sendto``: ``Port.write`` checks the address with ``isIPAddress``
+    three times per datagram (a third of the per-packet cost of an echo), and
+    the game port only ever answers addresses that ``recvfrom`` on the same
+    socket returned.  Like ``Port.write`` it ignores ECONNREFUSED; other
+    errors raise OSError.  Any other transport (tests' fakes) keeps ``write``.
+    """
+    sock = getattr(transport, "socket", None)
+    if not isinstance(transport, udp.Port) or sock is None or transport._connectedAddr:
+        return transport.write
+    sendto = sock.sendto
+
+    def send(packet, address):
+        try:
+            sendto(packet, address)
+        except ConnectionRefusedError:
+            pass
+
+    return send
 
 
 class LoginRefused(Exception):
@@ -113,6 +138,15 @@ class SessionRegistry:
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
 
+    @property
+    def transport(self):
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport):
+        self._transport = transport
+        self._send = None if transport is None else datagram_sender(transport)
+
     def __len__(self):
         return len(self.by_token)
 
@@ -187,15 +221,15 @@ class SessionRegistry:
     # -- UDP ------------------------------------------------------------------
 
     def transmit(self, session: Session, packet: bytes, address) -> None:
-        transport = self.transport
-        if transport is None:
+        send = self._send
+        if send is None:
             return
         stats = self.stats
         stats.udp_out_packets += 1
         stats.udp_out_bytes += len(packet)
         session.last_sent = self.clock.seconds()
         try:
-            transport.write(packet, address)
+            send(packet, address)
         except OSError:
             stats.dropped["send_error"] += 1
 
