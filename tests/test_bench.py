@@ -22,14 +22,15 @@ def bench(plugin_path, tmp_path, *args):
 
 def test_bench_udp(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "udp", "--seconds", "0.3",
-                            "--latency-seconds", "0.2", "--payload", "512")
+                            "--latency-seconds", "0.2", "--payload", "512", "--rounds", "2")
     for key in ("gamesession_pps", "baseline_pps", "ratio", "gamesession_p50_us",
                 "gamesession_p99_us", "baseline_p50_us", "baseline_p99_us"):
         assert figures[key] is not None and figures[key] > 0, key
     assert figures["payload"] == 512
     assert figures["server_log_tracebacks"] == 0
     assert "throughput (pps)" in result.stdout
-    assert "gamesession throughput" in result.stderr  # the progress line
+    assert len(figures["detail"]["rounds"]) == 2
+    assert "gamesession round 2/2" in result.stderr  # the progress line
 
 
 def test_bench_login(plugin_path, tmp_path):

@@ -20,8 +20,12 @@ def add_arguments(parser) -> None:
     p.add_argument("--payload", type=_payload, default=64,
                    help="application payload bytes per datagram (64, 512, 1200, ...)")
     p.add_argument("--window", type=int, default=64, help="packets kept in flight")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="throughput rounds, alternating baseline and gamesession; the best counts")
     p.add_argument("--latency-seconds", type=float, default=None,
                    help="length of the light-load RTT phase (one packet in flight; default seconds/2)")
+    p.add_argument("--profile-server", metavar="FILE",
+                   help="run the server under twistd's cProfile and save its stats to FILE")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
@@ -56,7 +60,8 @@ def run(args):
 
     if args.benchmark == "udp":
         result = runner.bench_udp(args.seconds, args.payload, window=args.window,
-                                  latency_seconds=args.latency_seconds)
+                                  latency_seconds=args.latency_seconds, rounds=args.rounds,
+                                  profile_server=args.profile_server)
     elif args.benchmark == "login":
         result = runner.bench_login(args.seconds, concurrency=args.concurrency)
     elif args.benchmark == "sessions":

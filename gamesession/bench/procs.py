@@ -144,7 +144,8 @@ def _env(plugin_dir=None):
     return env
 
 
-def start_gamesession(workdir: str, cpu=None, options=(), nofile=0) -> ServerProcess:
+def start_gamesession(workdir: str, cpu=None, options=(), nofile=0,
+                      twistd_options=()) -> ServerProcess:
     """The real server: ``twistd -n gamesession`` on 127.0.0.1 free ports."""
     plugins = os.path.join(workdir, "plugins", "twisted", "plugins")
     os.makedirs(plugins, exist_ok=True)
@@ -159,7 +160,7 @@ def start_gamesession(workdir: str, cpu=None, options=(), nofile=0) -> ServerPro
     log_path = os.path.join(workdir, "twistd.log")
     argv = [
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-        "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
+        "-n", "--pidfile=", "--logfile=" + log_path] + list(twistd_options) + ["gamesession",
         "--login", "tcp:{}:interface=127.0.0.1:backlog=1024".format(login_port),
         "--udp", str(udp_port), "--interface", "127.0.0.1", "--key-file", key_file,
     ] + list(options)

@@ -151,21 +151,31 @@ def _measure(sock, plan, pid, progress, label, window, seconds, sessions=None, w
 
 
 def udp_job(plan, progress):
+    """Throughput rounds alternating baseline and gamesession, then one light-load RTT phase each."""
     echo_sock = udp_socket(HOST, plan["echo_port"])
-    out = {"baseline": {}, "gamesession": {}}
-    phases = [("throughput", plan["window"], plan["seconds"]),
-              ("light", 1, plan["latency_seconds"])]
-    for phase, window, seconds in phases:
-        out["baseline"][phase] = _measure(
-            echo_sock, plan, plan["echo_pid"], progress, "baseline {} ".format(phase),
-            window, seconds)
+    out = {"rounds": []}
+
+    def gamesession_phase(label, window, seconds):
         # A fresh session for each phase: a session left silent while the
         # baseline runs would time out on the server.
-        fleet = _login_fleet(plan, "bench{}".format(phase), progress=progress)
-        out["gamesession"][phase] = _measure(
-            fleet.udp, plan, plan["server_pid"], progress, "gamesession {} ".format(phase),
-            window, seconds, sessions=[fleet.ready[0].core])
-        fleet.close_all()
+        fleet = _login_fleet(plan, "bench{}".format(len(out["rounds"])), progress=progress)
+        try:
+            return _measure(fleet.udp, plan, plan["server_pid"], progress, label, window, seconds,
+                            sessions=[fleet.ready[0].core])
+        finally:
+            fleet.close_all()
+
+    rounds = plan["rounds"]
+    for n in range(rounds):
+        tag = "round {}/{}".format(n + 1, rounds) if rounds > 1 else "throughput"
+        base = _measure(echo_sock, plan, plan["echo_pid"], progress, "baseline " + tag,
+                        plan["window"], plan["seconds"])
+        gs = gamesession_phase("gamesession " + tag, plan["window"], plan["seconds"])
+        out["rounds"].append({"baseline": base, "gamesession": gs})
+    out["baseline_light"] = _measure(echo_sock, plan, plan["echo_pid"], progress,
+                                     "baseline light load", 1, plan["latency_seconds"])
+    out["gamesession_light"] = gamesession_phase("gamesession light load", 1,
+                                                 plan["latency_seconds"])
     echo_sock.close()
     return out
 
@@ -291,6 +301,14 @@ class Bench:
         self.servers.append(server)
         return server
 
+    def gamesession_profiled(self, stats_path):
+        self.progress.show("starting twistd --profile gamesession")
+        server = procs.start_gamesession(self.tmp.name, self.server_cpu, (), 0,
+                                         twistd_options=("--profile=" + stats_path,
+                                                         "--profiler=cprofile", "--savestats"))
+        self.servers.append(server)
+        return server
+
     def echo(self):
         self.progress.show("starting the baseline echo")
         server = procs.start_echo(self.server_cpu)
@@ -325,43 +343,53 @@ class Bench:
         }
 
 
-def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, progress=None):
+def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, rounds=1,
+              progress=None, profile_server=None):
     progress = progress or Progress()
     if latency_seconds is None:
         latency_seconds = max(0.5, seconds / 2)
-    settings = {"seconds": seconds, "payload": payload, "window": window,
+    settings = {"seconds": seconds, "payload": payload, "window": window, "rounds": rounds,
                 "latency_seconds": latency_seconds, "warmup": warmup}
     with Bench(progress) as bench:
         result = bench.header("udp", settings)
         load_before = loadavg()
         echo = bench.echo()
-        server = bench.gamesession()
+        if profile_server:
+            # twistd's own profiler; writes the stats when the server stops.
+            server = bench.gamesession_profiled(os.path.abspath(profile_server))
+            result["profiled"] = "figures include cProfile overhead: compare nothing to them"
+        else:
+            server = bench.gamesession()
         plan = bench.plan(server, echo_port=echo.udp_port, echo_pid=echo.pid, **settings)
-        timeout = 4 * (seconds + latency_seconds + warmup) + 60
+        timeout = 4 * (rounds * 2 * (seconds + warmup + 1) + 2 * latency_seconds) + 60
         detail = run_loadgen(udp_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
-    gs, base = detail["gamesession"], detail["baseline"]
+    # On a shared machine other work steals cycles: the best round of each
+    # server is the one least disturbed.
+    gs = max((r["gamesession"] for r in detail["rounds"]), key=lambda r: r["pps"])
+    base = max((r["baseline"] for r in detail["rounds"]), key=lambda r: r["pps"])
+    gs_light, base_light = detail["gamesession_light"], detail["baseline_light"]
+    per_round = sorted(r["gamesession"]["pps"] / r["baseline"]["pps"]
+                       for r in detail["rounds"] if r["baseline"]["pps"])
     result.update({
         "payload": payload,
-        "gamesession_pps": gs["throughput"]["pps"],
-        "baseline_pps": base["throughput"]["pps"],
-        "ratio": round(gs["throughput"]["pps"] / base["throughput"]["pps"], 3)
-        if base["throughput"]["pps"] else None,
-        "gamesession_p50_us": gs["light"]["p50_us"],
-        "gamesession_p99_us": gs["light"]["p99_us"],
-        "baseline_p50_us": base["light"]["p50_us"],
-        "baseline_p99_us": base["light"]["p99_us"],
-        "p50_us": {"gamesession": gs["light"]["p50_us"], "baseline": base["light"]["p50_us"]},
-        "p99_us": {"gamesession": gs["light"]["p99_us"], "baseline": base["light"]["p99_us"]},
-        "added_p50_us": _minus(gs["light"]["p50_us"], base["light"]["p50_us"]),
-        "loaded_p50_us": {"gamesession": gs["throughput"]["p50_us"],
-                          "baseline": base["throughput"]["p50_us"]},
-        "loaded_p99_us": {"gamesession": gs["throughput"]["p99_us"],
-                          "baseline": base["throughput"]["p99_us"]},
-        "server_cpu": {"gamesession": gs["throughput"]["server_cpu"],
-                       "baseline": base["throughput"]["server_cpu"]},
+        "gamesession_pps": gs["pps"],
+        "baseline_pps": base["pps"],
+        "ratio": round(gs["pps"] / base["pps"], 3) if base["pps"] else None,
+        "ratio_median_of_rounds": round(per_round[len(per_round) // 2], 3) if per_round else None,
+        "gamesession_p50_us": gs_light["p50_us"],
+        "gamesession_p99_us": gs_light["p99_us"],
+        "baseline_p50_us": base_light["p50_us"],
+        "baseline_p99_us": base_light["p99_us"],
+        "p50_us": {"gamesession": gs_light["p50_us"], "baseline": base_light["p50_us"]},
+        "p99_us": {"gamesession": gs_light["p99_us"], "baseline": base_light["p99_us"]},
+        "added_p50_us": _minus(gs_light["p50_us"], base_light["p50_us"]),
+        "loaded_p50_us": {"gamesession": gs["p50_us"], "baseline": base["p50_us"]},
+        "loaded_p99_us": {"gamesession": gs["p99_us"], "baseline": base["p99_us"]},
+        "server_cpu": {"gamesession": gs["server_cpu"], "baseline": base["server_cpu"]},
+        "lost": {"gamesession": gs["lost"], "baseline": base["lost"]},
         "loadgen_cpu_seconds": detail["loadgen_cpu_seconds"],
-        "detail": {"gamesession": gs, "baseline": base},
+        "detail": detail,
         "load_before": load_before,
         "load_after": loadavg(),
     })
@@ -465,23 +493,26 @@ def summary(result: dict) -> str:
     load = "load {} -> {}".format(" ".join(map(str, result["load_before"])),
                                   " ".join(map(str, result["load_after"])))
     if kind == "udp":
-        d = result["detail"]
+        rounds = result["settings"].get("rounds", 1)
         rows = [
             ("udp, payload {} B".format(result["payload"]), "gamesession | baseline"),
-            ("throughput (pps)", "{} | {}".format(_fmt(result["gamesession_pps"]),
-                                                  _fmt(result["baseline_pps"]))),
+            ("throughput (pps){}".format(", best of {}".format(rounds) if rounds > 1 else ""),
+             "{} | {}".format(_fmt(result["gamesession_pps"]), _fmt(result["baseline_pps"]))),
             ("ratio", "-" if result["ratio"] is None else "{:.3f}".format(result["ratio"])),
             ("rtt p50 light (us)", "{} | {}".format(_fmt(result["gamesession_p50_us"]),
                                                     _fmt(result["baseline_p50_us"]))),
             ("rtt p99 light (us)", "{} | {}".format(_fmt(result["gamesession_p99_us"]),
                                                     _fmt(result["baseline_p99_us"]))),
-            ("rtt p50 loaded (us)", "{} | {}".format(_fmt(d["gamesession"]["throughput"]["p50_us"]),
-                                                     _fmt(d["baseline"]["throughput"]["p50_us"]))),
+            ("rtt p50 loaded (us)", "{} | {}".format(_fmt(result["loaded_p50_us"]["gamesession"]),
+                                                     _fmt(result["loaded_p50_us"]["baseline"]))),
             ("server cpu (cores)", "{} | {}".format(_fmt(result["server_cpu"]["gamesession"]),
                                                     _fmt(result["server_cpu"]["baseline"]))),
-            ("lost packets", "{} | {}".format(d["gamesession"]["throughput"]["lost"],
-                                              d["baseline"]["throughput"]["lost"])),
+            ("lost packets", "{} | {}".format(result["lost"]["gamesession"],
+                                              result["lost"]["baseline"])),
         ]
+        if rounds > 1:
+            rows.insert(3, ("ratio, median of rounds", "{:.3f}".format(
+                result["ratio_median_of_rounds"])))
     elif kind == "login":
         rows = [
             ("logins", "{} in {:.1f} s, {} concurrent".format(
