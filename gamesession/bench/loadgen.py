@@ -211,10 +211,13 @@ class Fleet:
             if login is None:
                 continue
             try:
-                kind, _ = login.core.datagram_received(packet)
+                kind, payload = login.core.datagram_received(packet)
             except Drop:
                 continue
-            if kind == Kind.PONG and login.state == "ping":
+            if kind == Kind.PING:
+                # The server's keepalive measures the RTT: answer as a client does.
+                self._send_udp(login, Kind.PONG, payload)
+            elif kind == Kind.PONG and login.state == "ping":
                 login.state = "ready"
                 self.pinging.pop(login, None)
                 self.in_progress -= 1
@@ -318,7 +321,7 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
     poller.register(sock.fileno(), select.POLLIN)
     io = batcher(sock, max(1, window))
     send_batch, recv_batch = io.send, io.recv
-    data_kind = Kind.DATA
+    data_kind, ping_kind, pong_kind = Kind.DATA, Kind.PING, Kind.PONG
     if sessions:
         cores = list(sessions)
         ncores = len(cores)
@@ -368,6 +371,12 @@ def blast(sock, seconds, payload_size, window, sessions=None, warmup=0.0, progre
                     stray += 1
                     continue
                 if kind != data_kind:
+                    if kind == ping_kind:
+                        # A server keepalive PING: answer as a client does.
+                        try:
+                            sock.send(core.datagram(pong_kind, payload))
+                        except OSError:
+                            pass
                     stray += 1
                     continue
             else:
