@@ -83,6 +83,14 @@ class KnockService(service.MultiService):
         timer.setServiceParent(self)
 
     def startService(self) -> None:
+        self.log.info(
+            "knock: login gated behind {count} {mode} UDP knocks; window {window}s,"
+            " grant {grant}s",
+            count=len(self.knocker.sequence),
+            mode="classic" if self.knocker.secret is None else "authenticated",
+            window=self.knocker.progress.window,
+            grant=self.knocker.grant_seconds,
+        )
         if is_monotonic(self.knocker.sequence):
             self.log.warn(
                 "knock: sequence {ports} is sorted; a UDP port sweep knocks it by"
