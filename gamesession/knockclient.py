@@ -28,10 +28,10 @@ DEFAULT_SETTLE = 0.05
 # closes before a byte, the kernel gate drops the SYN (connect times out).
 GATED: Tuple[Type[BaseException], ...] = (
     error.ConnectionRefusedError,
-    error.ConnectionDone,
-    error.ConnectionLost,
+    error.ConnectionClosed,
     error.TimeoutError,
     error.TCPTimedOutError,
+    defer.TimeoutError,
 )
 
 T = TypeVar("T")
