@@ -11,17 +11,10 @@ import textwrap
 
 import pytest
 
+from conftest import need
 from gamesession import firewall
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def need(condition, reason):
-    """Skip locally, fail in CI: CI must run everything."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run this test: {reason}")
-        pytest.skip(reason)
 
 
 def test_ruleset_drops_only_syns_to_the_login_port():

@@ -1,6 +1,5 @@
 """Knock listeners and client: fake transports first, then real loopback."""
 
-import os
 import shutil
 import socket
 
@@ -11,6 +10,7 @@ from twisted.internet import defer, error, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 
+from conftest import free_port, need
 from gamesession import knock as k
 from gamesession import knockclient
 from gamesession.knockport import KnockService, makeKnockService
@@ -154,24 +154,10 @@ def test_make_client_knocks_classic_and_authenticated():
 
 
 def free_udp_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return tuple(s.getsockname()[1] for s in socks)
-    finally:
-        for s in socks:
-            s.close()
-
-
-def need(condition, reason):
-    """Skip locally, fail in CI: CI must run everything."""
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run this test: {reason}")
-        pytest.skip(reason)
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port(socket.SOCK_DGRAM))
+    return tuple(ports)
 
 
 @pytest.fixture
