@@ -25,12 +25,11 @@ DEFAULT_ATTEMPTS = 3
 DEFAULT_SETTLE = 0.05
 
 # What a gated login port looks like from the client: the in-process gate
-# closes before a byte, the kernel gate drops the SYN (connect times out).
+# closes before a byte (ConnectionClosed, or a reset while still connecting:
+# ConnectError), the kernel gate drops the SYN (connect or login times out).
 GATED: Tuple[Type[BaseException], ...] = (
-    error.ConnectionRefusedError,
+    error.ConnectError,  # refused, reset while connecting, TCP timeouts
     error.ConnectionClosed,
-    error.TimeoutError,
-    error.TCPTimedOutError,
     defer.TimeoutError,
 )
 

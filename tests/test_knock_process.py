@@ -47,7 +47,10 @@ def test_classic_knocking(start_server, plugin_path):
     assert shut_out(server.login_port)
     refused = ping(plugin_path, server)
     assert refused.returncode == 1
-    assert "closed by the server before the login completed" in refused.stderr
+    # The in-process gate resets the connection: seen either after connecting
+    # or, when the reset wins the race, while connecting.
+    assert ("closed by the server before the login completed" in refused.stderr
+            or "Connection reset by peer" in refused.stderr), refused.stderr
 
     result = ping(plugin_path, server, "--knock", sequence)
     assert result.returncode == 0, result.stderr
