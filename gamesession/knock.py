@@ -18,7 +18,7 @@ import ipaddress
 import os
 import random
 import struct
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
 import attrs
 import nacl.encoding
@@ -46,6 +46,7 @@ AUTH_KNOCK_BYTES = HEADER.size + MAC_BYTES  # 58
 REPLY = struct.Struct("!H")
 
 Ports = Tuple[int, ...]
+T = TypeVar("T")
 
 
 class KnockError(ValueError):
@@ -87,19 +88,22 @@ def parse_sequence(text: str) -> Ports:
     return tuple(ports)
 
 
+def _parse_file(path: str, what: str, parse: Callable[[str], T]) -> T:
+    """``parse`` the text of a small ASCII file; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError as e:
+        raise KnockError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return parse(text)
+    except KnockError as e:
+        raise KnockError(f"{what} {path}: {e}") from None
+
+
 def read_sequence_file(path: str) -> Ports:
     """Read a sequence written by :func:`write_sequence_file` (or by hand)."""
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read()
-    except OSError as e:
-        raise KnockError(f"cannot read knock file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise KnockError(f"knock file {path} is not a list of port numbers") from None
-    try:
-        return parse_sequence(text)
-    except KnockError as e:
-        raise KnockError(f"knock file {path}: {e}") from None
+    return _parse_file(path, "knock file", parse_sequence)
 
 
 def parse_ports(text: str) -> Ports:
@@ -165,17 +169,7 @@ def parse_secret(text: str) -> bytes:
 
 
 def load_secret(path: str) -> bytes:
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read()
-    except OSError as e:
-        raise KnockError(f"cannot read knock secret {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        text = ""
-    try:
-        return parse_secret(text)
-    except KnockError as e:
-        raise KnockError(f"knock secret {path}: {e}") from None
+    return _parse_file(path, "knock secret", parse_secret)
 
 
 def write_secret_file(path: str, secret: Optional[bytes] = None) -> bytes:
