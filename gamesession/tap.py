@@ -14,6 +14,7 @@ from .accounts import make_portal
 from .application import load_application
 from .gameport import GamePort
 from .keys import KeyFileError, load_or_create_private_key, public_key_text
+from . import knocktap
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
@@ -61,7 +62,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
-    ]
+    ] + knocktap.OPT_PARAMETERS
+    optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -70,6 +72,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
+        knocktap.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -137,9 +140,13 @@ def makeService(config, reactor=None):
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
 
+    knocking = knocktap.make_knock_service(config, reactor)
+    if knocking is not None:
+        knocking.setServiceParent(top)  # before the login port opens
     factory = LoginFactory(
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
+        gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, config["login"]), factory)
