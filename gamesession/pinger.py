@@ -30,8 +30,9 @@ def describe_failure(exc, server: str) -> str:
         return "timed out connecting or logging in to {}".format(server)
     if isinstance(exc, error.DNSLookupError):
         return "cannot resolve {}".format(server)
-    if isinstance(exc, error.ConnectionClosed):
-        return "{}: {}".format(server, exc.args[0] if exc.args else "connection closed")
+    if isinstance(exc, (error.ConnectionClosed, error.ConnectionLost, error.ConnectError)):
+        return "{}: {} (if the server uses port knocking, pass --knock)".format(
+            server, exc.args[0] if exc.args else "connection closed")
     if isinstance(exc, ProtocolError):
         return "protocol error from {}: {}".format(server, exc.reason)
     return "{}: {}".format(server, exc)
