@@ -9,10 +9,13 @@ reason otherwise, and failed instead when CI is set.
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -130,3 +133,249 @@ def test_harness_tears_down():
     ).stdout
     for name in topo.ns.values():
         assert name not in listed
+
+
+# -- the real server and client across the NAT ---------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAT_CLIENT = os.path.join(ROOT, "tests", "nat_client.py")
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+CLI = [sys.executable, "-c", "import sys; from gamesession.cli import main; sys.exit(main())"]
+
+WAIT_FOR_LOGIN_PORT = textwrap.dedent(
+    """
+    import socket, sys, time
+    deadline = time.monotonic() + float(sys.argv[3])
+    while True:
+        try:
+            socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("login port did not open")
+            time.sleep(0.1)
+    """
+)
+
+ATTACKER = textwrap.dedent(
+    """
+    import json, os, socket, sys, time
+    token, replay = bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
+    target = (sys.argv[1], int(sys.argv[2]))
+    forged = [
+        replay,                                                 # a captured packet, again
+        token + (2**62).to_bytes(8, "little") + os.urandom(48),   # "newest" counter, no key
+        token + (1000).to_bytes(8, "little") + os.urandom(48),
+        token + replay[8:16] + os.urandom(len(replay) - 16),     # captured header, new body
+        token,                                                  # too short
+    ]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    for _ in range(3):
+        for packet in forged:
+            s.sendto(packet, target)
+    s.settimeout(0.2)
+    answers, deadline = 0, time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            s.recvfrom(4096)
+            answers += 1
+        except socket.timeout:
+            pass
+    print(json.dumps({"sent": 3 * len(forged), "answers": answers}))
+    """
+)
+
+
+class JsonLines:
+    """Reads a child's JSON lines with a deadline (a hung child fails the test)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.buffer = b""
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write((command + "\n").encode())
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no answer from the client within {}s".format(timeout))
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise AssertionError(
+                        "client exited: {}".format(self.proc.stderr.read().decode()[-2000:])
+                    )
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def ask(self, command: str, timeout: float = 20) -> dict:
+        self.send(command)
+        return self.read(timeout)
+
+
+def _child_env(tmp_path) -> dict:
+    """The checkout and a copy of the plugin on PYTHONPATH (no install needed)."""
+    plugins = tmp_path / "plugin" / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    with open(os.path.join(ROOT, "twisted_plugins", "gamesession_plugin.py")) as f:
+        (plugins / "gamesession_plugin.py").write_text(f.read())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path / "plugin"), ROOT] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
+    return env
+
+
+def _public_mapping(topology, local_port: int):
+    """The home router's public port for the client's UDP socket (None: no mapping)."""
+    ports = [
+        e["reply"]["dport"]
+        for e in topology.conntrack_udp("home")
+        if e["orig"]["src"] == netns.CLIENT_ADDR
+        and e["orig"]["sport"] == local_port
+        and e["orig"]["dport"] == netns.PUBLISHED_UDP_PORT
+    ]
+    assert len(ports) <= 1, ports
+    return ports[0] if ports else None
+
+
+def _server_udp_peers(topology) -> dict:
+    """{(source address, port): packets the server sent back} for the game port."""
+    return {
+        (e["orig"]["src"], e["orig"]["sport"]): e["reply"]["packets"]
+        for e in topology.conntrack_udp("server")
+        if e["orig"]["dport"] == netns.SERVER_UDP_PORT
+    }
+
+
+@pytest.mark.timeout(150, method="signal")
+def test_session_survives_nat_and_rebinding_and_ignores_injection(topology, tmp_path):
+    """A real login and UDP session through a home NAT and a Docker-like DNAT.
+
+    (a) The server answers the translated address it saw (the home router's
+        public address and randomised port), which the client never sent.
+    (b) A NAT rebinding mid-session (the home router forgets its UDP
+        mappings, so the client's public port changes) keeps the session:
+        the next authenticated packet moves it and pongs keep coming.
+    (c) Datagrams from a third host carrying the session's token (replayed
+        or forged, no key) get no answer and do not move the session.
+    """
+    env = _child_env(tmp_path)
+    key_file = str(tmp_path / "server.key")
+    keygen = subprocess.run(
+        [*CLI, "keygen", "--key-file", key_file],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert keygen.returncode == 0, keygen.stderr
+    server_key = keygen.stdout.strip().splitlines()[-1]
+    log_path = tmp_path / "twistd.log"
+
+    server = topology.popen(
+        "server",
+        [
+            *TWISTD, "-n", "--pidfile=", "--logfile=" + str(log_path), "gamesession",
+            "--login", "tcp:{}".format(netns.SERVER_TCP_PORT),
+            "--udp", str(netns.SERVER_UDP_PORT),
+            "--public-udp-port", str(netns.PUBLISHED_UDP_PORT),
+            "--key-file", key_file,
+            "--auth", "memory:alice:secret",
+            "--session-timeout", "30",
+        ],
+        env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+    def server_log() -> str:
+        return log_path.read_text() if log_path.exists() else ""
+
+    # The login port, reached the way clients reach it: published port, both NATs.
+    waited = topology.run(
+        "client",
+        [sys.executable, "-c", WAIT_FOR_LOGIN_PORT, netns.DOCKERHOST_WAN_ADDR,
+         str(netns.PUBLISHED_TCP_PORT), "20"],
+        check=False, timeout=30,
+    )
+    assert waited.returncode == 0, (waited.stderr, server.poll(), server_log())
+
+    client_proc = topology.popen(
+        "client",
+        [sys.executable, NAT_CLIENT, netns.DOCKERHOST_WAN_ADDR,
+         str(netns.PUBLISHED_TCP_PORT), server_key, "alice", "secret", "--deadline", "100"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    client = JsonLines(client_proc)
+    ready = client.read(timeout=20)
+    assert ready["event"] == "ready", ready
+    local_port = ready["local_port"]
+    # The server advertised the published port, not the one it listens on.
+    assert ready["server_udp"] == [netns.DOCKERHOST_WAN_ADDR, netns.PUBLISHED_UDP_PORT]
+    assert "session started: user=alice token={}".format(ready["token"]) in server_log()
+    report = ["client socket {}:{}".format(netns.CLIENT_ADDR, local_port)]
+
+    # (a) pings, answered at the translated address
+    first = client.ask("ping 5")
+    assert first["received"] >= 4, first
+    public_port = _public_mapping(topology, local_port)
+    assert public_port is not None
+    peers = _server_udp_peers(topology)
+    report.append("home NAT maps it to {}:{}".format(netns.HOME_WAN_ADDR, public_port))
+    report.append("server's UDP peers (address, port): packets sent back = {}".format(peers))
+    assert set(peers) == {(netns.HOME_WAN_ADDR, public_port)}, peers
+    assert peers[(netns.HOME_WAN_ADDR, public_port)] >= first["received"]
+
+    # (b) NAT rebinding in the middle of the session
+    old_port = public_port
+    for _ in range(3):  # fully-random may, rarely, hand out the same port again
+        topology.flush_udp_conntrack("home")
+        second = client.ask("ping 5")
+        public_port = _public_mapping(topology, local_port)
+        if public_port != old_port:
+            break
+    assert public_port not in (None, old_port)
+    assert second["received"] >= 4 and second["end_reason"] is None, second
+    peers = _server_udp_peers(topology)
+    report.append("after rebinding: home NAT port {}; server's peers {}".format(public_port, peers))
+    assert peers.get((netns.HOME_WAN_ADDR, public_port), 0) >= second["received"], peers
+    # the same session moved: no second login happened
+    assert server_log().count("session started:") == 1
+
+    # (c) injection from a third host with the session's token and no key
+    captured = client.ask("packet")["hex"]
+    assert captured[:16] == ready["token"]
+    before = _server_udp_peers(topology).get((netns.HOME_WAN_ADDR, public_port), 0)
+    attack = topology.run(
+        "attacker",
+        [sys.executable, "-c", ATTACKER, netns.DOCKERHOST_WAN_ADDR,
+         str(netns.PUBLISHED_UDP_PORT), ready["token"], captured],
+        timeout=20,
+    )
+    attack_result = json.loads(attack.stdout)
+    report.append("attacker sent {sent} datagrams, got {answers} answers".format(**attack_result))
+    assert attack_result["answers"] == 0
+    third = client.ask("ping 5")
+    assert third["received"] >= 4 and third["end_reason"] is None, third
+    peers = _server_udp_peers(topology)
+    report.append("after the injection: server's peers {}".format(peers))
+    assert peers[(netns.HOME_WAN_ADDR, public_port)] >= before + third["received"]
+    attacker_peers = {p: n for p, n in peers.items() if p[0] == netns.ATTACKER_ADDR}
+    assert all(n == 0 for n in attacker_peers.values()), attacker_peers
+    assert netns.counter_packets(topology, "dockerhost", "dockerfilter", "to_attacker") == 0
+    # Never a datagram from the game port to anything but the home NAT's address.
+    assert netns.counter_packets(topology, "server", "serverwatch", "udp_elsewhere") == 0
+
+    bye = client.ask("quit")
+    assert bye["event"] == "bye"
+    server.send_signal(15)
+    server.wait(timeout=10)
+    log = server_log()
+    assert "reason=logout" in log
+    assert "Traceback" not in log
+    report += [line for line in log.splitlines() if "session " in line]
+    print("\n".join(report))
