@@ -1,0 +1,75 @@
+"""twisted.cred pieces: the player avatar, its realm and the guest checker."""
+
+import attrs
+from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import succeed
+from zope.interface import Attribute, Interface, implementer
+
+
+class IPlayer(Interface):
+    name = Attribute("The name the player logged in as.")
+
+
+@implementer(IPlayer)
+@attrs.define
+class Player:
+    name: str
+
+
+@implementer(IRealm)
+class PlayerRealm:
+    """Gives every authenticated account a Player avatar."""
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if IPlayer not in interfaces:
+            raise NotImplementedError("PlayerRealm only provides IPlayer")
+        name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
+        return IPlayer, Player(name), lambda: None
+
+
+@implementer(ICredentialsChecker)
+class GuestChecker:
+    """Lets anyone in under the name they give, with any password.
+
+    Used when the server runs with no ``--auth``; it logs a warning then.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def requestAvatarId(self, credentials):
+        return succeed(credentials.username)
+
+
+@implementer(ICredentialsChecker)
+class TextOrBytesChecker:
+    """Hands a checker credentials in the string type it stores names in.
+
+    Twisted's own checkers disagree: ``--auth memory:`` keeps ``str`` names,
+    ``--auth file:`` and ``unix`` compare ``bytes``.  Logins arrive as text.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, checker):
+        self.checker = checker
+        users = getattr(checker, "users", None)
+        self.text = isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse) and all(
+            isinstance(name, str) for name in users)
+
+    def requestAvatarId(self, credentials):
+        user, password = credentials.username, credentials.password
+        if not self.text:
+            user, password = _utf8(user), _utf8(password)
+        return self.checker.requestAvatarId(UsernamePassword(user, password))
+
+
+def _utf8(value):
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def make_portal(checkers) -> Portal:
+    """A portal over the given checkers, or over GuestChecker when none."""
+    checkers = [TextOrBytesChecker(c) for c in checkers]
+    return Portal(PlayerRealm(), checkers or [GuestChecker()])

@@ -1,0 +1,73 @@
+"""The interface a game implements to receive sessions and their messages.
+
+The server calls an ``IGameApplication`` for each session event; the game
+answers through the ``Session`` it is given (``send_datagram`` over UDP,
+unreliable; ``send_message`` over the TCP control channel, reliable).  Select
+one with ``--app package.module.Class`` (a class whose constructor takes no
+arguments, or an object); the default echoes.
+"""
+
+from zope.interface import Attribute, Interface, implementer
+
+
+class ISession(Interface):
+    """What a game sees of one logged-in player."""
+
+    user = Attribute("The user name the player logged in with.")
+    avatar = Attribute("The avatar the cred realm returned (an IPlayer).")
+    address = Attribute("The UDP (host, port) learned from authenticated packets, or None.")
+
+    def send_datagram(payload):
+        """Send bytes over UDP (unreliable); False if no UDP address is known yet."""
+
+    def send_message(payload):
+        """Send bytes over the TCP control channel (reliable, in order)."""
+
+    def kick():
+        """End the session; the client is told it was kicked."""
+
+
+class IGameApplication(Interface):
+    def session_started(session):
+        """A player logged in; ``session`` provides ISession."""
+
+    def session_ended(session, reason):
+        """The session ended: logout, disconnected, timeout, kicked, replaced or shutdown."""
+
+    def datagram_received(session, payload):
+        """An authenticated, fresh application datagram arrived over UDP."""
+
+    def message_received(session, payload):
+        """An application message arrived over the TCP control channel."""
+
+
+@implementer(IGameApplication)
+class EchoApplication:
+    """Sends every message back on the channel it came in on."""
+
+    def session_started(self, session):
+        pass
+
+    def session_ended(self, session, reason):
+        pass
+
+    def datagram_received(self, session, payload):
+        session.send_datagram(payload)
+
+    def message_received(self, session, payload):
+        session.send_message(payload)
+
+
+def load_application(dotted: str):
+    """Resolve ``--app``: a dotted name of a class (instantiated) or an object."""
+    from twisted.python.reflect import namedAny
+
+    target = namedAny(dotted)
+    app = target() if isinstance(target, type) else target
+    if not IGameApplication.providedBy(app):
+        missing = [
+            name for name in IGameApplication.names() if not callable(getattr(app, name, None))
+        ]
+        if missing:
+            raise TypeError("{} lacks {}".format(dotted, ", ".join(missing)))
+    return app

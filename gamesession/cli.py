@@ -1,0 +1,95 @@
+"""The ``gamesession`` command: keys and a ping client (more subcommands join here)."""
+
+import argparse
+import sys
+
+from nacl.public import PrivateKey
+
+from .keys import KeyFileError, public_key_text, read_private_key, read_public_key, write_private_key
+
+
+class CommandError(Exception):
+    """A failure to report as one line and a non-zero exit."""
+
+
+def split_host_port(text: str, default_port: int):
+    """``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
+def cmd_keygen(args):
+    try:
+        key = PrivateKey.generate()
+        write_private_key(args.key_file, key, force=args.force)
+    except KeyFileError as e:
+        raise CommandError(str(e))
+    print(public_key_text(key))
+
+
+def cmd_pubkey(args):
+    try:
+        print(public_key_text(read_private_key(args.key_file)))
+    except KeyFileError as e:
+        raise CommandError(str(e))
+
+
+def cmd_ping(args):
+    from twisted.internet import task
+
+    from .pinger import ping_main
+
+    try:
+        server_key = read_public_key(args.server_key)
+    except KeyFileError as e:
+        raise CommandError("--server-key: {}".format(e))
+    return task.react(lambda reactor: ping_main(reactor, args, server_key))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("keygen", help="create a server key file (mode 0600)")
+    p.add_argument("--key-file", default="gamesession.key")
+    p.add_argument("--force", action="store_true", help="replace an existing key file")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("pubkey", help="print the public key of a key file")
+    p.add_argument("--key-file", default="gamesession.key")
+    p.set_defaults(func=cmd_pubkey)
+
+    p = sub.add_parser("ping", help="log in, ping over the session's UDP channel, log out")
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--server-key", required=True,
+                   help="the server's public key (base64) or @FILE holding it")
+    p.add_argument("--user", default="guest")
+    p.add_argument("--password", default="")
+    p.add_argument("--count", type=int, default=4)
+    p.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
+    p.add_argument("--udp-port", type=int, default=None,
+                   help="UDP port to send to instead of the one the server advertises")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the login and for each pong")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.set_defaults(func=cmd_ping)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CommandError as e:
+        print("gamesession {}: {}".format(args.command, e), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

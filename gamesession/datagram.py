@@ -1,0 +1,97 @@
+"""The UDP packet format and the per-session datagram channel.
+
+Sans-I/O, shared by the server and the client.  A packet is
+
+    token (8) | counter (8, little-endian) | secretbox(kind (1) | payload)
+
+The token finds the session in O(1) and travels in clear; the counter is the
+nonce and travels in clear; the box is sealed with the sender's direction key,
+so a packet whose token was swapped to another session, whose counter was
+changed or whose bytes were flipped does not open.  See docs/protocol.md.
+"""
+
+import enum
+
+from .handshake import MAX_COUNTER, BadBox, open_box, seal
+from .replay import ReplayWindow
+
+TOKEN_SIZE = 8
+HEADER_SIZE = TOKEN_SIZE + 8
+TAG_SIZE = 16
+MIN_PACKET = HEADER_SIZE + TAG_SIZE + 1
+# Keeps a packet inside one IPv4 datagram with no fragmentation on most paths.
+MAX_PAYLOAD = 1200
+
+
+class Kind(enum.IntEnum):
+    PING = 1
+    PONG = 2
+    KEEPALIVE = 3
+    DISCONNECT = 4
+    DATA = 5
+
+
+KINDS = frozenset(int(k) for k in Kind)
+
+
+class Drop(Exception):
+    """A datagram to drop silently; ``reason`` names the counter it goes to."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def split_header(packet: bytes):
+    """(token, counter, box) of a packet long enough to hold one, else Drop('short')."""
+    if len(packet) < MIN_PACKET:
+        raise Drop("short")
+    return (
+        packet[:TOKEN_SIZE],
+        int.from_bytes(packet[TOKEN_SIZE:HEADER_SIZE], "little"),
+        packet[HEADER_SIZE:],
+    )
+
+
+class DatagramChannel:
+    """One end of a session's UDP channel: seals outgoing, opens incoming.
+
+    ``send_key`` and ``recv_key`` are the direction keys of this end (the
+    server sends with udp s2c, the client with udp c2s).
+    """
+
+    __slots__ = ("token", "send_key", "recv_key", "send_counter", "window")
+
+    def __init__(self, token: bytes, send_key: bytes, recv_key: bytes):
+        self.token = token
+        self.send_key = send_key
+        self.recv_key = recv_key
+        self.send_counter = 0
+        self.window = ReplayWindow()
+
+    def seal(self, kind: int, payload: bytes = b"") -> bytes:
+        counter = self.send_counter
+        if counter >= MAX_COUNTER:
+            raise OverflowError("datagram counter exhausted; log in again")
+        self.send_counter = counter + 1
+        return (
+            self.token
+            + counter.to_bytes(8, "little")
+            + seal(self.send_key, counter, bytes((kind,)) + payload)
+        )
+
+    def open(self, counter: int, box: bytes):
+        """(kind, payload, newest) of an authenticated, fresh packet, else Drop.
+
+        The counter is marked as seen only after the box opened.
+        """
+        if not self.window.fresh(counter):
+            raise Drop("replay")
+        try:
+            plain = open_box(self.recv_key, counter, box)
+        except BadBox:
+            raise Drop("bad_box")
+        newest = self.window.mark(counter)
+        kind = plain[0] if plain else 0
+        if kind not in KINDS:
+            raise Drop("bad_kind")
+        return kind, plain[1:], newest

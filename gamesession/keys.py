@@ -1,0 +1,96 @@
+"""The server's long-term Curve25519 key: file format and text encoding.
+
+A key file holds the 32-byte private key as one line of standard base64.  The
+public key is shown and pinned as standard base64 too (44 characters), so it
+can be pasted into a game client's configuration.
+"""
+
+import base64
+import binascii
+import os
+
+from nacl.public import PrivateKey, PublicKey
+
+KEY_SIZE = 32
+
+
+class KeyFileError(Exception):
+    """A key file or key text that cannot be used; the message says why."""
+
+
+def encode_key(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode_key(text: str) -> bytes:
+    """Decode a base64 key of exactly 32 bytes, or raise KeyFileError."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyFileError("not a base64 key: {!r}".format(text.strip()[:60]))
+    if len(raw) != KEY_SIZE:
+        raise KeyFileError(
+            "a key is {} bytes, this one is {}".format(KEY_SIZE, len(raw))
+        )
+    return raw
+
+
+def public_key_text(private: PrivateKey) -> str:
+    return encode_key(bytes(private.public_key))
+
+
+def write_private_key(path: str, private: PrivateKey, force: bool = False) -> None:
+    """Write a key file with mode 0600; refuse to replace one unless forced."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise KeyFileError(
+            "{} exists; pass --force to replace it (clients pinned to its "
+            "public key will no longer connect)".format(path)
+        )
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(encode_key(bytes(private)) + "\n")
+
+
+def read_private_key(path: str) -> PrivateKey:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror))
+    try:
+        return PrivateKey(decode_key(text))
+    except KeyFileError as e:
+        raise KeyFileError("{}: {}".format(path, e))
+
+
+def load_or_create_private_key(path: str) -> "tuple[PrivateKey, bool]":
+    """Return (key, created): the key in path, made (mode 0600) if missing."""
+    if os.path.exists(path):
+        return read_private_key(path), False
+    key = PrivateKey.generate()
+    try:
+        write_private_key(path, key)
+    except KeyFileError:
+        # Another process created it between the check and the write.
+        return read_private_key(path), False
+    return key, True
+
+
+def read_public_key(spec: str) -> PublicKey:
+    """A pinned server key: base64 text, or @FILE holding it.
+
+    The file is what ``gamesession pubkey`` prints.
+    """
+    if spec.startswith("@"):
+        path = spec[1:]
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise KeyFileError("cannot read {}: {}".format(path, e.strerror))
+    else:
+        text = spec
+    return PublicKey(decode_key(text))

@@ -1,0 +1,253 @@
+"""The TCP login service: handshake, cred login, then the session's control channel.
+
+A thin protocol over the sans-I/O pieces (``wire``, ``handshake``,
+``registry``).  States: ``hello`` (expects a clear hello) -> ``login``
+(expects a sealed login) -> ``checking`` (cred is deciding) -> ``active``
+(sealed logout/data) -> ``closed``.  Bad input gets an error with a code and
+a closed connection; nothing raises out of ``frameReceived``.
+"""
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginDenied, UnauthorizedLogin
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from . import wire
+from .accounts import IPlayer
+from .framing import FRAMINGS
+from .handshake import BadBox, HandshakeError, StreamCipher, server_respond
+from .registry import IControlChannel, LoginRefused
+from .wire import ErrorCode, ProtocolError
+
+KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
+                         "session_end", "error", "sealed"])
+
+
+@implementer(IControlChannel)
+class LoginProtocol:
+    """Mixed with a framing from ``framing.FRAMINGS`` by ``LoginFactory``."""
+
+    log = Logger()
+    state = "hello"
+    session = None
+    sender = None
+    receiver = None
+    pending = False
+    timeout_call = None
+    user = None
+
+    # -- connection -------------------------------------------------------------
+
+    def connectionMade(self):
+        factory = self.factory
+        gate = factory.gate
+        if gate is not None and not gate.allows(self.transport.getPeer().host):
+            self.state = "closed"
+            self.transport.abortConnection()
+            return
+        stats = factory.registry.stats
+        stats.tcp_connections += 1
+        stats.tcp_pending_login += 1
+        self.pending = True
+        self.timeout_call = factory.clock.callLater(factory.login_timeout, self._login_timed_out)
+
+    def connectionLost(self, reason=None):
+        self.state = "closed"
+        self._login_settled()
+        if self.session is not None:
+            self.factory.registry.control_lost(self)
+
+    def _login_settled(self):
+        if self.timeout_call is not None and self.timeout_call.active():
+            self.timeout_call.cancel()
+        self.timeout_call = None
+        if self.pending:
+            self.pending = False
+            self.factory.registry.stats.tcp_pending_login -= 1
+
+    def _login_timed_out(self):
+        self.timeout_call = None
+        self.fail(ErrorCode.LOGIN_TIMEOUT,
+                  "login not completed within {:g} seconds".format(self.factory.login_timeout))
+
+    # -- frames -----------------------------------------------------------------
+
+    def frameReceived(self, frame: bytes):
+        if self.state == "closed":
+            return
+        try:
+            message = wire.decode(frame)
+            if self.receiver is None:
+                self._clear_message(message)
+            else:
+                self._sealed_message(message)
+        except ProtocolError as e:
+            self.fail(e.code, e.reason)
+        except Exception:
+            self.log.failure("unexpected error handling a frame from {peer}",
+                             peer=self.transport.getPeer())
+            self.fail(ErrorCode.INTERNAL, "internal error")
+
+    def frameTooLong(self):
+        self.fail(ErrorCode.FRAME_TOO_LONG, "frame longer than {} bytes".format(wire.MAX_FRAME))
+
+    def send_message(self, message: dict) -> None:
+        if self.state == "closed" and message.get("type") not in ("error", "session_end"):
+            return
+        frame = wire.encode(message)
+        if self.sender is not None:
+            frame = wire.encode(wire.sealed(self.sender.seal(frame)))
+        self.sendFrame(frame)
+
+    def fail(self, code: ErrorCode, reason: str) -> None:
+        """Answer bad input with an error and close; the session (if any) ends."""
+        if self.state == "closed":
+            return
+        self.factory.registry.stats.protocol_errors[code.name.lower()] += 1
+        self.log.debug("closing {peer}: {code} {reason}", peer=self.transport.getPeer(),
+                       code=int(code), reason=reason)
+        self.send_message(wire.error(code, reason))
+        self.state = "closed"
+        self._login_settled()
+        self.transport.loseConnection()
+
+    def _clear_message(self, message: dict):
+        kind = message["type"]
+        if kind != "hello":
+            raise self._misplaced(kind, "a hello")
+        if message.get("version") != wire.PROTOCOL_VERSION:
+            raise ProtocolError(ErrorCode.BAD_VERSION, "this server speaks protocol version {}"
+                                .format(wire.PROTOCOL_VERSION))
+        client_key = wire.bytes_field(message, "client_key", size=32)
+        try:
+            reply = server_respond(self.factory.server_key, client_key)
+        except HandshakeError as e:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "client_key: {}".format(e))
+        self.send_message({
+            "type": "challenge",
+            "version": wire.PROTOCOL_VERSION,
+            "server_key": wire.b64(reply.server_ephemeral),
+            "confirm": wire.b64(reply.confirm),
+        })
+        self.keys = reply.keys
+        self.sender = StreamCipher(reply.keys.tcp_s2c, 1)
+        self.receiver = StreamCipher(reply.keys.tcp_c2s, 0)
+        self.state = "login"
+
+    def _sealed_message(self, envelope: dict):
+        box = wire.unseal_envelope(envelope)
+        try:
+            plain = self.receiver.open(box)
+        except BadBox:
+            raise ProtocolError(ErrorCode.BAD_BOX, "sealed frame did not open")
+        message = wire.decode(plain)
+        kind = message["type"]
+        if self.state == "login" and kind == "login":
+            self._login(message)
+        elif self.state == "active":
+            self.session.last_seen = self.factory.clock.seconds()
+            if kind == "data":
+                payload = wire.bytes_field(message, "data", max_size=wire.MAX_DATA)
+                self.factory.registry.notify_application("message_received", self.session, payload)
+            elif kind == "logout":
+                self.factory.registry.end(self.session, "logout")
+            elif kind == "login":
+                raise ProtocolError(ErrorCode.UNEXPECTED, "already logged in on this connection")
+            else:
+                raise self._misplaced(kind, "logout or data")
+        else:
+            raise self._misplaced(kind, "a login" if self.state == "login" else "nothing until the login is decided")
+
+    @staticmethod
+    def _misplaced(kind: str, expected: str) -> ProtocolError:
+        if kind not in KNOWN_TYPES:
+            return ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type {!r}".format(kind[:40]))
+        return ProtocolError(ErrorCode.UNEXPECTED, "unexpected {}; expected {}".format(kind, expected))
+
+    # -- login --------------------------------------------------------------------
+
+    def _login(self, message: dict):
+        user = wire.text_field(message, "user", wire.MAX_USER)
+        password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
+        registry = self.factory.registry
+        try:
+            registry.check_admission(user)
+        except LoginRefused as refused:
+            return self._refused(refused)
+        self.state = "checking"
+        self.user = user
+        d = self.factory.portal.login(
+            UsernamePassword(user, password), None, IPlayer)
+        d.addCallbacks(self._authenticated, self._denied)
+        d.addErrback(self._login_crashed)
+
+    def _authenticated(self, result):
+        _, avatar, logout = result
+        if self.state != "checking":
+            logout()
+            return
+        registry = self.factory.registry
+        try:
+            self.session = registry.open(self.user, avatar, logout, self, self.keys)
+        except LoginRefused as refused:
+            logout()
+            return self._refused(refused)
+        self._login_settled()
+        self.state = "active"
+        self.log.info("login ok: user={user} from {peer}", user=self.user,
+                      peer=self.transport.getPeer().host, event="login", outcome="ok")
+        self.send_message({
+            "type": "welcome",
+            "user": self.user,
+            "token": wire.b64(self.session.token),
+            "udp_port": self.factory.public_udp_port,
+            "session_timeout": registry.session_timeout,
+            "keepalive": registry.keepalive,
+        })
+        registry.announce(self.session)
+
+    def _refused(self, refused: LoginRefused):
+        self.factory.registry.stats.logins[refused.outcome] += 1
+        self.log.info("login refused: user={user} from {peer}: {reason}", user=self.user,
+                      peer=self.transport.getPeer().host, reason=refused.reason,
+                      event="login", outcome=refused.outcome)
+        self.fail(refused.code, refused.reason)
+
+    def _denied(self, failure):
+        failure.trap(UnauthorizedLogin, LoginDenied)
+        if self.state == "checking":
+            self._refused(LoginRefused(ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed"))
+
+    def _login_crashed(self, failure):
+        self.log.failure("login check failed", failure)
+        self.factory.registry.stats.logins["error"] += 1
+        self.fail(ErrorCode.INTERNAL, "internal error")
+
+    # -- IControlChannel ------------------------------------------------------------
+
+    def send_data(self, payload: bytes) -> None:
+        if self.state == "active":
+            self.send_message({"type": "data", "data": wire.b64(payload)})
+
+    def session_ended(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        self.send_message({"type": "session_end", "reason": reason})
+        self.state = "closed"
+        self.transport.loseConnection()
+
+
+class LoginFactory(Factory):
+    """Builds login protocols in the chosen framing; holds what they share."""
+
+    def __init__(self, portal, registry, server_key, public_udp_port, clock,
+                 login_timeout=10.0, framing="int16", gate=None):
+        self.portal = portal
+        self.registry = registry
+        self.server_key = server_key
+        self.public_udp_port = public_udp_port
+        self.clock = clock
+        self.login_timeout = login_timeout
+        self.gate = gate
+        self.protocol = type("LoginProtocol_" + framing, (LoginProtocol, FRAMINGS[framing]), {})

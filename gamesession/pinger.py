@@ -1,0 +1,89 @@
+"""``gamesession ping``: log in, send pings over UDP, print a summary.
+
+The last line is ``N sent, M received, L% loss, rtt min/avg/max = a/b/c ms``.
+Exit 0 when the login succeeded and at least one pong came back; otherwise
+one line on stderr says what failed.
+"""
+
+import sys
+
+from twisted.internet import defer, error, task
+
+from .client import GameClient
+from .clientcore import LoginFailed
+from .handshake import ServerKeyMismatch
+from .wire import ErrorCode, ProtocolError
+
+
+def describe_failure(exc, server: str) -> str:
+    """One clear line for each way a login can fail."""
+    if isinstance(exc, ServerKeyMismatch):
+        return "server key mismatch: {} did not prove it holds the pinned key".format(server)
+    if isinstance(exc, LoginFailed):
+        if exc.code == ErrorCode.AUTH_FAILED:
+            return "auth failed: wrong user name or password"
+        return "login refused by {}: {}".format(server, exc)
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connection refused by {}".format(server)
+    if isinstance(exc, (defer.TimeoutError, error.TimeoutError)):
+        return "timed out connecting or logging in to {}".format(server)
+    if isinstance(exc, error.DNSLookupError):
+        return "cannot resolve {}".format(server)
+    if isinstance(exc, error.ConnectionClosed):
+        return "{}: {}".format(server, exc.args[0] if exc.args else "connection closed")
+    if isinstance(exc, ProtocolError):
+        return "protocol error from {}: {}".format(server, exc.reason)
+    return "{}: {}".format(server, exc)
+
+
+def summary(sent: int, rtts) -> str:
+    received = len(rtts)
+    loss = 100.0 * (sent - received) / sent if sent else 0.0
+    if rtts:
+        ms = [r * 1000 for r in rtts]
+        rtt = "{:.3f}/{:.3f}/{:.3f}".format(min(ms), sum(ms) / len(ms), max(ms))
+    else:
+        rtt = "-/-/-"
+    return "{} sent, {} received, {:.0f}% loss, rtt min/avg/max = {} ms".format(
+        sent, received, loss, rtt)
+
+
+async def run_pings(reactor, client, count, interval, timeout, out=print):
+    rtts = []
+    for seq in range(count):
+        if seq:
+            await task.deferLater(reactor, interval, lambda: None)
+        if client.end_reason is not None:
+            out("session ended: {}".format(client.end_reason))
+            break
+        try:
+            rtt = await client.ping(timeout)
+        except (defer.TimeoutError, defer.CancelledError):
+            out("seq={} timeout".format(seq))
+            continue
+        rtts.append(rtt)
+        out("pong from {}:{} seq={} time={:.3f} ms".format(
+            client.server_udp[0], client.server_udp[1], seq, rtt * 1000))
+    return rtts
+
+
+async def ping_main(reactor, args, server_key):
+    from .cli import split_host_port
+
+    host, port = split_host_port(args.server, 7000)
+    server = "{}:{}".format(host, port)
+    try:
+        client = await GameClient.connect(
+            reactor, host, port, server_key, args.user, args.password,
+            framing=args.framing, udp_port=args.udp_port, timeout=args.timeout)
+    except Exception as e:
+        print("gamesession ping: " + describe_failure(e, server), file=sys.stderr)
+        raise SystemExit(1)
+    print("logged in to {} as {}; UDP to {}:{}".format(
+        server, client.welcome.user, client.server_udp[0], client.server_udp[1]))
+    rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)
+    if client.end_reason is None:
+        await client.logout().addTimeout(args.timeout, reactor).addErrback(lambda _: None)
+    print(summary(args.count, rtts))
+    if not rtts:
+        raise SystemExit(1)

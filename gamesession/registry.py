@@ -1,0 +1,242 @@
+"""The session registry shared by the TCP login service and the UDP game port.
+
+Sessions are indexed by token (for datagrams), by user (one login per user)
+and by control connection (the TCP side).  Every way a session ends goes
+through ``SessionRegistry.end``, which keeps the three indexes consistent,
+tells the client why, logs out the cred avatar and tells the application.
+Time comes from an injected ``IReactorTime``.
+"""
+
+import os
+
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from .application import EchoApplication, ISession
+from .datagram import MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
+from .stats import ServerStats
+from .wire import ErrorCode
+
+END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
+
+
+class LoginRefused(Exception):
+    def __init__(self, code: ErrorCode, reason: str, outcome: str):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+        self.outcome = outcome
+
+
+class IControlChannel(Interface):
+    """The TCP side of a session, as the registry drives it."""
+
+    def send_data(payload):
+        """Deliver application bytes reliably."""
+
+    def session_ended(reason):
+        """Tell the client the session ended and why, then close."""
+
+
+@implementer(ISession)
+class Session:
+    """One logged-in player: identity, keys, UDP address and timers."""
+
+    def __init__(self, registry, token, user, avatar, logout, control, keys, now):
+        self.registry = registry
+        self.token = token
+        self.user = user
+        self.avatar = avatar
+        self.logout = logout
+        self.control = control
+        self.channel = DatagramChannel(token, keys.udp_s2c, keys.udp_c2s)
+        self.address = None
+        self.started = now
+        self.last_seen = now
+        self.last_sent = now
+        self.ended = None
+
+    def __repr__(self):
+        return "<Session {} {} {}>".format(self.user, self.token.hex(), self.address)
+
+    def send(self, kind: int, payload: bytes = b"") -> bool:
+        address = self.address
+        if address is None or self.ended:
+            return False
+        self.registry.transmit(self, self.channel.seal(kind, payload), address)
+        return True
+
+    def send_datagram(self, payload: bytes) -> bool:
+        return self.send(Kind.DATA, payload)
+
+    def send_message(self, payload: bytes) -> None:
+        if not self.ended:
+            self.control.send_data(payload)
+
+    def kick(self) -> None:
+        self.registry.end(self, "kicked")
+
+
+class SessionRegistry:
+    log = Logger()
+
+    def __init__(
+        self,
+        clock,
+        application=None,
+        stats: "ServerStats | None" = None,
+        session_timeout: float = 10.0,
+        keepalive: float = 2.0,
+        max_sessions: int = 10000,
+        duplicate_login: str = "kick",
+        random_bytes=os.urandom,
+    ):
+        self.clock = clock
+        self.application = application if application is not None else EchoApplication()
+        self.stats = stats if stats is not None else ServerStats()
+        self.session_timeout = session_timeout
+        self.keepalive = keepalive
+        self.max_sessions = max_sessions
+        self.duplicate_login = duplicate_login
+        self.random_bytes = random_bytes
+        self.by_token = {}
+        self.by_user = {}
+        self.by_control = {}
+        # Set by the UDP game port once it listens: has write(packet, addr).
+        self.transport = None
+
+    def __len__(self):
+        return len(self.by_token)
+
+    # -- opening and ending -------------------------------------------------
+
+    def check_admission(self, user: str) -> None:
+        """Raise LoginRefused if ``user`` may not log in now (before any work)."""
+        if user in self.by_user:
+            if self.duplicate_login == "reject":
+                raise LoginRefused(ErrorCode.ALREADY_LOGGED_IN,
+                                   "user {} is already logged in".format(user),
+                                   "already_logged_in")
+        elif len(self.by_token) >= self.max_sessions:
+            raise LoginRefused(ErrorCode.SERVER_FULL, "server full", "server_full")
+
+    def open(self, user, avatar, logout, control, keys) -> Session:
+        """Register a session for a checked login, applying the duplicate rule."""
+        self.check_admission(user)
+        old = self.by_user.get(user)
+        if old is not None:
+            self.end(old, "replaced")
+        token = self.random_bytes(TOKEN_SIZE)
+        while token in self.by_token:
+            token = self.random_bytes(TOKEN_SIZE)
+        session = Session(self, token, user, avatar, logout, control, keys, self.clock.seconds())
+        self.by_token[token] = session
+        self.by_user[user] = session
+        self.by_control[control] = session
+        self.stats.logins["ok"] += 1
+        return session
+
+    def announce(self, session: Session) -> None:
+        """Log a started session and tell the application (after the welcome went out)."""
+        self.log.info("session started: user={user} token={token}",
+                      user=session.user, token=session.token.hex(), event="session_started")
+        self.notify_application("session_started", session)
+
+    def end(self, session: Session, reason: str) -> None:
+        """End a session once, for one of END_REASONS; idempotent."""
+        if session.ended:
+            return
+        # Say goodbye over UDP while the channel still works.
+        if reason not in ("disconnected", "logout") and session.address is not None:
+            session.send(Kind.DISCONNECT, reason.encode("ascii"))
+        session.ended = reason
+        del self.by_token[session.token]
+        if self.by_user.get(session.user) is session:
+            del self.by_user[session.user]
+        self.by_control.pop(session.control, None)
+        self.stats.logouts[reason] += 1
+        self.log.info("session ended: user={user} reason={reason} after {duration:.1f}s",
+                      user=session.user, reason=reason, event="session_ended",
+                      duration=self.clock.seconds() - session.started)
+        if reason != "disconnected":
+            session.control.session_ended(reason)
+        try:
+            session.logout()
+        except Exception:
+            self.log.failure("avatar logout failed for {user}", user=session.user)
+        self.notify_application("session_ended", session, reason)
+
+    def control_lost(self, control) -> None:
+        """The TCP connection of a session closed."""
+        session = self.by_control.get(control)
+        if session is not None:
+            self.end(session, "disconnected")
+
+    def shutdown(self) -> None:
+        for session in list(self.by_token.values()):
+            self.end(session, "shutdown")
+
+    # -- UDP ------------------------------------------------------------------
+
+    def transmit(self, session: Session, packet: bytes, address) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        stats = self.stats
+        stats.udp_out_packets += 1
+        stats.udp_out_bytes += len(packet)
+        session.last_sent = self.clock.seconds()
+        try:
+            transport.write(packet, address)
+        except OSError:
+            stats.dropped["send_error"] += 1
+
+    def datagram_received(self, packet: bytes, address) -> None:
+        """Authenticate and dispatch one datagram; drop anything else silently."""
+        stats = self.stats
+        stats.udp_in_packets += 1
+        stats.udp_in_bytes += len(packet)
+        if len(packet) < MIN_PACKET:
+            stats.dropped["short"] += 1
+            return
+        session = self.by_token.get(packet[:TOKEN_SIZE])
+        if session is None:
+            stats.dropped["unknown_token"] += 1
+            return
+        try:
+            kind, payload, newest = session.channel.open(
+                int.from_bytes(packet[TOKEN_SIZE:16], "little"), packet[16:])
+        except Drop as drop:
+            stats.dropped[drop.reason] += 1
+            return
+        session.last_seen = self.clock.seconds()
+        if newest and address != session.address:
+            if session.address is not None:
+                stats.roams += 1
+            session.address = address
+        if kind == Kind.DATA:
+            self.notify_application("datagram_received", session, payload)
+        elif kind == Kind.PING:
+            session.send(Kind.PONG, payload)
+        elif kind == Kind.DISCONNECT:
+            self.end(session, "logout")
+        # KEEPALIVE only refreshed last_seen; a PONG answers the server's keepalive.
+
+    # -- timers -----------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """End silent sessions and send keepalives to idle ones."""
+        now = self.clock.seconds()
+        timeout = self.session_timeout
+        keepalive = self.keepalive
+        for session in list(self.by_token.values()):
+            if now - session.last_seen >= timeout:
+                self.end(session, "timeout")
+            elif now - session.last_sent >= keepalive:
+                session.send(Kind.KEEPALIVE)
+
+    def notify_application(self, method: str, *args) -> None:
+        try:
+            getattr(self.application, method)(*args)
+        except Exception:
+            self.log.failure("application {method} failed", method=method)

@@ -1,0 +1,160 @@
+"""``twistd gamesession``: options and the service tree."""
+
+import signal
+
+from twisted.application import internet, service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.cred import strcred
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet import defer, endpoints, task
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .accounts import make_portal
+from .application import load_application
+from .gameport import GamePort
+from .keys import KeyFileError, load_or_create_private_key, public_key_text
+from .login import LoginFactory
+from .registry import SessionRegistry
+from .stats import ServerStats
+
+DEFAULT_APP = "gamesession.application.EchoApplication"
+
+
+def _positive(kind):
+    def convert(value):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("must be positive")
+        return number
+    return convert
+
+
+def _port(value):
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("a port is 0-65535")
+    return port
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    synopsis = "[options]"
+    longdesc = ("Multiplayer session server: players log in over TCP and exchange "
+                "NaCl-secured UDP datagrams bound to their session. See README.md.")
+    supportedInterfaces = (IUsernamePassword,)
+
+    optParameters = [
+        ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
+        ["udp", None, 7001, "UDP game port to listen on.", _port],
+        ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
+        ["public-udp-port", None, None,
+         "UDP port clients are told to use (default: --udp); set it when a NAT or "
+         "docker -p publishes the UDP port under another number.", _port],
+        ["framing", None, "int16", "TCP framing: int16 (2-byte length prefix) or line."],
+        ["key-file", None, "gamesession.key",
+         "The server's private key; created with mode 0600 if missing."],
+        ["login-timeout", None, 10.0, "Seconds a connection may take to log in.", _positive(float)],
+        ["session-timeout", None, 10.0,
+         "Seconds without authenticated traffic after which a session ends.", _positive(float)],
+        ["keepalive", None, 2.0, "Seconds of idleness after which a keepalive is sent.", _positive(float)],
+        ["max-sessions", None, 10000, "Most sessions at once; further logins are refused.", _positive(int)],
+        ["duplicate-login", None, "kick",
+         "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
+        ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
+    ]
+
+    def postOptions(self):
+        if self["framing"] not in ("int16", "line"):
+            raise usage.UsageError("--framing must be int16 or line")
+        if self["duplicate-login"] not in ("kick", "reject"):
+            raise usage.UsageError("--duplicate-login must be kick or reject")
+        if self["keepalive"] >= self["session-timeout"]:
+            raise usage.UsageError("--keepalive must be shorter than --session-timeout")
+        if self["public-udp-port"] is None:
+            self["public-udp-port"] = self["udp"]
+        try:
+            self["application"] = load_application(self["app"])
+        except Exception as e:
+            raise usage.UsageError("--app {}: {}".format(self["app"], e))
+
+
+class GameSessionService(service.MultiService):
+    """The server: its listeners, its timers, and a clean shutdown.
+
+    Stopping tells every client the server is shutting down, then gives the
+    notices a moment to leave before the listeners and connections close.
+    """
+
+    log = Logger()
+    shutdown_grace = 0.2
+
+    def __init__(self, registry, reactor, public_key, guests):
+        super().__init__()
+        self.registry = registry
+        self.reactor = reactor
+        self.public_key = public_key
+        self.guests = guests
+
+    def startService(self):
+        self.log.info("server public key: {public_key}", public_key=self.public_key,
+                      event="server_key")
+        if self.guests:
+            self.log.warn("no --auth given: guests may log in under any name without a password",
+                          event="guest_mode")
+        super().startService()
+
+    def stopService(self):
+        # twistd re-raises a stopping signal at exit (status 143 for SIGTERM).
+        # SIGTERM is how docker and systemd stop a server normally, and the
+        # shutdown below is clean, so exit 0 instead.
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
+        self.registry.shutdown()
+        d = task.deferLater(self.reactor, self.shutdown_grace, lambda: None)
+        d.addCallback(lambda _: super(GameSessionService, self).stopService())
+        return d
+
+
+def makeService(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        key, created = load_or_create_private_key(config["key-file"])
+    except KeyFileError as e:
+        raise usage.UsageError(str(e))
+    stats = ServerStats()
+    registry = SessionRegistry(
+        reactor,
+        application=config["application"],
+        stats=stats,
+        session_timeout=config["session-timeout"],
+        keepalive=config["keepalive"],
+        max_sessions=config["max-sessions"],
+        duplicate_login=config["duplicate-login"],
+    )
+    checkers = config.get("credCheckers", [])
+    top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
+    if created:
+        top.log.info("created key file {path}", path=config["key-file"])
+
+    factory = LoginFactory(
+        make_portal(checkers), registry, key, config["public-udp-port"], reactor,
+        login_timeout=config["login-timeout"], framing=config["framing"],
+    )
+    login = StreamServerEndpointService(
+        endpoints.serverFromString(reactor, config["login"]), factory)
+    login._raiseSynchronously = True
+    login.setServiceParent(top)
+
+    udp = internet.UDPServer(config["udp"], GamePort(registry),
+                             interface=config["interface"], reactor=reactor)
+    udp.setServiceParent(top)
+
+    sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
+                                    registry.sweep)
+    sweeper.clock = reactor
+    sweeper.setServiceParent(top)
+
+    top.registry = registry
+    top.login_factory = factory
+    return top

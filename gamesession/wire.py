@@ -1,0 +1,119 @@
+"""TCP messages: JSON objects in frames, the sealed envelope, error codes.
+
+Sans-I/O.  A frame is one UTF-8 JSON object with a string ``type``.  Before
+the handshake completes frames travel in clear (``hello``, ``challenge``,
+``error``); after it every frame is ``{"type": "sealed", "box": B64}`` whose
+box opens to the inner message.  See docs/protocol.md, "TCP messages".
+"""
+
+import base64
+import binascii
+import enum
+import json
+
+MAX_FRAME = 8192
+MAX_USER = 64
+MAX_PASSWORD = 256
+MAX_DATA = 4096
+PROTOCOL_VERSION = 1
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes sent in ``error`` messages; HTTP-like so they read easily."""
+
+    BAD_FRAME = 400  # not UTF-8, not JSON, not an object, no string type
+    AUTH_FAILED = 401
+    UNEXPECTED = 403  # a valid message in the wrong state
+    UNKNOWN_TYPE = 404
+    LOGIN_TIMEOUT = 408
+    ALREADY_LOGGED_IN = 409  # --duplicate-login reject
+    FRAME_TOO_LONG = 413
+    BAD_FIELD = 422  # missing field or wrong type or size
+    BAD_VERSION = 426
+    BAD_BOX = 495  # a sealed frame that did not open
+    INTERNAL = 500
+    SERVER_FULL = 503
+
+
+class ProtocolError(Exception):
+    """Bad input from the peer: answered with an error message and a close."""
+
+    def __init__(self, code: ErrorCode, reason: str):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def encode(message: dict) -> bytes:
+    """Canonical bytes of a message: compact, sorted keys, ASCII only."""
+    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+def decode(frame: bytes) -> dict:
+    """The message in a frame, or ProtocolError(BAD_FRAME)."""
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LONG, "frame longer than {} bytes".format(MAX_FRAME))
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame is not UTF-8")
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame is not JSON")
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame is not an object with a string type")
+    return message
+
+
+def error(code: ErrorCode, reason: str) -> dict:
+    return {"type": "error", "code": int(code), "reason": reason}
+
+
+def text_field(message: dict, name: str, max_length: int, allow_empty: bool = False) -> str:
+    value = message.get(name)
+    if not isinstance(value, str) or len(value) > max_length or (not value and not allow_empty):
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            "{} must be a {}string of at most {} characters".format(
+                name, "" if allow_empty else "non-empty ", max_length),
+        )
+    return value
+
+
+def bytes_field(message: dict, name: str, size: "int | None" = None, max_size: int = MAX_FRAME) -> bytes:
+    """A base64 field, of exactly ``size`` bytes when given."""
+    value = message.get(name)
+    if not isinstance(value, str) or len(value) > (max_size * 4) // 3 + 4:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "{} must be a base64 string".format(name))
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "{} must be a base64 string".format(name))
+    if size is not None and len(raw) != size:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "{} must be {} bytes".format(name, size))
+    if len(raw) > max_size:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "{} must be at most {} bytes".format(name, max_size))
+    return raw
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def sealed(box: bytes) -> dict:
+    return {"type": "sealed", "box": b64(box)}
+
+
+def unseal_envelope(message: dict) -> bytes:
+    """The box of a sealed envelope; any other message here is out of place."""
+    if message["type"] != "sealed":
+        raise ProtocolError(ErrorCode.UNEXPECTED, "expected a sealed frame, got {!r}".format(message["type"][:40]))
+    return bytes_field(message, "box")
+
+
+def int_field(message: dict, name: str, low: int, high: int) -> int:
+    value = message.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "{} must be an integer from {} to {}".format(name, low, high))
+    return value

@@ -1,0 +1,133 @@
+"""Shared fixtures: a real ``twistd gamesession`` subprocess on loopback.
+
+twistd finds plugins only in ``twisted/plugins`` directories on sys.path, so
+the fixture copies the plugin file into a temporary ``twisted/plugins`` and
+puts that directory and the checkout on PYTHONPATH (an installed copy is
+tested separately, in test_install.py).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from nacl.public import PrivateKey
+
+from gamesession.keys import encode_key, write_private_key
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip a test that cannot run here, but fail it in CI where it must run."""
+    if not condition:
+        if IN_CI:
+            pytest.fail("CI must run this test: " + reason)
+        pytest.skip(reason)
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory):
+    top = tmp_path_factory.mktemp("plugin")
+    plugins = top / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "twisted_plugins", "gamesession_plugin.py"), plugins)
+    return str(top)
+
+
+class ServerProcess:
+    """A running ``twistd -n gamesession``; its log is in ``self.log_path``."""
+
+    def __init__(self, process, login_port, udp_port, public_key, log_path, key_file):
+        self.process = process
+        self.login_port = login_port
+        self.udp_port = udp_port
+        self.public_key = public_key
+        self.log_path = log_path
+        self.key_file = key_file
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, sig=15, timeout=5.0):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("server exited with {}".format(process.returncode))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port {} did not open".format(port))
+
+
+def child_env(plugin_path: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([plugin_path, ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+@pytest.fixture
+def start_server(plugin_path, tmp_path):
+    """Start a real twistd gamesession with extra options; stopped at teardown."""
+    servers = []
+
+    def start(*options, wait=True):
+        login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+        key = PrivateKey.generate()
+        key_file = str(tmp_path / "server-{}.key".format(len(servers)))
+        write_private_key(key_file, key)
+        log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
+        argv = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
+            "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
+            "--udp", str(udp_port), "--interface", "127.0.0.1",
+            "--key-file", key_file,
+        ] + list(options)
+        process = subprocess.Popen(argv, env=child_env(plugin_path), cwd=str(tmp_path),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server = ServerProcess(process, login_port, udp_port,
+                               encode_key(bytes(key.public_key)), log_path, key_file)
+        servers.append(server)
+        if wait:
+            try:
+                wait_for_port(login_port, process=process)
+            except RuntimeError:
+                raise RuntimeError("twistd did not start: {}".format(process.stderr.read().decode()))
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(sig=9)
+
+
+def run_cli(plugin_path, *args, timeout=30):
+    """Run ``gamesession ...`` as a user would; returns CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from gamesession.cli import main; sys.exit(main())"]
+        + list(args),
+        env=child_env(plugin_path), capture_output=True, text=True, timeout=timeout)
