@@ -103,11 +103,12 @@ class Topology:
         check: bool = True,
         timeout: float = 15,
         input: Optional[str] = None,
+        env: Optional[dict] = None,
     ) -> subprocess.CompletedProcess:
         """Run a command inside one namespace and wait (bounded) for it."""
         cmd = ["ip", "netns", "exec", self.ns[role], *args]
         done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, input=input
+            cmd, capture_output=True, text=True, timeout=timeout, input=input, env=env
         )
         if check and done.returncode != 0:
             raise CommandFailed(

@@ -142,21 +142,6 @@ NAT_CLIENT = os.path.join(ROOT, "tests", "nat_client.py")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 CLI = [sys.executable, "-c", "import sys; from gamesession.cli import main; sys.exit(main())"]
 
-WAIT_FOR_LOGIN_PORT = textwrap.dedent(
-    """
-    import socket, sys, time
-    deadline = time.monotonic() + float(sys.argv[3])
-    while True:
-        try:
-            socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.exit("login port did not open")
-            time.sleep(0.1)
-    """
-)
-
 ATTACKER = textwrap.dedent(
     """
     import json, os, socket, sys, time
@@ -295,14 +280,20 @@ def test_session_survives_nat_and_rebinding_and_ignores_injection(topology, tmp_
     def server_log() -> str:
         return log_path.read_text() if log_path.exists() else ""
 
-    # The login port, reached the way clients reach it: published port, both NATs.
-    waited = topology.run(
-        "client",
-        [sys.executable, "-c", WAIT_FOR_LOGIN_PORT, netns.DOCKERHOST_WAN_ADDR,
-         str(netns.PUBLISHED_TCP_PORT), "20"],
-        check=False, timeout=30,
-    )
-    assert waited.returncode == 0, (waited.stderr, server.poll(), server_log())
+    # The login port answers the hello the way clients reach it: through the
+    # published port and both NATs (the Docker HEALTHCHECK command, remotely).
+    deadline = time.monotonic() + 20
+    while True:
+        health = topology.run(
+            "client",
+            [*CLI, "healthcheck", "--server", "{}:{}".format(
+                netns.DOCKERHOST_WAN_ADDR, netns.PUBLISHED_TCP_PORT), "--timeout", "2"],
+            check=False, timeout=30, env=env,
+        )
+        if health.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert health.returncode == 0, (health.stderr, server.poll(), server_log())
 
     client_proc = topology.popen(
         "client",
