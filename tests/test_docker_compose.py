@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -260,3 +261,85 @@ def test_dockerfile_basics():
     assert "entrypoint" in entrypoint
     script = ENTRYPOINT.read_text()
     assert 'exec twistd -n --pidfile= gamesession "$@"' in script
+
+
+# -- the entrypoint with the real server (on loopback, no Docker) ---------------
+
+
+def _start_container_like(plugin_path, tmp_path, env_vars, run):
+    from conftest import child_env
+
+    bin_dir = tmp_path / "realbin"
+    bin_dir.mkdir(exist_ok=True)
+    shims = {
+        "twistd": "from twisted.scripts.twistd import run; run()",
+        "gamesession": "import sys; from gamesession.cli import main; sys.exit(main())",
+    }
+    for name, code in shims.items():
+        shim = bin_dir / name
+        shim.write_text('#!/bin/sh\nexec "{}" -c "{}" "$@"\n'.format(sys.executable, code))
+        shim.chmod(0o755)
+    env = child_env(plugin_path)
+    env = {k: v for k, v in env.items() if not k.startswith("GAMESESSION_")}
+    env.update(env_vars)
+    env["PATH"] = "{}:{}".format(bin_dir, env.get("PATH", "/usr/bin:/bin"))
+    log_path = tmp_path / "container-{}.log".format(run)
+    # append mode: the child's writes never overwrite each other
+    out = open(log_path, "a")
+    proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, cwd=str(tmp_path / "data"),
+                            stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    return proc, log_path
+
+
+@pytest.mark.network
+@pytest.mark.timeout(90)
+def test_entrypoint_runs_the_real_server_and_keeps_its_key(plugin_path, tmp_path):
+    """What the container does, minus Docker: key on first start, health, ping, SIGTERM."""
+    import time
+
+    from conftest import free_port, run_cli
+
+    (tmp_path / "data").mkdir()
+    key_file = tmp_path / "data" / "gamesession.key"
+    login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    env_vars = {
+        "GAMESESSION_LOGIN_PORT": str(login_port),
+        "GAMESESSION_LOGIN": "tcp:{}:interface=127.0.0.1".format(login_port),
+        "GAMESESSION_UDP_PORT": str(udp_port),
+        "GAMESESSION_INTERFACE": "127.0.0.1",
+        "GAMESESSION_KEY_FILE": str(key_file),
+        "GAMESESSION_AUTH": "memory:alice:secret",
+    }
+    public_keys = []
+    for run in range(2):
+        proc, log_path = _start_container_like(plugin_path, tmp_path, env_vars, run)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                health = run_cli(plugin_path, "healthcheck", "--server",
+                                 "127.0.0.1:{}".format(login_port), "--timeout", "1")
+                if health.returncode == 0 or time.monotonic() > deadline or proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+            assert health.returncode == 0, (health.stderr, log_path.read_text())
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+            printed = run_cli(plugin_path, "pubkey", "--key-file", str(key_file)).stdout.strip()
+            public_keys.append(printed)
+            ping = run_cli(plugin_path, "ping", "--server", "127.0.0.1:{}".format(login_port),
+                           "--server-key", printed, "--user", "alice", "--password", "secret",
+                           "--count", "2", "--interval", "0.05")
+            assert ping.returncode == 0, ping.stderr
+            # `docker stop`: SIGTERM to the entrypoint's pid, which is twistd now
+            proc.send_signal(15)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log = log_path.read_text()
+        assert "server public key: " + printed in log
+        assert ("creating the server key" in log) == (run == 0)
+        assert "session started: user=alice" in log
+        assert "Traceback" not in log
+    assert public_keys[0] == public_keys[1]
