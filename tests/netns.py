@@ -129,7 +129,9 @@ class Topology:
         self.run(role, ["nft", "-f", "-"], input=ruleset)
 
     def sysctl(self, role: str, key: str, value: str) -> None:
-        self.run(role, ["sysctl", "-q", "-w", "{}={}".format(key, value)])
+        """Set a per-namespace sysctl (through /proc: no procps needed)."""
+        path = "/proc/sys/" + key.replace(".", "/")
+        self.run(role, ["sh", "-c", 'echo "$1" > "$2"', "sysctl", value, path])
 
     def _ip(self, *args: str) -> None:
         done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15)
@@ -204,15 +206,16 @@ class Topology:
         ]:
             self._ip("-n", ns[role], "route", "add", "default", "via", gateway)
 
-        # Forwarding only inside the two routers, never on the machine itself.
-        for role in ("home", "dockerhost"):
-            self.sysctl(role, "net.ipv4.ip_forward", "1")
-        for role in ("home", "dockerhost", "server"):
-            self.sysctl(role, "net.netfilter.nf_conntrack_acct", "1")
-
+        # The rules first: they load conntrack, whose sysctls follow.
         self.nft("home", HOME_RULESET)
         self.nft("dockerhost", DOCKERHOST_RULESET)
         self.nft("server", SERVER_RULESET)
+        # Forwarding only inside the two routers, never on the machine itself.
+        for role in ("home", "dockerhost"):
+            self.sysctl(role, "net.ipv4.ip_forward", "1")
+        # Per-flow packet counts: how many datagrams went back to each peer.
+        for role in ("home", "dockerhost", "server"):
+            self.sysctl(role, "net.netfilter.nf_conntrack_acct", "1")
 
     def down(self) -> None:
         for proc in self._procs:
