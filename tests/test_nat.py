@@ -175,8 +175,9 @@ ATTACKER = textwrap.dedent(
 class JsonLines:
     """Reads a child's JSON lines with a deadline (a hung child fails the test)."""
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: subprocess.Popen, stderr_path):
         self.proc = proc
+        self.stderr_path = stderr_path
         self.buffer = b""
 
     def send(self, command: str) -> None:
@@ -195,7 +196,7 @@ class JsonLines:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     raise AssertionError(
-                        "client exited: {}".format(self.proc.stderr.read().decode()[-2000:])
+                        "client exited: {}".format(self.stderr_path.read_text()[-2000:])
                     )
                 self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
@@ -263,6 +264,7 @@ def test_session_survives_nat_and_rebinding_and_ignores_injection(topology, tmp_
     server_key = keygen.stdout.strip().splitlines()[-1]
     log_path = tmp_path / "twistd.log"
 
+    server_stderr = open(tmp_path / "twistd.stderr", "w")
     server = topology.popen(
         "server",
         [
@@ -274,8 +276,9 @@ def test_session_survives_nat_and_rebinding_and_ignores_injection(topology, tmp_
             "--auth", "memory:alice:secret",
             "--session-timeout", "30",
         ],
-        env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=server_stderr,
     )
+    server_stderr.close()  # the child has its own copy
 
     def server_log() -> str:
         return log_path.read_text() if log_path.exists() else ""
@@ -295,13 +298,15 @@ def test_session_survives_nat_and_rebinding_and_ignores_injection(topology, tmp_
         time.sleep(0.2)
     assert health.returncode == 0, (health.stderr, server.poll(), server_log())
 
+    client_stderr = open(tmp_path / "client.stderr", "w")
     client_proc = topology.popen(
         "client",
         [sys.executable, NAT_CLIENT, netns.DOCKERHOST_WAN_ADDR,
          str(netns.PUBLISHED_TCP_PORT), server_key, "alice", "secret", "--deadline", "100"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=client_stderr,
     )
-    client = JsonLines(client_proc)
+    client_stderr.close()
+    client = JsonLines(client_proc, tmp_path / "client.stderr")
     ready = client.read(timeout=20)
     assert ready["event"] == "ready", ready
     local_port = ready["local_port"]
