@@ -69,6 +69,56 @@ def cmd_ping(args):
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
 
 
+def check_login_port(host: str, port: int, timeout: float, framing: str = "int16") -> None:
+    """Connect, send a hello, and expect the server's challenge; CommandError if not.
+
+    For container health checks and monitoring: proves the login service
+    accepts connections and speaks the protocol, without logging in.
+    """
+    import socket
+    import struct
+
+    from .clientcore import ClientCore
+    from .wire import ProtocolError, decode
+
+    hello = ClientCore(bytes(32), "healthcheck", "").hello()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            if framing == "line":
+                conn.sendall(hello + b"\n")
+                reply = conn.makefile("rb").readline().rstrip(b"\r\n")
+            else:
+                conn.sendall(struct.pack("!H", len(hello)) + hello)
+                stream = conn.makefile("rb")
+                header = stream.read(2)
+                reply = stream.read(struct.unpack("!H", header)[0]) if len(header) == 2 else b""
+    except socket.timeout:
+        raise CommandError("{}:{} did not answer within {:g} seconds".format(host, port, timeout))
+    except OSError as e:
+        raise CommandError("{}:{}: {}".format(host, port, e.strerror or e))
+    if not reply:
+        raise CommandError("{}:{} closed the connection without answering".format(host, port))
+    try:
+        message = decode(reply)
+    except ProtocolError as e:
+        raise CommandError("{}:{} answered garbage: {}".format(host, port, e.reason))
+    if message.get("type") != "challenge":
+        raise CommandError("{}:{} answered {} {}".format(
+            host, port, message.get("type"), message.get("reason", "")).strip())
+
+
+def cmd_healthcheck(args):
+    host, port = split_host_port(args.server, 7000)
+    try:
+        check_login_port(host, port, args.timeout, args.framing)
+    except CommandError as e:
+        print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
+        return 1
+    print("ok: {}:{} answered the hello".format(host, port))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -104,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("knock-secret", help="create a secret file for authenticated knocks (mode 0600)")
     p.add_argument("--file", required=True)
     p.set_defaults(func=cmd_knock_secret)
+
+    p = sub.add_parser("healthcheck",
+                       help="check that the login port accepts a connection and answers the hello")
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds for connect and answer")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.set_defaults(func=cmd_healthcheck)
     return parser
 
 
