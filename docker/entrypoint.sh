@@ -21,6 +21,7 @@
 # GAMESESSION_MAX_SESSIONS      --max-sessions         (server default)
 # GAMESESSION_DUPLICATE_LOGIN   --duplicate-login      (server default, kick)
 # GAMESESSION_APP               --app                  (server default, echo)
+# GAMESESSION_KNOCK             --knock                (none: no port knocking)
 # GAMESESSION_EXTRA_ARGS        appended as they are   (none)
 #
 # Arguments starting with "-" are appended to the server's options; any other
@@ -55,6 +56,7 @@ set -- --login "$login" \
     ${GAMESESSION_MAX_SESSIONS:+--max-sessions "$GAMESESSION_MAX_SESSIONS"} \
     ${GAMESESSION_DUPLICATE_LOGIN:+--duplicate-login "$GAMESESSION_DUPLICATE_LOGIN"} \
     ${GAMESESSION_APP:+--app "$GAMESESSION_APP"} \
+    ${GAMESESSION_KNOCK:+--knock "$GAMESESSION_KNOCK"} \
     ${GAMESESSION_EXTRA_ARGS:-} \
     "$@"
 

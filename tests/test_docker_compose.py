@@ -65,14 +65,16 @@ def _load_yaml(text: str, compose: str) -> dict:
     return yaml.safe_load(text)
 
 
-def compose_config(tmp_path: Path, env_file: Path | None = None, **env: str) -> dict:
+def compose_config(tmp_path: Path, env_file: Path | None = None, files=(COMPOSE_FILE,),
+                   **env: str) -> dict:
     compose = _compose_binary()
     if env_file is None:
         # an empty env file: a developer's own docker/.env must not leak in
         env_file = tmp_path / "empty.env"
         env_file.write_text("")
     done = subprocess.run(
-        [compose, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
+        [compose, "--env-file", str(env_file)]
+        + [arg for f in files for arg in ("-f", str(f))] + ["config"],
         capture_output=True, text=True, timeout=60, cwd=ROOT, env=_clean_env(**env),
     )
     assert done.returncode == 0, done.stderr
@@ -343,3 +345,17 @@ def test_entrypoint_runs_the_real_server_and_keeps_its_key(plugin_path, tmp_path
         assert "session started: user=alice" in log
         assert "Traceback" not in log
     assert public_keys[0] == public_keys[1]
+
+
+def test_knock_override_publishes_every_knock_port(tmp_path):
+    """With docker-compose.knock.yml each knock port is published as UDP and passed to --knock."""
+    config = compose_config(tmp_path, files=(COMPOSE_FILE, DOCKER / "docker-compose.knock.yml"))
+    service = config["services"]["gamesession"]
+    udp = dict((target, host) for host, target in published(service, "udp"))
+    sequence = [int(p) for p in service["environment"]["GAMESESSION_KNOCK"].split(",")]
+    assert sequence == [7102, 7101, 7103]
+    assert [udp[port] for port in sequence] == [17102, 17101, 17103]
+    assert udp[7001] == 17001 and published(service, "tcp") == [(17000, 7000)]
+    argv = run_entrypoint(tmp_path, service["environment"] | {
+        "GAMESESSION_KEY_FILE": str(tmp_path / "data" / "k")})
+    assert option(argv, "--knock") == "7102,7101,7103"
