@@ -42,6 +42,10 @@ class IControlChannel(Interface):
 class Session:
     """One logged-in player: identity, keys, UDP address and timers."""
 
+    # The server's keepalive PING still waiting for its PONG, and when it left.
+    ping_id = None
+    ping_sent = 0.0
+
     def __init__(self, registry, token, user, avatar, logout, control, keys, now):
         self.registry = registry
         self.token = token
@@ -75,6 +79,18 @@ class Session:
 
     def kick(self) -> None:
         self.registry.end(self, "kicked")
+
+    def keepalive_ping(self, now: float) -> None:
+        """Keep an idle session alive with a PING that also measures the RTT.
+
+        The payload is a fresh random id; the client echoes it in a PONG and
+        ``datagram_received`` records the round trip in ``stats.rtt``.  Only
+        the latest ping counts, so a late or forged PONG records nothing.
+        """
+        ping_id = self.registry.random_bytes(8)
+        if self.send(Kind.PING, ping_id):
+            self.ping_id = ping_id
+            self.ping_sent = now
 
 
 class SessionRegistry:
@@ -218,14 +234,18 @@ class SessionRegistry:
             self.notify_application("datagram_received", session, payload)
         elif kind == Kind.PING:
             session.send(Kind.PONG, payload)
+        elif kind == Kind.PONG:
+            if payload == session.ping_id:
+                session.ping_id = None
+                stats.rtt.observe(session.last_seen - session.ping_sent)
         elif kind == Kind.DISCONNECT:
             self.end(session, "logout")
-        # KEEPALIVE only refreshed last_seen; a PONG answers the server's keepalive.
+        # KEEPALIVE only refreshed last_seen.
 
     # -- timers -----------------------------------------------------------------
 
     def sweep(self) -> None:
-        """End silent sessions and send keepalives to idle ones."""
+        """End silent sessions and send keepalives (measuring PINGs) to idle ones."""
         now = self.clock.seconds()
         timeout = self.session_timeout
         keepalive = self.keepalive
@@ -233,7 +253,7 @@ class SessionRegistry:
             if now - session.last_seen >= timeout:
                 self.end(session, "timeout")
             elif now - session.last_sent >= keepalive:
-                session.send(Kind.KEEPALIVE)
+                session.keepalive_ping(now)
 
     def notify_application(self, method: str, *args) -> None:
         try:
