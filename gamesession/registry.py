@@ -171,9 +171,16 @@ class SessionRegistry:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
         self.stats.logouts[reason] += 1
+        now = self.clock.seconds()
+        if reason in ("kicked", "replaced"):
+            self.log.info("kicked: user={user} ({reason})", user=session.user, reason=reason,
+                          event="kick", address=session.address)
+        elif reason == "timeout":
+            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=session.user,
+                          idle=now - session.last_seen, event="timeout", address=session.address)
         self.log.info("session ended: user={user} reason={reason} after {duration:.1f}s",
                       user=session.user, reason=reason, event="session_ended",
-                      duration=self.clock.seconds() - session.started)
+                      duration=now - session.started)
         if reason != "disconnected":
             session.control.session_ended(reason)
         try:
