@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys and a ping client (more subcommands join here)."""
+"""The ``gamesession`` command: keys, a ping client, status and healthcheck (more join here)."""
 
 import argparse
 import sys
@@ -51,6 +51,40 @@ def cmd_ping(args):
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
 
 
+def cmd_status(args):
+    from .status import StatusError, status_main
+
+    try:
+        status_main(args.metrics_url, args.timeout)
+    except StatusError as e:
+        print("gamesession status: {}".format(e), file=sys.stderr)
+        return 1
+
+
+def cmd_healthcheck(args):
+    from .healthcheck import Unhealthy, check
+
+    if args.server_key and args.key_file:
+        raise CommandError("give --server-key or --key-file, not both")
+    server_key = None
+    try:
+        if args.server_key:
+            server_key = bytes(read_public_key(args.server_key))
+        elif args.key_file:
+            server_key = bytes(read_private_key(args.key_file).public_key)
+    except KeyFileError as e:
+        raise CommandError("--server-key/--key-file: {}".format(e))
+    host, port = split_host_port(args.server, 7000)
+    try:
+        result = check(host, port, args.timeout, args.framing, server_key)
+    except Unhealthy as e:
+        print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print("healthy: {}".format(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -79,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the login and for each pong")
     p.add_argument("--framing", choices=["int16", "line"], default="int16")
     p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser("status", help="print a short summary of a server's --metrics figures")
+    p.add_argument("--metrics-url", default="http://127.0.0.1:9100/metrics",
+                   help="URL of the server's --metrics endpoint (/metrics is added to a bare host:port)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("healthcheck",
+                       help="exit 0 if the login service answers a hello with a challenge, else 1")
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds for the whole check")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--server-key", default=None,
+                   help="also check the server proves this public key (base64 or @FILE)")
+    p.add_argument("--key-file", default=None,
+                   help="also check the server proves the key in this private key file")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
+    p.set_defaults(func=cmd_healthcheck)
     return parser
 
 
