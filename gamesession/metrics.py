@@ -171,12 +171,12 @@ def make_site(collectors: CollectorRegistry) -> Site:
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=collectors))
-    site = QuietSite(root)
+    site = MetricsSite(root)
     site.noisy = False
     return site
 
 
-class QuietSite(Site):
+class MetricsSite(Site):
     """A Site that writes no access log line per request."""
 
     def log(self, request):
