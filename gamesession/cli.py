@@ -39,15 +39,33 @@ def cmd_pubkey(args):
         raise CommandError(str(e))
 
 
+def cmd_knock_secret(args):
+    from .knock import KnockError, write_secret_file
+
+    try:
+        write_secret_file(args.file)
+    except (KnockError, OSError) as e:
+        raise CommandError(str(e))
+    print("wrote a knock secret to {} (mode 0600)".format(args.file))
+
+
 def cmd_ping(args):
     from twisted.internet import task
 
+    from .knock import KnockError, load_secret, parse_ports
     from .pinger import ping_main
 
     try:
         server_key = read_public_key(args.server_key)
     except KeyFileError as e:
         raise CommandError("--server-key: {}".format(e))
+    try:
+        args.knock = parse_ports(args.knock) if args.knock else None
+        args.knock_secret = load_secret(args.knock_secret) if args.knock_secret else None
+    except KnockError as e:
+        raise CommandError(str(e))
+    if args.knock_secret is not None and args.knock is None:
+        raise CommandError("--knock-secret needs --knock")
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
 
 
@@ -112,7 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds to wait for the login and for each pong")
     p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
+                   help="knock on these UDP ports first (resent if the login port stays shut)")
+    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
     p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser("knock-secret", help="create a secret file for authenticated knocks (mode 0600)")
+    p.add_argument("--file", required=True)
+    p.set_defaults(func=cmd_knock_secret)
 
     p = sub.add_parser("status", help="print a short summary of a server's --metrics figures")
     p.add_argument("--metrics-url", default="http://127.0.0.1:9100/metrics",

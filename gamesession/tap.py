@@ -14,6 +14,7 @@ from .accounts import make_portal
 from .application import load_application
 from .gameport import GamePort
 from .keys import KeyFileError, load_or_create_private_key, public_key_text
+from . import knocktap
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
@@ -75,7 +76,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["log-summary", None, 60.0,
          "Seconds between log summaries of dropped datagrams (only when some were; 0: never).",
          _non_negative],
-    ]
+    ] + knocktap.OPT_PARAMETERS
+    optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -91,6 +93,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(
                     "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
                     "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
+        knocktap.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -158,9 +161,13 @@ def makeService(config, reactor=None):
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
 
+    knocking = knocktap.make_knock_service(config, reactor)
+    if knocking is not None:
+        knocking.setServiceParent(top)  # before the login port opens
     factory = LoginFactory(
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
+        gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, config["login"]), factory)
