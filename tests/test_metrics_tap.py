@@ -52,3 +52,18 @@ def test_log_summary_period(tmp_path):
     assert len([s for s in build(tmp_path, "--log-summary", "0") if isinstance(s, TimerService)]) == 1
     with pytest.raises(usage.UsageError):
         options("--log-summary", "-1")
+
+
+def test_knock_gate_figures_with_metrics(tmp_path):
+    top = build(tmp_path, "--metrics", "tcp:9100", "--knock", "7102,7101,7103",
+                "--interface", "127.0.0.1")
+    knocker = top.login_factory.gate.knocker
+    for port in (7102, 7101, 7103):
+        knocker.knock("127.0.0.9", port, b"\x00", 0.0)
+    top.login_factory.gate.allows("127.0.0.9")
+    top.login_factory.gate.allows("127.0.0.8")
+    from prometheus_client import generate_latest
+    text = generate_latest(top.metrics).decode()
+    assert "gamesession_knocks_total 3.0" in text
+    assert "gamesession_knock_grants_total 1.0" in text
+    assert 'gamesession_knock_connections_total{outcome="rejected"} 1.0' in text
