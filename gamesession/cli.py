@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys and a ping client (more subcommands join here)."""
+"""The ``gamesession`` command: keys, a ping client, status and healthcheck (more join here)."""
 
 import argparse
 import sys
@@ -69,53 +69,37 @@ def cmd_ping(args):
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
 
 
-def check_login_port(host: str, port: int, timeout: float, framing: str = "int16") -> None:
-    """Connect, send a hello, and expect the server's challenge; CommandError if not.
+def cmd_status(args):
+    from .status import StatusError, status_main
 
-    For container health checks and monitoring: proves the login service
-    accepts connections and speaks the protocol, without logging in.
-    """
-    import socket
-    import struct
-
-    from .clientcore import ClientCore
-    from .wire import ProtocolError, decode
-
-    hello = ClientCore(bytes(32), "healthcheck", "").hello()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.settimeout(timeout)
-            if framing == "line":
-                conn.sendall(hello + b"\n")
-                reply = conn.makefile("rb").readline().rstrip(b"\r\n")
-            else:
-                conn.sendall(struct.pack("!H", len(hello)) + hello)
-                stream = conn.makefile("rb")
-                header = stream.read(2)
-                reply = stream.read(struct.unpack("!H", header)[0]) if len(header) == 2 else b""
-    except socket.timeout:
-        raise CommandError("{}:{} did not answer within {:g} seconds".format(host, port, timeout))
-    except OSError as e:
-        raise CommandError("{}:{}: {}".format(host, port, e.strerror or e))
-    if not reply:
-        raise CommandError("{}:{} closed the connection without answering".format(host, port))
-    try:
-        message = decode(reply)
-    except ProtocolError as e:
-        raise CommandError("{}:{} answered garbage: {}".format(host, port, e.reason))
-    if message.get("type") != "challenge":
-        raise CommandError("{}:{} answered {} {}".format(
-            host, port, message.get("type"), message.get("reason", "")).strip())
+        status_main(args.metrics_url, args.timeout)
+    except StatusError as e:
+        print("gamesession status: {}".format(e), file=sys.stderr)
+        return 1
 
 
 def cmd_healthcheck(args):
+    from .healthcheck import Unhealthy, check
+
+    if args.server_key and args.key_file:
+        raise CommandError("give --server-key or --key-file, not both")
+    server_key = None
+    try:
+        if args.server_key:
+            server_key = bytes(read_public_key(args.server_key))
+        elif args.key_file:
+            server_key = bytes(read_private_key(args.key_file).public_key)
+    except KeyFileError as e:
+        raise CommandError("--server-key/--key-file: {}".format(e))
     host, port = split_host_port(args.server, 7000)
     try:
-        check_login_port(host, port, args.timeout, args.framing)
-    except CommandError as e:
+        result = check(host, port, args.timeout, args.framing, server_key)
+    except Unhealthy as e:
         print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
         return 1
-    print("ok: {}:{} answered the hello".format(host, port))
+    if not args.quiet:
+        print("healthy: {}".format(result))
     return 0
 
 
@@ -155,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", required=True)
     p.set_defaults(func=cmd_knock_secret)
 
+    p = sub.add_parser("status", help="print a short summary of a server's --metrics figures")
+    p.add_argument("--metrics-url", default="http://127.0.0.1:9100/metrics",
+                   help="URL of the server's --metrics endpoint (/metrics is added to a bare host:port)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("healthcheck",
-                       help="check that the login port accepts a connection and answers the hello")
+                       help="exit 0 if the login service answers a hello with a challenge, else 1")
     p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds for connect and answer")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds for the whole check")
     p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--server-key", default=None,
+                   help="also check the server proves this public key (base64 or @FILE)")
+    p.add_argument("--key-file", default=None,
+                   help="also check the server proves the key in this private key file")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     p.set_defaults(func=cmd_healthcheck)
     return parser
 

@@ -18,6 +18,7 @@ from . import knocktap
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
+from .summary import DropSummary
 
 DEFAULT_APP = "gamesession.application.EchoApplication"
 
@@ -29,6 +30,13 @@ def _positive(kind):
             raise ValueError("must be positive")
         return number
     return convert
+
+
+def _non_negative(value):
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
 
 
 def _port(value):
@@ -62,6 +70,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
+        ["metrics", None, None,
+         "Endpoint serving Prometheus figures at /metrics, e.g. tcp:9100:interface=127.0.0.1 "
+         "(off unless given)."],
+        ["log-summary", None, 60.0,
+         "Seconds between log summaries of dropped datagrams (only when some were; 0: never).",
+         _non_negative],
     ] + knocktap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
 
@@ -72,6 +86,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
+        if self["metrics"] is not None:
+            try:
+                endpoints.serverFromString(None, self["metrics"])
+            except (ValueError, TypeError) as e:
+                raise usage.UsageError(
+                    "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
+                    "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
         knocktap.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
@@ -161,6 +182,22 @@ def makeService(config, reactor=None):
                                     registry.sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(top)
+
+    if config["log-summary"]:
+        drops = internet.TimerService(config["log-summary"],
+                                      DropSummary(stats, config["log-summary"]).tick)
+        drops.clock = reactor
+        drops.setServiceParent(top)
+
+    top.metrics = None
+    if config["metrics"]:
+        from .metrics import make_registry, make_site
+
+        top.metrics = make_registry(registry, knock=factory.gate)
+        metrics = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, config["metrics"]), make_site(top.metrics))
+        metrics._raiseSynchronously = True
+        metrics.setServiceParent(top)
 
     top.registry = registry
     top.login_factory = factory
