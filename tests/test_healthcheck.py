@@ -35,7 +35,8 @@ def test_nothing_listening(plugin_path):
         port = s.getsockname()[1]
     result = healthcheck(plugin_path, port)
     assert result.returncode == 1
-    assert result.stderr.startswith("gamesession healthcheck: unhealthy: 127.0.0.1:")
+    assert result.stderr.strip() == (
+        "gamesession healthcheck: unhealthy: connection refused by 127.0.0.1:{}".format(port))
 
 
 def test_port_open_but_silent(plugin_path):
