@@ -14,9 +14,11 @@ from .accounts import make_portal
 from .application import load_application
 from .gameport import GamePort
 from .keys import KeyFileError, load_or_create_private_key, public_key_text
+from . import knocktap
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
+from .summary import DropSummary
 
 DEFAULT_APP = "gamesession.application.EchoApplication"
 
@@ -28,6 +30,13 @@ def _positive(kind):
             raise ValueError("must be positive")
         return number
     return convert
+
+
+def _non_negative(value):
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
 
 
 def _port(value):
@@ -61,7 +70,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
-    ]
+        ["metrics", None, None,
+         "Endpoint serving Prometheus figures at /metrics, e.g. tcp:9100:interface=127.0.0.1 "
+         "(off unless given)."],
+        ["log-summary", None, 60.0,
+         "Seconds between log summaries of dropped datagrams (only when some were; 0: never).",
+         _non_negative],
+    ] + knocktap.OPT_PARAMETERS
+    optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -70,6 +86,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
+        if self["metrics"] is not None:
+            try:
+                endpoints.serverFromString(None, self["metrics"])
+            except (ValueError, TypeError) as e:
+                raise usage.UsageError(
+                    "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
+                    "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
+        knocktap.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -137,9 +161,13 @@ def makeService(config, reactor=None):
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
 
+    knocking = knocktap.make_knock_service(config, reactor)
+    if knocking is not None:
+        knocking.setServiceParent(top)  # before the login port opens
     factory = LoginFactory(
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
+        gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, config["login"]), factory)
@@ -154,6 +182,22 @@ def makeService(config, reactor=None):
                                     registry.sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(top)
+
+    if config["log-summary"]:
+        drops = internet.TimerService(config["log-summary"],
+                                      DropSummary(stats, config["log-summary"]).tick)
+        drops.clock = reactor
+        drops.setServiceParent(top)
+
+    top.metrics = None
+    if config["metrics"]:
+        from .metrics import make_registry, make_site
+
+        top.metrics = make_registry(registry, knock=factory.gate)
+        metrics = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, config["metrics"]), make_site(top.metrics))
+        metrics._raiseSynchronously = True
+        metrics.setServiceParent(top)
 
     top.registry = registry
     top.login_factory = factory
