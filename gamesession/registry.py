@@ -73,11 +73,12 @@ class IControlChannel(Interface):
 
 @implementer(ISession)
 class Session:
-    """One logged-in player: identity, keys, UDP address and timers."""
+    """One logged-in player: identity, keys, UDP address and timers.
 
-    # The server's keepalive PING still waiting for its PONG, and when it left.
-    ping_id = None
-    ping_sent = 0.0
+    Set every attribute in ``__init__``: one first set later (even over a
+    class default) turns the compact shared-key instance layout into a full
+    dict, about 600 bytes more per session (docs/benchmarks.md).
+    """
 
     def __init__(self, registry, token, user, avatar, logout, control, keys, now):
         self.registry = registry
@@ -92,6 +93,9 @@ class Session:
         self.last_seen = now
         self.last_sent = now
         self.ended = None
+        # The server's keepalive PING still waiting for its PONG, and when it left.
+        self.ping_id = None
+        self.ping_sent = 0.0
 
     def __repr__(self):
         return "<Session {} {} {}>".format(self.user, self.token.hex(), self.address)
