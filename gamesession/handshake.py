@@ -220,6 +220,8 @@ class StreamCipher:
     The server's first sealed frame uses counter 1 (0 was the confirmation).
     """
 
+    __slots__ = ("key", "counter")
+
     def __init__(self, key: bytes, counter: int = 0):
         self.key = key
         self.counter = counter
