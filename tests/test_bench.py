@@ -44,7 +44,7 @@ def test_bench_login(plugin_path, tmp_path):
 
 def test_bench_sessions(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "sessions", "--sessions", "5",
-                            "--seconds", "0.3")
+                            "--seconds", "0.3", "--rounds", "1")
     assert figures["sessions_held"] == 5
     assert figures["sessions_alive_at_end"] == 5
     assert figures["pps_one"] > 0 and figures["pps_many"] > 0 and figures["pps_ratio"] > 0

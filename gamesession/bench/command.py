@@ -35,7 +35,9 @@ def add_arguments(parser) -> None:
 
     p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
     p.add_argument("--sessions", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=3.0, help="length of each throughput phase")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each throughput phase")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="throughput phases with 1 and with N sessions; the best of each counts")
     p.add_argument("--payload", type=_payload, default=64)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
@@ -66,7 +68,8 @@ def run(args):
         result = runner.bench_login(args.seconds, concurrency=args.concurrency)
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
-                                       payload=args.payload, concurrency=args.concurrency)
+                                       payload=args.payload, concurrency=args.concurrency,
+                                       rounds=args.rounds)
     elif args.benchmark == "hotpath":
         from . import hotpath
 

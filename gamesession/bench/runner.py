@@ -233,11 +233,26 @@ def login_job(plan, progress):
     return result
 
 
+def _best_of(rounds, measure):
+    runs = [measure(n) for n in range(rounds)]
+    best = max(runs, key=lambda r: r["pps"])
+    best = dict(best)
+    best["rounds_pps"] = [r["pps"] for r in runs]
+    return best
+
+
 def sessions_job(plan, progress):
+    """1 session: best of rounds; log in N-1 more; N sessions round-robin: best of rounds."""
     pid = plan["server_pid"]
+    rounds = plan["rounds"]
     fleet = _login_fleet(plan, "s", count=1, progress=progress)
-    one = _measure(fleet.udp, plan, pid, progress, "1 session ", plan["window"],
-                   plan["seconds"], sessions=[fleet.ready[0].core])
+
+    def tag(n):
+        return " round {}/{}".format(n + 1, rounds) if rounds > 1 else ""
+
+    one = _best_of(rounds, lambda n: _measure(
+        fleet.udp, plan, pid, progress, "1 session" + tag(n), plan["window"], plan["seconds"],
+        sessions=[fleet.ready[0].core]))
     fleet.touch_all()
     fleet.run(0.3)
     rss_one = procs.rss_bytes(pid)
@@ -250,9 +265,16 @@ def sessions_job(plan, progress):
     fleet.run(0.5)
     rss_many = procs.rss_bytes(pid)
     cores = [login.core for login in fleet.ready]
-    many = _measure(fleet.udp, plan, pid, progress, "{:,} sessions ".format(len(cores)),
-                    plan["window"], plan["seconds"], sessions=cores)
-    fleet.touch_all()
+
+    def many_round(n):
+        result = _measure(fleet.udp, plan, pid, progress,
+                          "{:,} sessions{}".format(len(cores), tag(n)),
+                          plan["window"], plan["seconds"], sessions=cores)
+        fleet.touch_all()
+        fleet.run(0.2)
+        return result
+
+    many = _best_of(rounds, many_round)
     fleet.run(0.3)
     rss_after = procs.rss_bytes(pid)
     alive = len(fleet.by_token)
@@ -438,8 +460,8 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None):
     return result
 
 
-def bench_sessions(sessions, seconds=3.0, window=64, payload=64, concurrency=64, warmup=0.5,
-                   progress=None):
+def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64, warmup=0.5,
+                   rounds=3, progress=None):
     progress = progress or Progress()
     wanted = sessions + 256
     soft, hard = procs.raise_nofile(wanted)
@@ -452,13 +474,13 @@ def bench_sessions(sessions, seconds=3.0, window=64, payload=64, concurrency=64,
                          hard, sessions, usable))
         sessions = usable
     settings = {"sessions": sessions, "seconds": seconds, "window": window, "payload": payload,
-                "concurrency": concurrency, "warmup": warmup}
+                "concurrency": concurrency, "warmup": warmup, "rounds": rounds}
     with Bench(progress) as bench:
         result = bench.header("sessions", settings)
         load_before = loadavg()
         server = bench.gamesession("--max-sessions", str(sessions + 16), nofile=wanted)
         plan = bench.plan(server, nofile=wanted, **settings)
-        timeout = 2 * seconds + 4 * warmup + max(60.0, sessions / 50.0) + 60
+        timeout = 4 * rounds * (seconds + warmup + 1) + max(60.0, sessions / 50.0) + 60
         detail = run_loadgen(sessions_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
     result.update(detail)
@@ -526,13 +548,15 @@ def summary(result: dict) -> str:
             ("logins/s with scrypt (est.)", _fmt(result.get("logins_per_s_with_scrypt_estimate"))),
         ]
     else:
+        rounds = result["settings"].get("rounds", 1)
+        best = ", best of {}".format(rounds) if rounds > 1 else ""
         rows = [
             ("sessions held", "{:,}".format(result["sessions_held"])),
             ("bytes_per_session", _fmt(result["bytes_per_session"])),
             ("server rss 1 -> N", "{:,} -> {:,} bytes".format(result["rss_one_session"],
                                                               result["rss_all_sessions"])),
-            ("pps 1 session", _fmt(result["pps_one"])),
-            ("pps N sessions", _fmt(result["pps_many"])),
+            ("pps 1 session{}".format(best), _fmt(result["pps_one"])),
+            ("pps N sessions{}".format(best), _fmt(result["pps_many"])),
             ("pps_ratio", "-" if result["pps_ratio"] is None else "{:.3f}".format(result["pps_ratio"])),
             ("rtt p50 loaded 1 | N (us)", "{} | {}".format(_fmt(result["one"]["p50_us"]),
                                                           _fmt(result["many"]["p50_us"]))),
