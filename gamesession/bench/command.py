@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--profile-server", metavar="FILE",
+                   help="run the server under twistd's cProfile and save its stats to FILE")
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
@@ -65,7 +67,8 @@ def run(args):
                                   latency_seconds=args.latency_seconds, rounds=args.rounds,
                                   profile_server=args.profile_server)
     elif args.benchmark == "login":
-        result = runner.bench_login(args.seconds, concurrency=args.concurrency)
+        result = runner.bench_login(args.seconds, concurrency=args.concurrency,
+                                    profile_server=args.profile_server)
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,

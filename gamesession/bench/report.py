@@ -63,7 +63,9 @@ def draw(paths, out) -> str:
         tp_sessions.plot(counts, [r["pps_many"] for r in sessions], "s-", label="N sessions")
         tp_sessions.plot(counts, [r["pps_one"] for r in sessions], "o--", label="1 session (same run)")
         for r in sessions:
-            tp_sessions.annotate("{:,.0f} B/session".format(r["bytes_per_session"] or 0),
+            if not r.get("bytes_per_session"):
+                continue
+            tp_sessions.annotate("{:,.0f} B/session".format(r["bytes_per_session"]),
                                  (r["sessions_held"], r["pps_many"]), textcoords="offset points",
                                  xytext=(0, -14), ha="center", fontsize=8)
         tp_sessions.set_xscale("log")

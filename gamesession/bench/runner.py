@@ -323,9 +323,9 @@ class Bench:
         self.servers.append(server)
         return server
 
-    def gamesession_profiled(self, stats_path):
+    def gamesession_profiled(self, stats_path, *options, nofile=0):
         self.progress.show("starting twistd --profile gamesession")
-        server = procs.start_gamesession(self.tmp.name, self.server_cpu, (), 0,
+        server = procs.start_gamesession(self.tmp.name, self.server_cpu, options, nofile,
                                          twistd_options=("--profile=" + stats_path,
                                                          "--profiler=cprofile", "--savestats"))
         self.servers.append(server)
@@ -435,15 +435,20 @@ def scrypt_cost(rounds=5):
     return best
 
 
-def bench_login(seconds, concurrency=64, warmup=0.5, progress=None):
+def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None):
     progress = progress or Progress()
     settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup}
     auth = "memory:" + ":".join("u{}:pw".format(i) for i in range(concurrency))
     with Bench(progress) as bench:
         result = bench.header("login", settings)
         load_before = loadavg()
-        server = bench.gamesession("--auth", auth, "--max-sessions", str(concurrency * 2 + 16),
-                                   nofile=concurrency * 4 + 256)
+        options = ("--auth", auth, "--max-sessions", str(concurrency * 2 + 16))
+        if profile_server:
+            server = bench.gamesession_profiled(os.path.abspath(profile_server), *options,
+                                                nofile=concurrency * 4 + 256)
+            result["profiled"] = "figures include cProfile overhead: compare nothing to them"
+        else:
+            server = bench.gamesession(*options, nofile=concurrency * 4 + 256)
         plan = bench.plan(server, nofile=concurrency * 4 + 256, **settings)
         detail = run_loadgen(login_job, plan, progress, 4 * (seconds + warmup) + 60)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
