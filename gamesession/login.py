@@ -140,7 +140,9 @@ class LoginProtocol:
         self.backlog = 0
 
     def stopProducing(self):
+        # The transport is going away and forgets us.
         self.paused = False
+        self.producing = False
 
     def _queued(self, size: int) -> None:
         limits = self.factory.limits
