@@ -175,7 +175,14 @@ class LoginProtocol:
         self.send_message(wire.error(code, reason))
         self.state = "closed"
         self._login_settled()
+        self._end_session()
         self._close()
+
+    def _end_session(self) -> None:
+        # Now, not at connectionLost: a peer that does not read would keep a
+        # closing connection (and its session) around for as long as it likes.
+        if self.session is not None and not self.session.ended:
+            self.factory.registry.end(self.session, "disconnected")
 
     def _clear_message(self, message: dict):
         kind = message["type"]
