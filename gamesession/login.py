@@ -156,6 +156,7 @@ class LoginProtocol:
         self.aborted = True
         self.state = "closed"
         self._login_settled()
+        self._end_session()
         self.transport.abortConnection()
 
     def _close(self) -> None:

@@ -176,8 +176,8 @@ def test_client_that_does_not_read_is_aborted_past_the_limit():
         session.send_message(b"x" * 1000)
     assert conn.transport.disconnected
     assert server.stats.limited["send_buffer"] == 1
-    conn.lose()
     assert "alice" not in server.registry.by_user
+    conn.lose()
     assert server.stats.logouts["disconnected"] == 1
 
 
