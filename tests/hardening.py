@@ -193,14 +193,17 @@ def check_registry(registry) -> None:
 class SyncClient:
     """A logged-in player over blocking sockets; raises LoginFailed like ClientCore."""
 
-    def __init__(self, server, user, password="", framing="int16", timeout=5.0, host="127.0.0.1"):
+    def __init__(self, server, user, password="", framing="int16", timeout=5.0, host="127.0.0.1",
+                 source="127.0.0.1"):
         self.framing = framing
         self.timeout = timeout
         self.core = ClientCore(decode_key(server.public_key), user, password)
-        self.tcp = socket.create_connection((host, server.login_port), timeout=timeout)
+        self.tcp = socket.create_connection((host, server.login_port), timeout=timeout,
+                                            source_address=(source, 0))
         self.rest = b""
         self.udp = None
         self.events = []
+        self.undecodable = 0
         self.server_udp = (host, server.udp_port)
         try:
             self.send_frame(self.core.hello())
@@ -217,7 +220,7 @@ class SyncClient:
             raise
         self.welcome = self.core.welcome
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, 0))
+        self.udp.bind((source, 0))
         self.send(Kind.KEEPALIVE)
 
     # TCP
@@ -297,7 +300,7 @@ class SyncClient:
             try:
                 kind, payload = self.core.datagram_received(packet)
             except Drop:
-                self.undecodable = getattr(self, "undecodable", 0) + 1
+                self.undecodable += 1
                 continue
             got.append((kind, payload))
             if until is not None and until(kind, payload):
