@@ -45,10 +45,11 @@ class LoginProtocol:
     timeout_call = None
     user = None
     host = None
-    # Registered as the transport's producer; paused while its write buffer is full.
+    # Registered as the transport's producer; send_paused while its write buffer is
+    # full.  (Not ``paused``: the framings' receivers stop reading when that is set.)
     producing = False
-    paused = False
-    # Bytes sent while paused; past limits.max_send_buffer the connection is aborted.
+    send_paused = False
+    # Bytes sent while send_paused; past limits.max_send_buffer the connection is aborted.
     backlog = 0
     aborted = False
 
@@ -127,21 +128,21 @@ class LoginProtocol:
         if self.sender is not None:
             frame = wire.encode(wire.sealed(self.sender.seal(frame)))
         self.sendFrame(frame)
-        if self.paused:
+        if self.send_paused:
             self._queued(len(frame))
 
     # -- IPushProducer: the transport tells us when its write buffer is full ---------
 
     def pauseProducing(self):
-        self.paused = True
+        self.send_paused = True
 
     def resumeProducing(self):
-        self.paused = False
+        self.send_paused = False
         self.backlog = 0
 
     def stopProducing(self):
         # The transport is going away and forgets us.
-        self.paused = False
+        self.send_paused = False
         self.producing = False
 
     def _queued(self, size: int) -> None:

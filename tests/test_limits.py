@@ -181,6 +181,19 @@ def test_client_that_does_not_read_is_aborted_past_the_limit():
     assert server.stats.logouts["disconnected"] == 1
 
 
+@pytest.mark.parametrize("framing", ["int16", "line"])
+def test_a_full_send_buffer_does_not_stop_reading(framing):
+    """The framings' receivers stop on ``self.paused``; our pause must not set it."""
+    server = MemoryServer(framing=framing, limits=L.Limits(max_send_buffer=10**6))
+    conn = server.connect()
+    conn.login("alice")
+    conn.protocol.pauseProducing()
+    conn.send(conn.core.data_message(b"still read"))
+    assert server.app.events[-1] == ("message", "alice", b"still read")
+    conn.send(conn.core.logout())
+    assert "alice" not in server.registry.by_user
+
+
 def test_close_unregisters_the_producer_so_the_connection_can_close():
     server = MemoryServer()
     conn = server.connect()
