@@ -268,7 +268,10 @@ class SyncClient:
         self.send_frame(self.core.data_message(payload))
 
     def logout(self, timeout: float = 5.0):
-        self.send_frame(self.core.logout())
+        try:
+            self.send_frame(self.core.logout())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the session had already ended (kicked, replaced, timed out)
         events = self.tcp_events(timeout)
         self.close()
         return events
