@@ -44,23 +44,28 @@ class GuestChecker:
 
 @implementer(ICredentialsChecker)
 class TextOrBytesChecker:
-    """Hands a checker credentials in the string type it stores names in.
+    """Hands a checker credentials in the string types it stores.
 
-    Twisted's own checkers disagree: ``--auth memory:`` keeps ``str`` names,
-    ``--auth file:`` and ``unix`` compare ``bytes``.  Logins arrive as text.
+    Twisted's own checkers disagree: ``--auth memory:`` keeps ``str`` names
+    and passwords, the in-memory checker's constructor keeps ``bytes`` names
+    with passwords as given, ``--auth file:`` and ``unix`` compare ``bytes``.
+    Logins arrive as text.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, checker):
         self.checker = checker
-        users = getattr(checker, "users", None)
-        self.text = isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse) and all(
-            isinstance(name, str) for name in users)
 
     def requestAvatarId(self, credentials):
         user, password = credentials.username, credentials.password
-        if not self.text:
+        if isinstance(self.checker, InMemoryUsernamePasswordDatabaseDontUse):
+            users = self.checker.users
+            name = user if user in users else _utf8(user)
+            if name in users and not isinstance(users[name], str):
+                password = _utf8(password)
+            user = name
+        else:
             user, password = _utf8(user), _utf8(password)
         return self.checker.requestAvatarId(UsernamePassword(user, password))
 

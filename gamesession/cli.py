@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys and a ping client (more subcommands join here)."""
+"""The ``gamesession`` command: keys, a ping client, status and healthcheck (more join here)."""
 
 import argparse
 import sys
@@ -39,16 +39,68 @@ def cmd_pubkey(args):
         raise CommandError(str(e))
 
 
+def cmd_knock_secret(args):
+    from .knock import KnockError, write_secret_file
+
+    try:
+        write_secret_file(args.file)
+    except (KnockError, OSError) as e:
+        raise CommandError(str(e))
+    print("wrote a knock secret to {} (mode 0600)".format(args.file))
+
+
 def cmd_ping(args):
     from twisted.internet import task
 
+    from .knock import KnockError, load_secret, parse_ports
     from .pinger import ping_main
 
     try:
         server_key = read_public_key(args.server_key)
     except KeyFileError as e:
         raise CommandError("--server-key: {}".format(e))
+    try:
+        args.knock = parse_ports(args.knock) if args.knock else None
+        args.knock_secret = load_secret(args.knock_secret) if args.knock_secret else None
+    except KnockError as e:
+        raise CommandError(str(e))
+    if args.knock_secret is not None and args.knock is None:
+        raise CommandError("--knock-secret needs --knock")
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
+
+
+def cmd_status(args):
+    from .status import StatusError, status_main
+
+    try:
+        status_main(args.metrics_url, args.timeout)
+    except StatusError as e:
+        print("gamesession status: {}".format(e), file=sys.stderr)
+        return 1
+
+
+def cmd_healthcheck(args):
+    from .healthcheck import Unhealthy, check
+
+    if args.server_key and args.key_file:
+        raise CommandError("give --server-key or --key-file, not both")
+    server_key = None
+    try:
+        if args.server_key:
+            server_key = bytes(read_public_key(args.server_key))
+        elif args.key_file:
+            server_key = bytes(read_private_key(args.key_file).public_key)
+    except KeyFileError as e:
+        raise CommandError("--server-key/--key-file: {}".format(e))
+    host, port = split_host_port(args.server, 7000)
+    try:
+        result = check(host, port, args.timeout, args.framing, server_key)
+    except Unhealthy as e:
+        print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print("healthy: {}".format(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds to wait for the login and for each pong")
     p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
+                   help="knock on these UDP ports first (resent if the login port stays shut)")
+    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
     p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser("knock-secret", help="create a secret file for authenticated knocks (mode 0600)")
+    p.add_argument("--file", required=True)
+    p.set_defaults(func=cmd_knock_secret)
+
+    p = sub.add_parser("status", help="print a short summary of a server's --metrics figures")
+    p.add_argument("--metrics-url", default="http://127.0.0.1:9100/metrics",
+                   help="URL of the server's --metrics endpoint (/metrics is added to a bare host:port)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("healthcheck",
+                       help="exit 0 if the login service answers a hello with a challenge, else 1")
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds for the whole check")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--server-key", default=None,
+                   help="also check the server proves this public key (base64 or @FILE)")
+    p.add_argument("--key-file", default=None,
+                   help="also check the server proves the key in this private key file")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
+    p.set_defaults(func=cmd_healthcheck)
     return parser
 
 

@@ -20,7 +20,11 @@ HEADER_SIZE = TOKEN_SIZE + 8
 TAG_SIZE = 16
 MIN_PACKET = HEADER_SIZE + TAG_SIZE + 1
 # Keeps a packet inside one IPv4 datagram with no fragmentation on most paths.
-MAX_PAYLOAD = 1200
+RECOMMENDED_PAYLOAD = 1200
+# Both ends read datagrams into 8192-byte buffers (Twisted's default); a
+# larger packet would arrive truncated and fail to open.
+MAX_PACKET = 8192
+MAX_PAYLOAD = MAX_PACKET - MIN_PACKET
 
 
 class Kind(enum.IntEnum):
@@ -69,6 +73,8 @@ class DatagramChannel:
         self.window = ReplayWindow()
 
     def seal(self, kind: int, payload: bytes = b"") -> bytes:
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError("datagram payload over {} bytes".format(MAX_PAYLOAD))
         counter = self.send_counter
         if counter >= MAX_COUNTER:
             raise OverflowError("datagram counter exhausted; log in again")

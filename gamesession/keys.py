@@ -54,12 +54,16 @@ def write_private_key(path: str, private: PrivateKey, force: bool = False) -> No
         f.write(encode_key(bytes(private)) + "\n")
 
 
-def read_private_key(path: str) -> PrivateKey:
+def _read_text(path: str, what: str) -> str:
     try:
         with open(path) as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
-        raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror))
+        raise KeyFileError("cannot read {} {}: {}".format(what, path, e.strerror))
+
+
+def read_private_key(path: str) -> PrivateKey:
+    text = _read_text(path, "key file")
     try:
         return PrivateKey(decode_key(text))
     except KeyFileError as e:
@@ -84,13 +88,5 @@ def read_public_key(spec: str) -> PublicKey:
 
     The file is what ``gamesession pubkey`` prints.
     """
-    if spec.startswith("@"):
-        path = spec[1:]
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError as e:
-            raise KeyFileError("cannot read {}: {}".format(path, e.strerror))
-    else:
-        text = spec
+    text = _read_text(spec[1:], "public key file") if spec.startswith("@") else spec
     return PublicKey(decode_key(text))

@@ -314,6 +314,8 @@ class LoginProtocol:
     # -- IControlChannel ------------------------------------------------------------
 
     def send_data(self, payload: bytes) -> None:
+        if len(payload) > wire.MAX_DATA:
+            raise ValueError("message payload over {} bytes".format(wire.MAX_DATA))
         if self.state == "active":
             self.send_message({"type": "data", "data": wire.b64(payload)})
 

@@ -12,6 +12,7 @@ from twisted.internet import defer, error, task
 from .client import GameClient
 from .clientcore import LoginFailed
 from .handshake import ServerKeyMismatch
+from .knockclient import knock_and_connect
 from .wire import ErrorCode, ProtocolError
 
 
@@ -29,8 +30,9 @@ def describe_failure(exc, server: str) -> str:
         return "timed out connecting or logging in to {}".format(server)
     if isinstance(exc, error.DNSLookupError):
         return "cannot resolve {}".format(server)
-    if isinstance(exc, error.ConnectionClosed):
-        return "{}: {}".format(server, exc.args[0] if exc.args else "connection closed")
+    if isinstance(exc, (error.ConnectionClosed, error.ConnectionLost, error.ConnectError)):
+        return "{}: {} (if the server uses port knocking, pass --knock)".format(
+            server, exc.args[0] if exc.args else "connection closed")
     if isinstance(exc, ProtocolError):
         return "protocol error from {}: {}".format(server, exc.reason)
     return "{}: {}".format(server, exc)
@@ -72,10 +74,17 @@ async def ping_main(reactor, args, server_key):
 
     host, port = split_host_port(args.server, 7000)
     server = "{}:{}".format(host, port)
-    try:
-        client = await GameClient.connect(
+    def connect():
+        return GameClient.connect(
             reactor, host, port, server_key, args.user, args.password,
             framing=args.framing, udp_port=args.udp_port, timeout=args.timeout)
+
+    try:
+        if getattr(args, "knock", None):
+            client = await knock_and_connect(reactor, host, args.knock, connect,
+                                             secret=args.knock_secret)
+        else:
+            client = await connect()
     except Exception as e:
         print("gamesession ping: " + describe_failure(e, server), file=sys.stderr)
         raise SystemExit(1)

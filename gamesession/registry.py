@@ -43,6 +43,10 @@ class IControlChannel(Interface):
 class Session:
     """One logged-in player: identity, keys, UDP address and timers."""
 
+    # The server's keepalive PING still waiting for its PONG, and when it left.
+    ping_id = None
+    ping_sent = 0.0
+
     def __init__(self, registry, token, user, avatar, logout, control, keys, now):
         self.registry = registry
         self.token = token
@@ -78,6 +82,18 @@ class Session:
 
     def kick(self) -> None:
         self.registry.end(self, "kicked")
+
+    def keepalive_ping(self, now: float) -> None:
+        """Keep an idle session alive with a PING that also measures the RTT.
+
+        The payload is a fresh random id; the client echoes it in a PONG and
+        ``datagram_received`` records the round trip in ``stats.rtt``.  Only
+        the latest ping counts, so a late or forged PONG records nothing.
+        """
+        ping_id = self.registry.random_bytes(8)
+        if self.send(Kind.PING, ping_id):
+            self.ping_id = ping_id
+            self.ping_sent = now
 
 
 class SessionRegistry:
@@ -163,9 +179,16 @@ class SessionRegistry:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
         self.stats.logouts[reason] += 1
+        now = self.clock.seconds()
+        if reason in ("kicked", "replaced"):
+            self.log.info("kicked: user={user} ({reason})", user=session.user, reason=reason,
+                          event="kick", address=session.address)
+        elif reason == "timeout":
+            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=session.user,
+                          idle=now - session.last_seen, event="timeout", address=session.address)
         self.log.info("session ended: user={user} reason={reason} after {duration:.1f}s",
                       user=session.user, reason=reason, event="session_ended",
-                      duration=self.clock.seconds() - session.started)
+                      duration=now - session.started)
         if reason != "disconnected":
             session.control.session_ended(reason)
         try:
@@ -231,14 +254,18 @@ class SessionRegistry:
             self.notify_application("datagram_received", session, payload)
         elif kind == Kind.PING:
             session.send(Kind.PONG, payload)
+        elif kind == Kind.PONG:
+            if payload == session.ping_id:
+                session.ping_id = None
+                stats.rtt.observe(session.last_seen - session.ping_sent)
         elif kind == Kind.DISCONNECT:
             self.end(session, "logout")
-        # KEEPALIVE only refreshed last_seen; a PONG answers the server's keepalive.
+        # KEEPALIVE only refreshed last_seen.
 
     # -- timers -----------------------------------------------------------------
 
     def sweep(self) -> None:
-        """End silent sessions and send keepalives to idle ones."""
+        """End silent sessions and send keepalives (measuring PINGs) to idle ones."""
         now = self.clock.seconds()
         timeout = self.session_timeout
         keepalive = self.keepalive
@@ -246,7 +273,7 @@ class SessionRegistry:
             if now - session.last_seen >= timeout:
                 self.end(session, "timeout")
             elif now - session.last_sent >= keepalive:
-                session.send(Kind.KEEPALIVE)
+                session.keepalive_ping(now)
 
     def notify_application(self, method: str, *args) -> None:
         try:

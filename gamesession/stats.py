@@ -5,9 +5,35 @@ formats or exports.  Names of the Counter keys are the reasons and outcomes
 documented in docs/protocol.md and README.md ("Operations").
 """
 
+from bisect import bisect_left
 from collections import Counter
 
 import attrs
+
+# Upper bounds (seconds) of the RTT buckets: LAN to a bad mobile link.
+RTT_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@attrs.define
+class RttHistogram:
+    """Round trips of the server's keepalive pings, in fixed buckets.
+
+    ``counts[i]`` holds the samples with ``bounds[i-1] < rtt <= bounds[i]``;
+    the last slot holds those above every bound.  Memory is fixed whatever the
+    traffic; the metrics endpoint turns it into a Prometheus histogram.
+    """
+
+    bounds: tuple = RTT_BOUNDS
+    counts: list = attrs.Factory(lambda self: [0] * (len(self.bounds) + 1), takes_self=True)
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 @attrs.define
@@ -31,3 +57,5 @@ class ServerStats:
     tcp_pending_login: int = 0
     # Sessions whose UDP return address moved to a new source (NAT rebinding).
     roams: int = 0
+    # Round trips of keepalive pings answered by clients.
+    rtt: RttHistogram = attrs.Factory(RttHistogram)

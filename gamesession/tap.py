@@ -14,10 +14,12 @@ from .accounts import make_portal
 from .application import load_application
 from .gameport import GamePort
 from .keys import KeyFileError, load_or_create_private_key, public_key_text
+from . import knocktap
 from . import limits
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
+from .summary import DropSummary
 
 DEFAULT_APP = "gamesession.application.EchoApplication"
 
@@ -31,13 +33,18 @@ def _positive(kind):
     return convert
 
 
-def _not_negative(kind):
-    def convert(value):
-        number = kind(value)
-        if number < 0:
-            raise ValueError("must be 0 or more")
-        return number
-    return convert
+def _non_negative(value):
+    number = float(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _count(value):
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
 
 
 def _port(value):
@@ -71,10 +78,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
+        ["metrics", None, None,
+         "Endpoint serving Prometheus figures at /metrics, e.g. tcp:9100:interface=127.0.0.1 "
+         "(off unless given)."],
+        ["log-summary", None, 60.0,
+         "Seconds between log summaries of dropped datagrams (only when some were; 0: never).",
+         _non_negative],
         # Limits: README.md, "Limits".
         ["max-datagram-rate", None, limits.DEFAULT_DATAGRAM_RATE,
          "Authenticated datagrams per second a session may send; excess is dropped (0: no limit).",
-         _not_negative(float)],
+         _non_negative],
         ["datagram-burst", None, None,
          "Datagrams a session may send at once above the rate (default: one second's worth).",
          _positive(float)],
@@ -85,7 +98,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "Most TCP connections not logged in yet from one source address.", _positive(int)],
         ["max-login-failures", None, limits.DEFAULT_MAX_LOGIN_FAILURES,
          "Failed logins an address may make before it must wait (then TOO_MANY_ATTEMPTS, 429).",
-         _not_negative(int)],
+         _count],
         ["login-backoff", None, limits.DEFAULT_LOGIN_BACKOFF,
          "Seconds an address waits after its first failure over the limit; doubles per failure.",
          _positive(float)],
@@ -94,7 +107,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
-    ]
+    ] + knocktap.OPT_PARAMETERS
+    optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -105,6 +119,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
         if self["login-backoff-max"] < self["login-backoff"]:
             raise usage.UsageError("--login-backoff-max must be at least --login-backoff")
+        if self["metrics"] is not None:
+            try:
+                endpoints.serverFromString(None, self["metrics"])
+            except (ValueError, TypeError) as e:
+                raise usage.UsageError(
+                    "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
+                    "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
+        knocktap.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -174,6 +196,9 @@ def makeService(config, reactor=None):
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
 
+    knocking = knocktap.make_knock_service(config, reactor)
+    if knocking is not None:
+        knocking.setServiceParent(top)  # before the login port opens
     factory = LoginFactory(
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
@@ -183,6 +208,7 @@ def makeService(config, reactor=None):
                                           config["login-backoff-max"]),
             max_send_buffer=config["max-send-buffer"],
         ),
+        gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, config["login"]), factory)
@@ -197,6 +223,22 @@ def makeService(config, reactor=None):
                                     registry.sweep)
     sweeper.clock = reactor
     sweeper.setServiceParent(top)
+
+    if config["log-summary"]:
+        drops = internet.TimerService(config["log-summary"],
+                                      DropSummary(stats, config["log-summary"]).tick)
+        drops.clock = reactor
+        drops.setServiceParent(top)
+
+    top.metrics = None
+    if config["metrics"]:
+        from .metrics import make_registry, make_site
+
+        top.metrics = make_registry(registry, knock=factory.gate)
+        metrics = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, config["metrics"]), make_site(top.metrics))
+        metrics._raiseSynchronously = True
+        metrics.setServiceParent(top)
 
     top.registry = registry
     top.login_factory = factory

@@ -1,0 +1,78 @@
+"""A gamesession client on plain asyncio: the sans-I/O ClientCore, no Twisted.
+
+    python examples/asyncio_ping.py HOST PORT SERVER_KEY [USER [PASSWORD]]
+
+Shows what a pygame or asyncio game loop does: frame TCP itself (int16
+framing here), feed frames and datagrams to ClientCore, send what it returns.
+"""
+
+import asyncio
+import os
+import struct
+import sys
+import time
+
+from gamesession.clientcore import ClientCore, Welcome
+from gamesession.datagram import Drop, Kind
+from gamesession.keys import read_public_key
+
+
+async def read_frame(reader):
+    (length,) = struct.unpack("!H", await reader.readexactly(2))
+    return await reader.readexactly(length)
+
+
+def write_frame(writer, frame):
+    writer.write(struct.pack("!H", len(frame)) + frame)
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.queue = asyncio.Queue()
+
+    def datagram_received(self, data, addr):
+        self.queue.put_nowait(data)
+
+
+async def main(host, port, server_key, user="guest", password=""):
+    core = ClientCore(bytes(read_public_key(server_key)), user, password)
+    reader, writer = await asyncio.open_connection(host, port)
+    write_frame(writer, core.hello())
+    welcome = None
+    while welcome is None:
+        frames, events = core.frame_received(await read_frame(reader))
+        for frame in frames:
+            write_frame(writer, frame)
+        welcome = next((e for e in events if isinstance(e, Welcome)), None)
+    loop = asyncio.get_running_loop()
+    server_host = writer.get_extra_info("peername")[0]
+    transport, datagrams = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=(server_host, welcome.udp_port))
+    received = 0
+    for seq in range(3):
+        ping_id = os.urandom(8)
+        sent = time.monotonic()
+        transport.sendto(core.datagram(Kind.PING, ping_id))
+        try:
+            while True:
+                packet = await asyncio.wait_for(datagrams.queue.get(), 2)
+                try:
+                    kind, payload = core.datagram_received(packet)
+                except Drop:
+                    continue
+                if kind == Kind.PONG and payload == ping_id:
+                    received += 1
+                    print("pong seq={} time={:.3f} ms".format(seq, (time.monotonic() - sent) * 1000))
+                    break
+        except asyncio.TimeoutError:
+            print("seq={} timeout".format(seq))
+    write_frame(writer, core.logout())
+    await writer.drain()
+    print(core.frame_received(await read_frame(reader))[1])
+    transport.close()
+    writer.close()
+    return received
+
+
+if __name__ == "__main__":
+    sys.exit(0 if asyncio.run(main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])) else 1)

@@ -1,0 +1,586 @@
+"""Port knocking without I/O: sequences, per-address progress, grants, MACs.
+
+Everything here is plain data and arithmetic.  Time comes in as ``now``
+(float seconds) on every call, so the same code runs under a real reactor,
+under ``task.Clock`` in tests, and in the client.  ``gamesession.knockport``
+moves datagrams to a :class:`Knocker`; the login protocol asks a
+:class:`KnockGate` whether a peer may connect.  The exact rules are written
+down in docs/knocking.md; the tests check that document's test vector.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import hmac
+import ipaddress
+import os
+import random
+import struct
+from typing import Callable, Iterable, Optional, Sequence, Tuple, TypeVar
+
+import attrs
+import nacl.encoding
+import nacl.hash
+import nacl.utils
+
+RANDOM_LOW = 1025
+RANDOM_HIGH = 2024
+RANDOM_MIN_COUNT = 10
+RANDOM_MAX_COUNT = 100
+MAX_SEQUENCE = 255  # the position travels in one byte
+
+DEFAULT_WINDOW = 10.0
+DEFAULT_GRANT = 30.0
+DEFAULT_SKEW = 30.0
+DEFAULT_MAX_TRACKED = 65536
+
+SECRET_BYTES = 32
+NONCE_BYTES = 16
+MAC_BYTES = 32
+VERSION = 1
+CONTEXT = b"gamesession-knock v1"
+HEADER = struct.Struct("!BBQ16s")  # version, position, timestamp, nonce
+AUTH_KNOCK_BYTES = HEADER.size + MAC_BYTES  # 58
+REPLY = struct.Struct("!H")
+
+Ports = Tuple[int, ...]
+T = TypeVar("T")
+
+
+class KnockError(ValueError):
+    """A knock sequence, sequence file or secret that cannot be used."""
+
+
+# -- sequences ---------------------------------------------------------------
+
+
+def parse_sequence(text: str) -> Ports:
+    """Parse ``"7101,7102,7103"`` (commas and/or whitespace) into ports.
+
+    Ports must be 1-65535, unique, and at most :data:`MAX_SEQUENCE` long:
+    a repeated port would make "duplicate" and "next step" indistinguishable.
+    """
+    parts = [p for p in text.replace(",", " ").split()]
+    if not parts:
+        raise KnockError("empty knock sequence: give ports like 7101,7102,7103")
+    ports = []
+    for part in parts:
+        try:
+            port = int(part, 10)
+        except ValueError:
+            raise KnockError(
+                f"knock port {part!r} is not a number: give ports like 7101,7102,7103"
+            ) from None
+        if not 1 <= port <= 65535:
+            raise KnockError(f"knock port {port} is outside 1-65535")
+        ports.append(port)
+    if len(set(ports)) != len(ports):
+        dupes = sorted({p for p in ports if ports.count(p) > 1})
+        raise KnockError(
+            f"knock ports must be unique; repeated: {','.join(map(str, dupes))}"
+        )
+    if len(ports) > MAX_SEQUENCE:
+        raise KnockError(
+            f"knock sequence has {len(ports)} ports; at most {MAX_SEQUENCE} are allowed"
+        )
+    return tuple(ports)
+
+
+def _parse_file(path: str, what: str, parse: Callable[[str], T]) -> T:
+    """``parse`` the text of a small ASCII file; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("ascii", "replace")
+    except OSError as e:
+        raise KnockError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return parse(text)
+    except KnockError as e:
+        raise KnockError(f"{what} {path}: {e}") from None
+
+
+def read_sequence_file(path: str) -> Ports:
+    """Read a sequence written by :func:`write_sequence_file` (or by hand)."""
+    return _parse_file(path, "knock file", parse_sequence)
+
+
+def parse_ports(text: str) -> Ports:
+    """Parse a ``--knock`` value: ``P1,P2,...`` or ``@FILE``."""
+    if text.startswith("@"):
+        return read_sequence_file(text[1:])
+    return parse_sequence(text)
+
+
+def write_sequence_file(path: str, ports: Sequence[int]) -> None:
+    """Write ports comma-separated to ``path``, readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        os.fchmod(f.fileno(), 0o600)  # the file may have existed with wider modes
+        f.write(",".join(map(str, ports)) + "\n")
+
+
+def random_sequence(count: int, rng: random.Random) -> Ports:
+    """``count`` unique ports from 1025-2024 in random order (seeds/002)."""
+    if not RANDOM_MIN_COUNT <= count <= RANDOM_MAX_COUNT:
+        raise KnockError(
+            f"--knock-random takes {RANDOM_MIN_COUNT} to {RANDOM_MAX_COUNT} ports, not {count}"
+        )
+    return tuple(rng.sample(range(RANDOM_LOW, RANDOM_HIGH + 1), count))
+
+
+def is_monotonic(ports: Sequence[int]) -> bool:
+    """True for sorted sequences, which a plain UDP port sweep knocks for free."""
+    if len(ports) < 2:
+        return False
+    pairs = list(zip(ports, ports[1:]))
+    return all(a < b for a, b in pairs) or all(a > b for a, b in pairs)
+
+
+# -- secrets -----------------------------------------------------------------
+
+
+def generate_secret() -> bytes:
+    return nacl.utils.random(SECRET_BYTES)
+
+
+def format_secret(secret: bytes) -> str:
+    return secret.hex() + "\n"
+
+
+def parse_secret(text: str) -> bytes:
+    """Accept 32 bytes written as 64 hex digits or as base64."""
+    text = text.strip()
+    secret = None
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        try:
+            secret = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    if secret is None or len(secret) != SECRET_BYTES:
+        raise KnockError(
+            f"a knock secret is {SECRET_BYTES} bytes written as 64 hex digits or base64;"
+            " create one with `gamesession knock-secret --file PATH`"
+        )
+    return secret
+
+
+def load_secret(path: str) -> bytes:
+    return _parse_file(path, "knock secret", parse_secret)
+
+
+def write_secret_file(path: str, secret: Optional[bytes] = None) -> bytes:
+    """Create a secret file (mode 0600, refuses to overwrite) and return the key."""
+    if secret is None:
+        secret = generate_secret()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KnockError(f"{path} exists; remove it first to make a new secret") from None
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(format_secret(secret))
+    return secret
+
+
+# -- authenticated knocks ----------------------------------------------------
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per address, so UDP and dual-stack TCP peers match.
+
+    ``::ffff:192.0.2.1`` (an IPv4 peer on an IPv6 socket) becomes
+    ``192.0.2.1``; IPv6 addresses get their compressed form.
+    """
+    if ":" not in host:
+        return host
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _packed(host: str) -> bytes:
+    try:
+        return ipaddress.ip_address(canonical_host(host)).packed
+    except ValueError:
+        raise KnockError(f"authenticated knocks need an IP address, not {host!r}") from None
+
+
+def knock_mac(secret: bytes, host: str, port: int, header: bytes) -> bytes:
+    """BLAKE2b-256 keyed with the secret, over context, address, port, header."""
+    addr = _packed(host)
+    msg = CONTEXT + bytes([len(addr)]) + addr + struct.pack("!H", port) + header
+    return nacl.hash.blake2b(
+        msg, digest_size=MAC_BYTES, key=secret, encoder=nacl.encoding.RawEncoder
+    )
+
+
+def encode_knock(
+    secret: bytes, host: str, port: int, position: int, timestamp: int, nonce: bytes
+) -> bytes:
+    """The datagram a client at ``host`` sends to ``port`` (see docs/knocking.md)."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
+    header = HEADER.pack(VERSION, position, timestamp, nonce)
+    return header + knock_mac(secret, host, port, header)
+
+
+@attrs.frozen
+class AuthKnock:
+    position: int
+    timestamp: int
+    nonce: bytes
+
+
+def verify_knock(secret: bytes, host: str, port: int, data: bytes) -> Optional[AuthKnock]:
+    """The decoded knock if its MAC is good for this sender and port, else None.
+
+    Only the format and the MAC are checked: freshness and replay are state,
+    kept by :class:`Knocker`.
+    """
+    if len(data) != AUTH_KNOCK_BYTES:
+        return None
+    header, mac = data[: HEADER.size], data[HEADER.size :]
+    if not hmac.compare_digest(mac, knock_mac(secret, host, port, header)):
+        return None
+    version, position, timestamp, nonce = HEADER.unpack(header)
+    if version != VERSION:
+        return None
+    return AuthKnock(position, timestamp, nonce)
+
+
+class ReplayCache:
+    """Nonces of accepted knocks, each kept until its timestamp goes stale.
+
+    Bounded: when full, the oldest entry is dropped and ``floor`` rises to
+    its expiry time.  Knocks whose own expiry is not after ``floor`` are
+    refused as stale, so a dropped nonce can never be replayed; the cost of
+    overflow is that slow clients must knock again, never a hole.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.floor = float("-inf")
+        self._expires: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def fresh(self, expires: float) -> bool:
+        return expires > self.floor
+
+    def seen(self, nonce: bytes) -> bool:
+        return nonce in self._expires
+
+    def add(self, nonce: bytes, expires: float) -> bool:
+        """Remember ``nonce``; True if that evicted an entry to stay bounded."""
+        evicted = False
+        if len(self._expires) >= self.max_entries:
+            _, old = self._expires.popitem(last=False)
+            self.floor = max(self.floor, old)
+            evicted = True
+        self._expires[nonce] = expires
+        return evicted
+
+    def expire(self, now: float) -> None:
+        while self._expires:
+            nonce, expires = next(iter(self._expires.items()))
+            if expires >= now:
+                break
+            del self._expires[nonce]
+
+
+# -- progress and grants -----------------------------------------------------
+
+
+@attrs.define
+class _Progress:
+    next_index: int
+    started_at: float
+
+
+class ProgressTracker:
+    """Per-address position in the sequence (the rule is in docs/knocking.md).
+
+    A knock on the expected port advances; a repeat of the last accepted
+    port is ignored (UDP duplicate); a knock on the first port starts or
+    restarts; a knock on a sequence port that is none of these drops the
+    progress; ports outside the sequence are ignored.  The whole sequence
+    must be completed within ``window`` seconds of the (re)start.
+    """
+
+    def __init__(
+        self,
+        sequence: Sequence[int],
+        window: float,
+        max_tracked: int,
+        stats: collections.Counter,
+    ) -> None:
+        self.sequence = tuple(sequence)
+        self.window = window
+        self.max_tracked = max_tracked
+        self.stats = stats
+        self._index = {port: i for i, port in enumerate(self.sequence)}
+        # Ordered by (re)start time, so expiry and eviction pop from the front.
+        self._table: collections.OrderedDict[str, _Progress] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def position(self, host: str) -> int:
+        """How many ports of the sequence ``host`` has knocked (0 if none)."""
+        entry = self._table.get(host)
+        return entry.next_index if entry is not None else 0
+
+    def index_of(self, port: int) -> Optional[int]:
+        return self._index.get(port)
+
+    def knock(self, host: str, port: int, now: float) -> bool:
+        """Record a knock; True when it completes the sequence."""
+        index = self._index.get(port)
+        entry = self._table.get(host)
+        if entry is not None and now - entry.started_at > self.window:
+            del self._table[host]
+            self.stats["progress_expired"] += 1
+            entry = None
+        if index is None:
+            self.stats["stray"] += 1
+            return False
+        if entry is None:
+            if index != 0:
+                self.stats["stray"] += 1
+                return False
+            return self._start(host, now)
+        if index == entry.next_index:
+            entry.next_index += 1
+            self.stats["advanced"] += 1
+            if entry.next_index == len(self.sequence):
+                del self._table[host]
+                return True
+            return False
+        if index == entry.next_index - 1:
+            self.stats["duplicate"] += 1
+            return False
+        if index == 0:
+            del self._table[host]
+            self.stats["restarted"] += 1
+            return self._start(host, now)
+        del self._table[host]
+        self.stats["out_of_order"] += 1
+        return False
+
+    def _start(self, host: str, now: float) -> bool:
+        self.stats["started"] += 1
+        if len(self.sequence) == 1:
+            return True
+        if len(self._table) >= self.max_tracked:
+            self._table.popitem(last=False)
+            self.stats["evicted"] += 1
+        self._table[host] = _Progress(next_index=1, started_at=now)
+        return False
+
+    def expire(self, now: float) -> None:
+        while self._table:
+            host, entry = next(iter(self._table.items()))
+            if now - entry.started_at <= self.window:
+                break
+            del self._table[host]
+            self.stats["progress_expired"] += 1
+
+
+class Grants:
+    """Addresses allowed to open login connections, each until its expiry."""
+
+    def __init__(self, duration: float, max_grants: int, stats: collections.Counter) -> None:
+        self.duration = duration
+        self.max_grants = max_grants
+        self.stats = stats
+        # Same duration for all, refreshed grants move to the end: ordered by expiry.
+        self._expires: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def grant(self, host: str, now: float) -> None:
+        if host in self._expires:
+            self._expires.move_to_end(host)
+        elif len(self._expires) >= self.max_grants:
+            self._expires.popitem(last=False)
+            self.stats["grants_evicted"] += 1
+        self._expires[host] = now + self.duration
+
+    def allows(self, host: str, now: float) -> bool:
+        expires = self._expires.get(host)
+        if expires is None:
+            return False
+        if now >= expires:
+            del self._expires[host]
+            self.stats["grants_expired"] += 1
+            return False
+        return True
+
+    def expire(self, now: float) -> None:
+        while self._expires:
+            host, expires = next(iter(self._expires.items()))
+            if now < expires:
+                break
+            del self._expires[host]
+            self.stats["grants_expired"] += 1
+
+
+# -- the whole gate ----------------------------------------------------------
+
+
+def encode_reply(login_port: int) -> bytes:
+    return REPLY.pack(login_port)
+
+
+def decode_reply(data: bytes) -> Optional[int]:
+    if len(data) != REPLY.size:
+        return None
+    return REPLY.unpack(data)[0]
+
+
+@attrs.frozen
+class KnockResult:
+    """What the I/O layer must do about one datagram."""
+
+    granted: Optional[str] = None  # canonical host that just earned a grant
+    reply: Optional[bytes] = None  # datagram to send back to the knock's source
+
+
+_NOTHING = KnockResult()
+
+
+class Knocker:
+    """The knock gate's whole state: feed it datagrams, ask it about peers.
+
+    ``stats`` is a Counter of everything that happened, for summaries and
+    metrics.  All three tables (progress, grants, replay cache) are capped
+    at ``max_tracked`` entries.
+    """
+
+    def __init__(
+        self,
+        sequence: Sequence[int],
+        *,
+        window: float = DEFAULT_WINDOW,
+        grant: float = DEFAULT_GRANT,
+        secret: Optional[bytes] = None,
+        skew: float = DEFAULT_SKEW,
+        max_tracked: int = DEFAULT_MAX_TRACKED,
+        reply_port: Optional[int] = None,
+    ) -> None:
+        if not sequence:
+            raise KnockError("a knock sequence needs at least one port")
+        if max_tracked < 1:
+            raise KnockError("--knock-max-tracked must be at least 1")
+        self.stats: collections.Counter = collections.Counter()
+        self.sequence = tuple(sequence)
+        self.secret = secret
+        self.skew = skew
+        self.reply_port = reply_port
+        self.progress = ProgressTracker(self.sequence, window, max_tracked, self.stats)
+        self.grants = Grants(grant, max_tracked, self.stats)
+        self.replay = ReplayCache(max_tracked)
+
+    @property
+    def grant_seconds(self) -> float:
+        return self.grants.duration
+
+    def knock(self, host: str, port: int, data: bytes, now: float) -> KnockResult:
+        host = canonical_host(host)
+        self.stats["knocks"] += 1
+        if self.secret is not None and not self._authentic(host, port, data, now):
+            return _NOTHING
+        if not self.progress.knock(host, port, now):
+            return _NOTHING
+        self.grants.grant(host, now)
+        self.stats["grants"] += 1
+        reply = None
+        if self.reply_port is not None:
+            candidate = encode_reply(self.reply_port)
+            if len(candidate) <= len(data):
+                reply = candidate
+                self.stats["replies"] += 1
+            else:
+                self.stats["reply_withheld"] += 1
+        return KnockResult(granted=host, reply=reply)
+
+    def _authentic(self, host: str, port: int, data: bytes, now: float) -> bool:
+        if len(data) != AUTH_KNOCK_BYTES:
+            self.stats["bad_format"] += 1
+            return False
+        knock = verify_knock(self.secret, host, port, data)
+        if knock is None:
+            self.stats["bad_mac"] += 1
+            return False
+        expires = knock.timestamp + self.skew
+        if abs(now - knock.timestamp) > self.skew or not self.replay.fresh(expires):
+            self.stats["stale"] += 1
+            return False
+        if self.replay.seen(knock.nonce):
+            self.stats["replayed"] += 1
+            return False
+        # Only now, with the MAC checked, may the nonce take a cache slot.
+        if self.replay.add(knock.nonce, expires):
+            self.stats["replay_evicted"] += 1
+        if self.progress.index_of(port) != knock.position:
+            self.stats["wrong_position"] += 1
+            return False
+        return True
+
+    def allows(self, host: str, now: float) -> bool:
+        """May ``host`` open a login connection now?  Counts the answer."""
+        if self.grants.allows(canonical_host(host), now):
+            self.stats["allowed_connections"] += 1
+            return True
+        self.stats["rejected_connections"] += 1
+        return False
+
+    def expire(self, now: float) -> None:
+        self.progress.expire(now)
+        self.grants.expire(now)
+        self.replay.expire(now)
+
+
+class KnockGate:
+    """:class:`Knocker` bound to a clock: what the login protocol consults.
+
+    ``allows(peer_host)`` is called in ``connectionMade``; on False the
+    protocol aborts the connection before writing a byte (the rejection is
+    already counted here).
+    """
+
+    def __init__(self, knocker: Knocker, clock) -> None:
+        self.knocker = knocker
+        self.clock = clock
+
+    def allows(self, host: str) -> bool:
+        return self.knocker.allows(host, self.clock.seconds())
+
+
+def make_client_knocks(
+    ports: Sequence[int],
+    secret: Optional[bytes],
+    host: str,
+    now: float,
+    nonce: Callable[[int], bytes] = os.urandom,
+) -> Iterable[Tuple[int, bytes]]:
+    """(port, datagram) pairs a client at ``host`` sends, in order.
+
+    Classic knocks are one zero byte, like the stock ``knock -u`` client.
+    """
+    for position, port in enumerate(ports):
+        if secret is None:
+            yield port, b"\x00"
+        else:
+            yield port, encode_knock(
+                secret, host, port, position, int(now), nonce(NONCE_BYTES)
+            )

@@ -1,0 +1,183 @@
+"""Prometheus figures for ``--metrics``, read from ServerStats at scrape time.
+
+The server counts in plain integers (``stats.ServerStats``) on its hot paths;
+nothing there calls prometheus_client.  A scrape asks ``ServerCollector`` for
+the figures, which copies the counters and turns them into metric families.
+Each server builds its own ``CollectorRegistry`` (``make_registry``), so tests
+can build as many servers as they like and nothing lands in the global one.
+
+The scrape runs in a thread of the reactor's pool (prometheus_client's
+``MetricsResource`` is a WSGI resource), so the collector only takes
+snapshots that are atomic under the GIL (``dict(counter)``, ``list(...)``,
+single attribute reads) and never iterates a live Counter.
+
+Names and meanings are listed in README.md, "Operations".
+"""
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from .registry import END_REASONS
+from .wire import ErrorCode
+
+PREFIX = "gamesession_"
+
+# Label values exported even while still zero, so dashboards and alerts can
+# refer to them before the first event.  Reasons added later (by the rate
+# limiter, say) are exported as soon as the Counter holds them.
+DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
+                "send_error")
+LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "error")
+LOGOUT_REASONS = END_REASONS
+PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)
+KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
+
+
+def _with_zeros(counts: dict, documented) -> list:
+    """(label, value) pairs: the documented labels first, then any others."""
+    pairs = [(name, counts.get(name, 0)) for name in documented]
+    pairs.extend(sorted((k, v) for k, v in counts.items() if k not in documented))
+    return pairs
+
+
+def _labelled_counter(name, documentation, label, counts, documented=()):
+    family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
+    for value, count in _with_zeros(counts, documented):
+        family.add_metric([str(value)], count)
+    return family
+
+
+def _knock_stats(knock):
+    """The knock gate's Counter: ``knock.stats``, or its knocker's."""
+    stats = getattr(knock, "stats", None)
+    if stats is None:
+        stats = getattr(getattr(knock, "knocker", None), "stats", None)
+    return stats
+
+
+class ServerCollector:
+    """A custom collector over one server's ``SessionRegistry`` and stats.
+
+    ``knock`` is the optional knock gate: any object with a ``stats`` Counter
+    (or a ``knocker`` that has one); its counters are exported as
+    ``gamesession_knock*``.
+    """
+
+    def __init__(self, registry, knock=None):
+        self.registry = registry
+        self.knock = knock
+
+    def describe(self):
+        # The registry learns the names (for ?name[]= filtering) from one collect.
+        return list(self.collect())
+
+    def collect(self):
+        registry = self.registry
+        stats = registry.stats
+        dropped = dict(stats.dropped)
+        logins = dict(stats.logins)
+        logouts = dict(stats.logouts)
+        errors = dict(stats.protocol_errors)
+        rtt = stats.rtt
+        rtt_counts = list(rtt.counts)
+        rtt_total = rtt.total
+
+        yield GaugeMetricFamily(PREFIX + "sessions_active", "Sessions logged in now.",
+                                value=len(registry.by_token))
+        yield GaugeMetricFamily(PREFIX + "sessions_max",
+                                "Most sessions allowed at once (--max-sessions).",
+                                value=registry.max_sessions)
+        yield _labelled_counter("logins", "Login attempts that reached a decision, by outcome.",
+                                "outcome", logins, LOGIN_OUTCOMES)
+        yield _labelled_counter("logouts", "Sessions ended, by reason.",
+                                "reason", logouts, LOGOUT_REASONS)
+
+        datagrams = CounterMetricFamily(
+            PREFIX + "udp_datagrams", "UDP datagrams received (in, before any check) and sent (out).",
+            labels=["direction"])
+        datagrams.add_metric(["in"], stats.udp_in_packets)
+        datagrams.add_metric(["out"], stats.udp_out_packets)
+        yield datagrams
+        octets = CounterMetricFamily(
+            PREFIX + "udp_bytes", "UDP bytes (whole datagrams) received (in) and sent (out).",
+            labels=["direction"])
+        octets.add_metric(["in"], stats.udp_in_bytes)
+        octets.add_metric(["out"], stats.udp_out_bytes)
+        yield octets
+        yield _labelled_counter("udp_dropped", "UDP datagrams dropped without an answer, by reason.",
+                                "reason", dropped, DROP_REASONS)
+
+        yield CounterMetricFamily(PREFIX + "tcp_connections",
+                                  "TCP connections accepted by the login service.",
+                                  value=stats.tcp_connections)
+        yield GaugeMetricFamily(PREFIX + "tcp_pending_login",
+                                "TCP connections open that have not logged in yet.",
+                                value=stats.tcp_pending_login)
+        yield _labelled_counter("protocol_errors",
+                                "TCP connections closed for bad input, by error code name.",
+                                "code", errors, PROTOCOL_ERRORS)
+        yield CounterMetricFamily(PREFIX + "roams",
+                                  "Sessions whose UDP address moved (NAT rebinding, network change).",
+                                  value=stats.roams)
+
+        buckets, cumulative = [], 0
+        for bound, count in zip(rtt.bounds, rtt_counts):
+            cumulative += count
+            buckets.append((repr(float(bound)), cumulative))
+        buckets.append(("+Inf", cumulative + rtt_counts[-1]))
+        yield HistogramMetricFamily(
+            PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
+            buckets=buckets, sum_value=rtt_total)
+
+        knock_stats = _knock_stats(self.knock)
+        if knock_stats is not None:
+            yield from self._knock(dict(knock_stats))
+
+    @staticmethod
+    def _knock(counts):
+        yield CounterMetricFamily(PREFIX + "knocks", "Knock datagrams received.",
+                                  value=counts.pop("knocks", 0))
+        yield CounterMetricFamily(PREFIX + "knock_grants",
+                                  "Knock sequences completed: the source may log in for a while.",
+                                  value=counts.pop("grants", 0))
+        connections = CounterMetricFamily(
+            PREFIX + "knock_connections",
+            "Login connections the knock gate allowed or rejected.", labels=["outcome"])
+        for outcome, key in KNOCK_CONNECTIONS.items():
+            connections.add_metric([outcome], counts.pop(key, 0))
+        yield connections
+        yield _labelled_counter("knock_events",
+                                "Other knock gate events (bad_mac, replayed, stale, ...).",
+                                "event", counts)
+
+
+def make_registry(registry, knock=None) -> CollectorRegistry:
+    """A fresh CollectorRegistry holding only this server's figures."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(ServerCollector(registry, knock))
+    return collectors
+
+
+def make_site(collectors: CollectorRegistry) -> Site:
+    """A twisted.web Site serving ``/metrics`` (no access log: scrapes are routine)."""
+    from prometheus_client.twisted import MetricsResource  # imports the global reactor
+
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=collectors))
+    site = MetricsSite(root)
+    site.noisy = False
+    return site
+
+
+class MetricsSite(Site):
+    """A Site that writes no access log line per request."""
+
+    def log(self, request):
+        pass

@@ -1,0 +1,151 @@
+"""``gamesession status``: a short human summary of a server's ``/metrics``.
+
+Fetches the Prometheus text the server serves with ``--metrics``, parses it
+with prometheus_client's parser and prints a few lines: sessions, logins,
+traffic, drops by reason, RTT.  No Prometheus server needed.
+"""
+
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+P = "gamesession_"
+
+
+class StatusError(Exception):
+    """The figures could not be fetched or are not a gamesession server's."""
+
+
+def metrics_url(url: str) -> str:
+    """``URL`` as given, with ``/metrics`` added when it has no path."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/metrics")
+    return urllib.parse.urlunsplit(parts)
+
+
+def fetch(url: str, timeout: float = 5.0) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        raise StatusError("{} answered HTTP {} {}".format(url, e.code, e.reason))
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise StatusError("cannot fetch {}: {} (is the server running with --metrics?)"
+                          .format(url, reason))
+
+
+class Figures:
+    """Samples of one scrape: ``get(name, **labels)`` and ``by(name, label)``."""
+
+    def __init__(self, text: str):
+        self.samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                self.samples[key] = sample.value
+        if not any(name.startswith(P) for name, _ in self.samples):
+            raise StatusError("no gamesession_ figures in the answer: is this the --metrics endpoint?")
+
+    def get(self, name, default=0.0, **labels):
+        return self.samples.get((P + name, tuple(sorted(labels.items()))), default)
+
+    def has(self, name):
+        return any(n == P + name for n, _ in self.samples)
+
+    def by(self, name, label):
+        """{label value: value} of a labelled figure, non-zero ones only."""
+        return {dict(labels)[label]: value for (n, labels), value in self.samples.items()
+                if n == P + name and value and label in dict(labels)}
+
+    def buckets(self, name):
+        """Sorted (upper bound, cumulative count) of a histogram."""
+        return sorted((float(dict(labels)["le"]), value)
+                      for (n, labels), value in self.samples.items() if n == P + name + "_bucket")
+
+
+def quantile(q: float, buckets) -> "float | None":
+    """Estimate a quantile like Prometheus' histogram_quantile (linear in a bucket).
+
+    None without samples; the highest finite bound when the quantile falls in +Inf.
+    """
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            if cumulative == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (cumulative - below)
+        lower, below = bound, cumulative
+    return lower
+
+
+def _n(value) -> str:
+    return "{:d}".format(int(value)) if value == int(value) else "{:g}".format(value)
+
+
+def _bytes(value) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return ("{:.0f} {}" if unit == "B" else "{:.1f} {}").format(value, unit)
+        value /= 1000.0
+
+
+def _breakdown(counts: dict) -> str:
+    if not counts:
+        return ""
+    return " (" + ", ".join("{} {}".format(k, _n(v)) for k, v in sorted(
+        counts.items(), key=lambda kv: (-kv[1], kv[0]))) + ")"
+
+
+def summarize(figures: Figures) -> list:
+    """The lines ``gamesession status`` prints."""
+    logins = figures.by("logins_total", "outcome")
+    ok = logins.pop("ok", 0)
+    logouts = figures.by("logouts_total", "reason")
+    dropped = figures.by("udp_dropped_total", "reason")
+    errors = figures.by("protocol_errors_total", "code")
+    lines = [
+        "sessions: {} active (max {})".format(_n(figures.get("sessions_active")),
+                                               _n(figures.get("sessions_max"))),
+        "logins: {} ok, {} failed{}".format(_n(ok), _n(sum(logins.values())), _breakdown(logins)),
+        "logouts: {}{}".format(_n(sum(logouts.values())), _breakdown(logouts)),
+        "tcp: {} connections, {} pending login, {} closed for bad input{}".format(
+            _n(figures.get("tcp_connections_total")), _n(figures.get("tcp_pending_login")),
+            _n(sum(errors.values())), _breakdown(errors)),
+        "udp in: {} datagrams, {}; out: {} datagrams, {}".format(
+            _n(figures.get("udp_datagrams_total", direction="in")),
+            _bytes(figures.get("udp_bytes_total", direction="in")),
+            _n(figures.get("udp_datagrams_total", direction="out")),
+            _bytes(figures.get("udp_bytes_total", direction="out"))),
+        "dropped: {}{}".format(_n(sum(dropped.values())), _breakdown(dropped)),
+    ]
+    buckets = figures.buckets("rtt_seconds")
+    p50, p90 = quantile(0.5, buckets), quantile(0.9, buckets)
+    if p50 is None:
+        lines.append("rtt: no keepalive pings answered yet")
+    else:
+        lines.append("rtt: p50 ~{:.1f} ms, p90 ~{:.1f} ms over {} pings".format(
+            p50 * 1000, p90 * 1000, _n(figures.get("rtt_seconds_count"))))
+    lines.append("roams: {}".format(_n(figures.get("roams_total"))))
+    if figures.has("knocks_total"):
+        lines.append("knocks: {}, grants {}, connections allowed {} rejected {}".format(
+            _n(figures.get("knocks_total")), _n(figures.get("knock_grants_total")),
+            _n(figures.get("knock_connections_total", outcome="allowed")),
+            _n(figures.get("knock_connections_total", outcome="rejected"))))
+    return lines
+
+
+def status_main(url: str, timeout: float = 5.0, out=print) -> None:
+    url = metrics_url(url)
+    for line in summarize(Figures(fetch(url, timeout))):
+        out(line)

@@ -1,0 +1,82 @@
+"""Test vectors for docs/protocol.md, computed by the real code paths.
+
+``python -m gamesession.vectors`` prints the block that the protocol document
+holds; tests/test_vectors.py checks the document against this and checks this
+against an independent derivation from the primitives.
+"""
+
+import struct
+
+from nacl.public import PrivateKey
+
+from . import wire
+from .clientcore import ClientCore
+from .datagram import DatagramChannel, Kind
+from .handshake import StreamCipher, nonce, server_respond
+
+SERVER_STATIC = PrivateKey(bytes(range(32)))
+CLIENT_EPHEMERAL = PrivateKey(bytes(range(32, 64)))
+SERVER_EPHEMERAL = PrivateKey(bytes(range(64, 96)))
+TOKEN = bytes.fromhex("0102030405060708")
+USER = "alice"
+PASSWORD = "correct horse"
+PING_ID = bytes.fromhex("00000000000000ff")
+
+
+def compute() -> "list[tuple[str, bytes]]":
+    core = ClientCore(bytes(SERVER_STATIC.public_key), USER, PASSWORD, ephemeral=CLIENT_EPHEMERAL)
+    reply = server_respond(SERVER_STATIC, bytes(CLIENT_EPHEMERAL.public_key), SERVER_EPHEMERAL)
+    keys = reply.keys
+    hello = core.hello()
+    challenge = wire.encode({
+        "type": "challenge", "version": wire.PROTOCOL_VERSION,
+        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
+    })
+    [login], _ = core.frame_received(challenge)
+    server_tcp = StreamCipher(keys.tcp_s2c, 1)
+    welcome = wire.encode(wire.sealed(server_tcp.seal(wire.encode({
+        "type": "welcome", "user": USER, "token": wire.b64(TOKEN), "udp_port": 7001,
+        "session_timeout": 10.0, "keepalive": 2.0,
+    }))))
+    client_udp = DatagramChannel(TOKEN, keys.udp_c2s, keys.udp_s2c)
+    server_udp = DatagramChannel(TOKEN, keys.udp_s2c, keys.udp_c2s)
+    ping = client_udp.seal(Kind.PING, PING_ID)
+    client_udp.seal(Kind.KEEPALIVE)
+    data = client_udp.seal(Kind.DATA, b"hello")
+    pong = server_udp.seal(Kind.PONG, PING_ID)
+    return [
+        ("server_static_private", bytes(SERVER_STATIC)),
+        ("server_static_public", bytes(SERVER_STATIC.public_key)),
+        ("client_ephemeral_private", bytes(CLIENT_EPHEMERAL)),
+        ("client_ephemeral_public", bytes(CLIENT_EPHEMERAL.public_key)),
+        ("server_ephemeral_private", bytes(SERVER_EPHEMERAL)),
+        ("server_ephemeral_public", reply.server_ephemeral),
+        ("key_tcp_c2s", keys.tcp_c2s),
+        ("key_tcp_s2c", keys.tcp_s2c),
+        ("key_udp_c2s", keys.udp_c2s),
+        ("key_udp_s2c", keys.udp_s2c),
+        ("nonce_counter_1", nonce(1)),
+        ("confirm", reply.confirm),
+        ("frame_hello", hello),
+        ("frame_hello_int16", struct.pack("!H", len(hello)) + hello),
+        ("frame_hello_line", hello + b"\n"),
+        ("frame_challenge", challenge),
+        ("frame_login", login),
+        ("frame_welcome", welcome),
+        ("token", TOKEN),
+        ("udp_ping_c2s_counter_0", ping),
+        ("udp_data_c2s_counter_2", data),
+        ("udp_pong_s2c_counter_0", pong),
+    ]
+
+
+def render() -> str:
+    lines = ["```vectors"]
+    for name, value in compute():
+        lines.append("{}: {}".format(name, value.hex()))
+    lines.append("```")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render())

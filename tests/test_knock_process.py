@@ -1,0 +1,108 @@
+"""Knocking end to end: a real ``twistd gamesession --knock ...`` and the real
+``gamesession ping --knock`` / stock ``knock -u`` clients, over loopback."""
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+
+import pytest
+
+from conftest import free_port, need, run_cli
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
+
+
+def knock_ports(n=3):
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port(socket.SOCK_DGRAM))
+    # Unsorted on purpose: the server warns about sorted sequences.
+    ports = sorted(ports)
+    return ports[1:] + ports[:1]
+
+
+def shut_out(port):
+    """The login port says nothing and closes: no byte before the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+
+def ping(plugin_path, server, *extra):
+    return run_cli(plugin_path, "ping", "--server", "127.0.0.1:{}".format(server.login_port),
+                   "--server-key", server.public_key, "--count", "2", "--interval", "0.05",
+                   "--timeout", "3", *extra)
+
+
+def test_classic_knocking(start_server, plugin_path):
+    ports = knock_ports()
+    sequence = ",".join(map(str, ports))
+    server = start_server("--knock", sequence, "--knock-grant", "30")
+
+    assert shut_out(server.login_port)
+    refused = ping(plugin_path, server)
+    assert refused.returncode == 1
+    # The in-process gate resets the connection: seen either after connecting
+    # or, when the reset wins the race, while connecting.
+    assert ("closed by the server before the login completed" in refused.stderr
+            or "Connection reset by peer" in refused.stderr), refused.stderr
+
+    result = ping(plugin_path, server, "--knock", sequence)
+    assert result.returncode == 0, result.stderr
+    assert "2 received" in result.stdout
+
+    assert server.stop() == 0
+    log = server.log()
+    assert "login gated behind 3 classic UDP knocks" in log
+    assert "knock: granted 127.0.0.1" in log
+    assert "knock summary" in log
+    assert "Traceback" not in log
+
+
+def test_stock_knock_client_then_plain_ping(start_server, plugin_path):
+    need(shutil.which("knock"), "the stock `knock` client is not installed (apt-get install knockd)")
+    ports = knock_ports()
+    server = start_server("--knock", ",".join(map(str, ports)))
+    assert shut_out(server.login_port)
+    subprocess.run(["knock", "-u", "-d", "20", "127.0.0.1", *map(str, ports)], check=True, timeout=10)
+    result = ping(plugin_path, server)
+    assert result.returncode == 0, result.stderr
+
+
+def test_random_sequence_file_and_authenticated_knocks(start_server, plugin_path, tmp_path):
+    seq_file, secret = str(tmp_path / "knock.txt"), str(tmp_path / "knock.secret")
+    made = run_cli(plugin_path, "knock-secret", "--file", secret)
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    server = start_server("--knock-random", "10", "--knock-file", seq_file,
+                          "--knock-secret", secret, "--knock-reply")
+    assert stat.S_IMODE(os.stat(seq_file).st_mode) == 0o600
+
+    classic = ping(plugin_path, server, "--knock", "@" + seq_file)
+    assert classic.returncode == 1  # classic knocks do not open an authenticated gate
+    result = ping(plugin_path, server, "--knock", "@" + seq_file, "--knock-secret", secret)
+    assert result.returncode == 0, result.stderr
+    assert server.stop() == 0
+    assert "10 authenticated UDP knocks" in server.log()
+
+
+def test_bad_knock_options_fail_clearly(plugin_path, tmp_path):
+    from conftest import child_env
+    import sys
+
+    def twistd(*options):
+        return subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "gamesession", "--key-file", str(tmp_path / "k"), *options],
+            env=child_env(plugin_path), capture_output=True, text=True, timeout=30)
+
+    result = twistd("--knock-random", "5", "--knock-file", str(tmp_path / "f"))
+    assert result.returncode != 0
+    assert "--knock-random takes 10 to 100 ports, not 5" in result.stdout + result.stderr
+    result = twistd("--knock", "7101,7101")
+    assert "knock ports must be unique" in result.stdout + result.stderr

@@ -1,0 +1,115 @@
+"""Options, makeService and the service's start/stop behaviour, without sockets."""
+
+import os
+import stat
+
+import pytest
+from twisted.internet import task
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
+from twisted.python import usage
+
+from gamesession import tap
+from gamesession.application import EchoApplication
+
+
+class MemoryReactorUDP(MemoryReactorClock):
+    """MemoryReactorClock that also records listenUDP calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpPorts = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpPorts.append((port, protocol, interface))
+        return object()
+
+
+def parse(*argv):
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_work_on_a_laptop_and_in_a_container():
+    o = parse()
+    assert o["login"] == "tcp:7000" and o["udp"] == 7001 and o["interface"] == "0.0.0.0"
+    assert o["public-udp-port"] == 7001
+    assert o["framing"] == "int16" and o["key-file"] == "gamesession.key"
+    assert o["login-timeout"] == 10.0 and o["session-timeout"] == 10.0
+    assert o["duplicate-login"] == "kick"
+    assert isinstance(o["application"], EchoApplication)
+    assert o.get("credCheckers", []) == []
+
+
+def test_public_udp_port_differs_behind_port_mapping():
+    assert parse("--udp", "7001", "--public-udp-port", "17001")["public-udp-port"] == 17001
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--framing", "xml"], "--framing"),
+    (["--duplicate-login", "both"], "--duplicate-login"),
+    (["--keepalive", "10", "--session-timeout", "5"], "--keepalive"),
+    (["--udp", "70000"], "a port"),
+    (["--login-timeout", "0"], "positive"),
+    (["--app", "no.such.module"], "--app"),
+    (["--app", "os.path"], "lacks"),
+])
+def test_bad_options_are_usage_errors(argv, message):
+    with pytest.raises(usage.UsageError) as info:
+        parse(*argv)
+    assert message in str(info.value)
+
+
+def test_auth_memory_builds_a_checker():
+    o = parse("--auth", "memory:alice:pw")
+    assert len(o["credCheckers"]) == 1
+
+
+def test_make_service_creates_the_key_and_listens(tmp_path):
+    key_file = str(tmp_path / "k.key")
+    reactor = MemoryReactorUDP()
+    service = tap.makeService(parse("--key-file", key_file, "--login", "tcp:7100",
+                                    "--udp", "7101"), reactor)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    with capturedLogs() as events:
+        service.startService()
+    assert [p[0] for p in reactor.tcpServers] == [7100]
+    assert [(p[0], p[2]) for p in reactor.udpPorts] == [(7101, "0.0.0.0")]
+    texts = [e.get("event") for e in events]
+    assert "server_key" in texts and "guest_mode" in texts
+    key_event = [e for e in events if e.get("event") == "server_key"][0]
+    assert key_event["public_key"] == service.public_key
+    # Restarting with the same file keeps the same key.
+    again = tap.makeService(parse("--key-file", key_file), MemoryReactorUDP())
+    assert again.public_key == service.public_key
+
+
+def test_no_guest_warning_with_auth(tmp_path):
+    service = tap.makeService(parse("--key-file", str(tmp_path / "k"), "--auth", "memory:a:b"),
+                              MemoryReactorUDP())
+    with capturedLogs() as events:
+        service.startService()
+    assert "guest_mode" not in [e.get("event") for e in events]
+
+
+def test_unreadable_key_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key\n")
+    with pytest.raises(usage.UsageError) as info:
+        tap.makeService(parse("--key-file", str(bad)), MemoryReactorUDP())
+    assert "bad.key" in str(info.value)
+
+
+def test_stop_service_notifies_sessions_before_closing(tmp_path):
+    from fakes import Harness
+    harness = Harness()
+    connection, session = harness.logged_in("carol", "")
+    clock = task.Clock()
+    service = tap.GameSessionService(harness.registry, clock, "pk", guests=True)
+    service.startService()
+    d = service.stopService()
+    assert session.ended == "shutdown"
+    assert not d.called
+    clock.advance(service.shutdown_grace)
+    assert d.called
