@@ -168,3 +168,65 @@ def test_rate_limit_drops_a_flooding_session_not_others(start_server):
     assert greedy.ping()
     greedy.logout()
     polite.logout()
+
+
+@pytest.mark.timeout(90)
+def test_flood_at_the_knock_ports_gets_nothing_and_grants_nothing(start_server, tmp_path):
+    from conftest import free_port
+    from gamesession import knock
+
+    ports = []
+    while len(ports) < 3:
+        port = free_port(socket.SOCK_DGRAM)
+        if port not in ports:
+            ports.append(port)
+    ports = ports[1:] + ports[:1]
+    secret_file = str(tmp_path / "knock.secret")
+    secret = knock.write_secret_file(secret_file)
+    server = start_server("--knock", ",".join(map(str, ports)), "--knock-secret", secret_file,
+                          "--knock-reply")
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind(("127.0.0.5", 0))
+    attacker.setblocking(False)
+    rnd = random.Random(7)
+    captured = list(knock.make_client_knocks(ports, secret, "127.0.0.1", time.time()))
+    for i in range(20000):
+        port = ports[i % 3] if i % 4 else rnd.choice(ports)
+        choice = i % 5
+        if choice == 0:
+            data = rnd.randbytes(knock.AUTH_KNOCK_BYTES)
+        elif choice == 1:
+            data = captured[i % 3][1]  # a knock made for another address
+        elif choice == 2:
+            data = b"\x00"  # classic knocks: not enough here
+        else:
+            data = rnd.randbytes(rnd.randrange(0, 200))
+        try:
+            attacker.sendto(data, ("127.0.0.1", port))
+        except (BlockingIOError, OSError):
+            time.sleep(0.001)
+        if i % 500 == 499:
+            time.sleep(0.005)
+    assert received_nothing(attacker)
+    # The attacker's address got no grant: the login port closes on it at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.5", 0))
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", server.login_port))
+    try:
+        assert sock.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    sock.close()
+    # The honest client knocks (fresh knocks, from its own address) and logs in.
+    honest = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    honest.bind(("127.0.0.1", 0))
+    honest.settimeout(3)
+    for port, data in knock.make_client_knocks(ports, secret, "127.0.0.1", time.time()):
+        honest.sendto(data, ("127.0.0.1", port))
+    assert knock.decode_reply(honest.recv(100)) == server.login_port
+    honest.close()
+    client = SyncClient(server, "knocked")
+    assert client.ping()
+    client.logout()
+    attacker.close()
