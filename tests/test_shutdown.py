@@ -57,6 +57,9 @@ def test_sigterm_tells_every_client_over_tcp_and_udp(start_server):
 @pytest.mark.timeout(60)
 def test_sigterm_with_no_clients_exits_zero(start_server):
     server = start_server()
+    # The port listens before the reactor runs and installs its signal handlers;
+    # one answered login shows the reactor is running.
+    SyncClient(server, "first").logout()
     started = time.monotonic()
     assert server.stop(sig=15) == 0
     assert time.monotonic() - started < 2.0
