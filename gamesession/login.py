@@ -5,10 +5,18 @@ A thin protocol over the sans-I/O pieces (``wire``, ``handshake``,
 (expects a sealed login) -> ``checking`` (cred is deciding) -> ``active``
 (sealed logout/data) -> ``closed``.  Bad input gets an error with a code and
 a closed connection; nothing raises out of ``frameReceived``.
+
+Limits (``limits.Limits``, README.md "Limits"): connections beyond the
+pending-login caps are aborted before any byte; an address with too many
+failed logins gets ``TOO_MANY_ATTEMPTS`` until its backoff passes; a client
+that stops reading is aborted once ``max_send_buffer`` bytes queue beyond the
+transport's own buffer (the protocol is the transport's streaming producer,
+so ``pauseProducing`` says when the buffer is full).
 """
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginDenied, UnauthorizedLogin
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -24,7 +32,7 @@ KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "da
                          "session_end", "error", "sealed"])
 
 
-@implementer(IControlChannel)
+@implementer(IControlChannel, IPushProducer)
 class LoginProtocol:
     """Mixed with a framing from ``framing.FRAMINGS`` by ``LoginFactory``."""
 
@@ -36,6 +44,14 @@ class LoginProtocol:
     pending = False
     timeout_call = None
     user = None
+    host = None
+    # Registered as the transport's producer; send_paused while its write buffer is
+    # full.  (Not ``paused``: the framings' receivers stop reading when that is set.)
+    producing = False
+    send_paused = False
+    # Bytes sent while send_paused; past limits.max_send_buffer the connection is aborted.
+    backlog = 0
+    aborted = False
 
     # -- connection -------------------------------------------------------------
 
@@ -47,9 +63,20 @@ class LoginProtocol:
             self.transport.abortConnection()
             return
         stats = factory.registry.stats
+        limits = factory.limits
+        self.host = getattr(self.transport.getPeer(), "host", None)
+        if limits is not None:
+            refused = limits.pending.admit(self.host)
+            if refused is not None:
+                stats.limited[refused] += 1
+                self.state = "closed"
+                self.transport.abortConnection()
+                return
         stats.tcp_connections += 1
         stats.tcp_pending_login += 1
         self.pending = True
+        self.transport.registerProducer(self, True)
+        self.producing = True
         self.timeout_call = factory.clock.callLater(factory.login_timeout, self._login_timed_out)
 
     def connectionLost(self, reason=None):
@@ -65,6 +92,8 @@ class LoginProtocol:
         if self.pending:
             self.pending = False
             self.factory.registry.stats.tcp_pending_login -= 1
+            if self.factory.limits is not None:
+                self.factory.limits.pending.release(self.host)
 
     def _login_timed_out(self):
         self.timeout_call = None
@@ -99,6 +128,44 @@ class LoginProtocol:
         if self.sender is not None:
             frame = wire.encode(wire.sealed(self.sender.seal(frame)))
         self.sendFrame(frame)
+        if self.send_paused:
+            self._queued(len(frame))
+
+    # -- IPushProducer: the transport tells us when its write buffer is full ---------
+
+    def pauseProducing(self):
+        self.send_paused = True
+
+    def resumeProducing(self):
+        self.send_paused = False
+        self.backlog = 0
+
+    def stopProducing(self):
+        # The transport is going away and forgets us.
+        self.send_paused = False
+        self.producing = False
+
+    def _queued(self, size: int) -> None:
+        limits = self.factory.limits
+        self.backlog += size
+        if limits is None or self.aborted or self.backlog <= limits.max_send_buffer:
+            return
+        self.factory.registry.stats.limited["send_buffer"] += 1
+        self.log.info("aborting {peer}: it does not read; {size} bytes queued for it",
+                      size=self.backlog, peer=self.transport.getPeer(),
+                      event="limit", limit="send_buffer")
+        self.aborted = True
+        self.state = "closed"
+        self._login_settled()
+        self._end_session()
+        self.transport.abortConnection()
+
+    def _close(self) -> None:
+        """Close after the queued bytes left (a registered producer would hold it open)."""
+        if self.producing:
+            self.producing = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def fail(self, code: ErrorCode, reason: str) -> None:
         """Answer bad input with an error and close; the session (if any) ends."""
@@ -110,7 +177,14 @@ class LoginProtocol:
         self.send_message(wire.error(code, reason))
         self.state = "closed"
         self._login_settled()
-        self.transport.loseConnection()
+        self._end_session()
+        self._close()
+
+    def _end_session(self) -> None:
+        # Now, not at connectionLost: a peer that does not read would keep a
+        # closing connection (and its session) around for as long as it likes.
+        if self.session is not None and not self.session.ended:
+            self.factory.registry.end(self.session, "disconnected")
 
     def _clear_message(self, message: dict):
         kind = message["type"]
@@ -171,6 +245,15 @@ class LoginProtocol:
         user = wire.text_field(message, "user", wire.MAX_USER)
         password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
         registry = self.factory.registry
+        limits = self.factory.limits
+        if limits is not None:
+            wait = limits.attempts.wait(self.host, self.factory.clock.seconds())
+            if wait > 0:
+                self.user = user
+                return self._refused(LoginRefused(
+                    ErrorCode.TOO_MANY_ATTEMPTS,
+                    "too many failed logins from your address; try again in {:.0f} seconds"
+                    .format(max(1.0, wait + 0.5)), "too_many_attempts"))
         try:
             registry.check_admission(user)
         except LoginRefused as refused:
@@ -194,6 +277,8 @@ class LoginProtocol:
             logout()
             return self._refused(refused)
         self._login_settled()
+        if self.factory.limits is not None:
+            self.factory.limits.attempts.succeeded(self.host)
         self.state = "active"
         self.log.info("login ok: user={user} from {peer}", user=self.user,
                       peer=self.transport.getPeer().host, event="login", outcome="ok")
@@ -216,6 +301,8 @@ class LoginProtocol:
 
     def _denied(self, failure):
         failure.trap(UnauthorizedLogin, LoginDenied)
+        if self.factory.limits is not None:
+            self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds())
         if self.state == "checking":
             self._refused(LoginRefused(ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed"))
 
@@ -237,14 +324,14 @@ class LoginProtocol:
             return
         self.send_message({"type": "session_end", "reason": reason})
         self.state = "closed"
-        self.transport.loseConnection()
+        self._close()
 
 
 class LoginFactory(Factory):
     """Builds login protocols in the chosen framing; holds what they share."""
 
     def __init__(self, portal, registry, server_key, public_udp_port, clock,
-                 login_timeout=10.0, framing="int16", gate=None):
+                 login_timeout=10.0, framing="int16", gate=None, limits=None):
         self.portal = portal
         self.registry = registry
         self.server_key = server_key
@@ -252,4 +339,6 @@ class LoginFactory(Factory):
         self.clock = clock
         self.login_timeout = login_timeout
         self.gate = gate
+        # limits.Limits, or None for none (tests and embedding; twistd always sets them).
+        self.limits = limits
         self.protocol = type("LoginProtocol_" + framing, (LoginProtocol, FRAMINGS[framing]), {})

@@ -34,7 +34,9 @@ PREFIX = "gamesession_"
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error")
-LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "error")
+LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
+                  "error")
+LIMITS = ("pending_total", "pending_per_address", "send_buffer")
 LOGOUT_REASONS = END_REASONS
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
@@ -85,6 +87,7 @@ class ServerCollector:
         logins = dict(stats.logins)
         logouts = dict(stats.logouts)
         errors = dict(stats.protocol_errors)
+        limited = dict(stats.limited)
         rtt = stats.rtt
         rtt_counts = list(rtt.counts)
         rtt_total = rtt.total
@@ -123,6 +126,9 @@ class ServerCollector:
         yield _labelled_counter("protocol_errors",
                                 "TCP connections closed for bad input, by error code name.",
                                 "code", errors, PROTOCOL_ERRORS)
+        yield _labelled_counter("limited",
+                                "TCP connections refused or cut by a limit, by limit.",
+                                "limit", limited, LIMITS)
         yield CounterMetricFamily(PREFIX + "roams",
                                   "Sessions whose UDP address moved (NAT rebinding, network change).",
                                   value=stats.roams)

@@ -16,6 +16,7 @@ from zope.interface import Interface, implementer
 
 from .application import EchoApplication, ISession
 from .datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
+from .limits import TokenBucket
 from .stats import ServerStats
 from .wire import ErrorCode
 
@@ -96,6 +97,8 @@ class Session:
         # The server's keepalive PING still waiting for its PONG, and when it left.
         self.ping_id = None
         self.ping_sent = 0.0
+        rate = registry.datagram_rate
+        self.bucket = TokenBucket(rate, registry.datagram_burst, now) if rate else None
 
     def __repr__(self):
         return "<Session {} {} {}>".format(self.user, self.token.hex(), self.address)
@@ -143,6 +146,8 @@ class SessionRegistry:
         max_sessions: int = 10000,
         duplicate_login: str = "kick",
         random_bytes=os.urandom,
+        datagram_rate: float = 0.0,
+        datagram_burst: "float | None" = None,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -152,6 +157,9 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.duplicate_login = duplicate_login
         self.random_bytes = random_bytes
+        # Authenticated datagrams a session may send per second (0: no limit).
+        self.datagram_rate = datagram_rate
+        self.datagram_burst = datagram_burst if datagram_burst is not None else max(datagram_rate, 1.0)
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
@@ -279,7 +287,12 @@ class SessionRegistry:
         except Drop as drop:
             stats.dropped[drop.reason] += 1
             return
-        session.last_seen = self.clock.seconds()
+        now = self.clock.seconds()
+        bucket = session.bucket
+        if bucket is not None and not bucket.take(now):
+            stats.dropped["rate_limit"] += 1
+            return
+        session.last_seen = now
         if newest and address != session.address:
             if session.address is not None:
                 stats.roams += 1

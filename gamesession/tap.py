@@ -15,6 +15,7 @@ from .application import load_application
 from .gameport import GamePort
 from .keys import KeyFileError, load_or_create_private_key, public_key_text
 from . import knocktap
+from . import limits
 from .login import LoginFactory
 from .registry import SessionRegistry
 from .stats import ServerStats
@@ -34,6 +35,13 @@ def _positive(kind):
 
 def _non_negative(value):
     number = float(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _count(value):
+    number = int(value)
     if number < 0:
         raise ValueError("must be 0 or more")
     return number
@@ -76,6 +84,29 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["log-summary", None, 60.0,
          "Seconds between log summaries of dropped datagrams (only when some were; 0: never).",
          _non_negative],
+        # Limits: README.md, "Limits".
+        ["max-datagram-rate", None, limits.DEFAULT_DATAGRAM_RATE,
+         "Authenticated datagrams per second a session may send; excess is dropped (0: no limit).",
+         _non_negative],
+        ["datagram-burst", None, None,
+         "Datagrams a session may send at once above the rate (default: one second's worth).",
+         _positive(float)],
+        ["max-pending", None, limits.DEFAULT_MAX_PENDING,
+         "Most TCP connections not logged in yet, in total; more are closed at once.",
+         _positive(int)],
+        ["max-pending-per-address", None, limits.DEFAULT_MAX_PENDING_PER_ADDRESS,
+         "Most TCP connections not logged in yet from one source address.", _positive(int)],
+        ["max-login-failures", None, limits.DEFAULT_MAX_LOGIN_FAILURES,
+         "Failed logins an address may make before it must wait (then TOO_MANY_ATTEMPTS, 429).",
+         _count],
+        ["login-backoff", None, limits.DEFAULT_LOGIN_BACKOFF,
+         "Seconds an address waits after its first failure over the limit; doubles per failure.",
+         _positive(float)],
+        ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
+         "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
+         "Bytes that may queue for a client that does not read (beyond the transport's own "
+         "64 KiB) before it is disconnected.", _positive(int)],
     ] + knocktap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
 
@@ -86,6 +117,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
+        if self["login-backoff-max"] < self["login-backoff"]:
+            raise usage.UsageError("--login-backoff-max must be at least --login-backoff")
         if self["metrics"] is not None:
             try:
                 endpoints.serverFromString(None, self["metrics"])
@@ -155,6 +188,8 @@ def makeService(config, reactor=None):
         keepalive=config["keepalive"],
         max_sessions=config["max-sessions"],
         duplicate_login=config["duplicate-login"],
+        datagram_rate=config["max-datagram-rate"],
+        datagram_burst=config["datagram-burst"],
     )
     checkers = config.get("credCheckers", [])
     top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
@@ -167,6 +202,12 @@ def makeService(config, reactor=None):
     factory = LoginFactory(
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
+        limits=limits.Limits(
+            pending=limits.PendingLogins(config["max-pending"], config["max-pending-per-address"]),
+            attempts=limits.LoginAttempts(config["max-login-failures"], config["login-backoff"],
+                                          config["login-backoff-max"]),
+            max_send_buffer=config["max-send-buffer"],
+        ),
         gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(

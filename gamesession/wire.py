@@ -30,6 +30,7 @@ class ErrorCode(enum.IntEnum):
     FRAME_TOO_LONG = 413
     BAD_FIELD = 422  # missing field or wrong type or size
     BAD_VERSION = 426
+    TOO_MANY_ATTEMPTS = 429  # failed logins from this address: wait (reason says how long)
     BAD_BOX = 495  # a sealed frame that did not open
     INTERNAL = 500
     SERVER_FULL = 503

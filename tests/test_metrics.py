@@ -197,6 +197,14 @@ def test_rtt_histogram_buckets_are_bounded_and_cumulative_on_export():
     assert histogram.counts[-1] == 1
 
 
+def test_limits_are_exported_by_name():
+    server = Server()
+    assert server.figure("gamesession_limited_total", limit="send_buffer") == 0
+    server.registry.stats.limited["pending_per_address"] += 2
+    assert server.figure("gamesession_limited_total", limit="pending_per_address") == 2
+    assert server.figure("gamesession_logins_total", outcome="too_many_attempts") == 0
+
+
 def test_roam_is_counted():
     server = Server()
     core, _ = server.login("alice")

@@ -1,0 +1,254 @@
+"""The limits: token bucket, pending logins, login backoff, send buffer, options."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.python import usage
+
+from gamesession import limits as L
+from gamesession.datagram import Kind
+from gamesession.tap import Options
+from gamesession.wire import ErrorCode
+
+from hardening import MemoryServer, error_codes, session_ends
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- token bucket ------------------------------------------------------------------
+
+def test_bucket_allows_burst_then_rate():
+    bucket = L.TokenBucket(rate=10.0, burst=5.0, now=100.0)
+    assert [bucket.take(100.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(100.125)  # 0.125 s at 10/s: one token and a bit
+    assert not bucket.take(100.125)
+    # A long silence refills only up to the burst.
+    assert sum(bucket.take(1000.0) for _ in range(20)) == 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.floats(0.5, 1000), burst=st.floats(1, 100),
+       gaps=st.lists(st.floats(0, 2), max_size=300))
+def test_bucket_never_allows_more_than_rate_times_time_plus_burst(rate, burst, gaps):
+    bucket = L.TokenBucket(rate, burst, 0.0)
+    now = 0.0
+    taken = 0
+    for gap in gaps:
+        now += gap
+        taken += bucket.take(now)
+        assert taken <= burst + rate * now + 1e-6
+        assert 0.0 <= bucket.tokens <= burst
+
+
+# -- pending logins -------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.sampled_from("abcd")), max_size=200))
+def test_pending_counts_match_a_model(ops):
+    pending = L.PendingLogins(max_total=6, max_per_address=2)
+    model = []
+    for admit, host in ops:
+        if admit:
+            refused = pending.admit(host)
+            if len(model) >= 6:
+                assert refused == "pending_total"
+            elif model.count(host) >= 2:
+                assert refused == "pending_per_address"
+            else:
+                assert refused is None
+                model.append(host)
+        elif host in model:
+            pending.release(host)
+            model.remove(host)
+        assert pending.total == len(model)
+        assert pending.by_host == {h: model.count(h) for h in set(model)}
+
+
+def test_pending_limits_abort_before_any_byte():
+    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(3, 2)))
+    a1, a2, a3 = (server.connect("192.0.2.1") for _ in range(3))
+    assert not a1.closed and not a2.closed
+    assert a3.transport.disconnected and a3.transport.value() == b""
+    b1 = server.connect("192.0.2.2")
+    assert not b1.closed
+    c1 = server.connect("192.0.2.3")  # total reached
+    assert c1.transport.disconnected and c1.transport.value() == b""
+    assert server.stats.limited == {"pending_per_address": 1, "pending_total": 1}
+    assert server.stats.tcp_pending_login == 3
+    # A login frees its slot; a lost connection frees its slot.
+    a1.login("alice")
+    a2.lose()
+    assert server.factory.limits.pending.total == 1
+    assert not server.connect("192.0.2.1").closed
+    assert not server.connect("192.0.2.1").closed
+
+
+def test_login_timeout_frees_the_pending_slot():
+    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(10, 1)), login_timeout=5)
+    idle = server.connect()
+    server.clock.advance(5)
+    assert idle.closed
+    assert server.factory.limits.pending.total == 0
+    assert not server.connect().closed
+
+
+# -- login attempts --------------------------------------------------------------------
+
+def test_backoff_after_free_failures_doubles_and_caps():
+    attempts = L.LoginAttempts(free=2, backoff=1.0, backoff_max=5.0)
+    now = 0.0
+    for _ in range(2):
+        attempts.failed("h", now)
+        assert attempts.wait("h", now) == 0
+    waits = []
+    for _ in range(5):
+        attempts.failed("h", now)
+        waits.append(attempts.wait("h", now))
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert attempts.wait("h", now + 5.0) == 0
+    assert attempts.wait("other", now) == 0
+    attempts.succeeded("h")
+    assert len(attempts) == 0
+
+
+def test_attempt_table_expires_entries():
+    attempts = L.LoginAttempts(free=0, backoff=1.0, backoff_max=2.0, expiry=30.0)
+    for _ in range(5):
+        attempts.failed("h", 0.0)
+    assert attempts.wait("h", 1.0) == 1.0
+    attempts.failed("h", 40.0)  # the old failures expired: this is the first again
+    assert attempts.wait("h", 40.0) == 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(hosts=st.lists(st.integers(0, 50), max_size=300))
+def test_attempt_table_is_bounded_lru(hosts):
+    attempts = L.LoginAttempts(free=1, size=8)
+    for i, host in enumerate(hosts):
+        attempts.failed(host, float(i))
+        assert len(attempts) <= 8
+        assert next(reversed(attempts.table)) == host  # most recent last
+
+
+def test_failed_logins_get_429_then_backoff_passes():
+    limits = L.Limits(attempts=L.LoginAttempts(free=2, backoff=4.0, backoff_max=60.0))
+    server = MemoryServer(limits=limits, users={"alice": "pw"})
+    for _ in range(3):
+        conn = server.connect()
+        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+    conn = server.connect()
+    assert error_codes(conn.login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    assert conn.closed
+    assert server.stats.logins["too_many_attempts"] == 1
+    assert server.stats.logins["auth_failed"] == 3
+    # Another address is not affected.
+    other = server.connect("198.51.100.7")
+    assert not error_codes(other.login("alice", "pw")) and other.core.welcome is not None
+    server.clock.advance(4)
+    conn = server.connect()
+    conn.login("alice", "pw")
+    assert conn.core.welcome is not None
+    assert len(limits.attempts) == 0  # success forgets the address
+
+
+def test_no_limits_means_no_backoff():
+    server = MemoryServer(users={"alice": "pw"})
+    for _ in range(20):
+        conn = server.connect()
+        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+
+
+# -- send buffer --------------------------------------------------------------------------
+
+def test_client_that_does_not_read_is_aborted_past_the_limit():
+    server = MemoryServer(limits=L.Limits(max_send_buffer=10000))
+    conn = server.connect()
+    conn.login("alice")
+    session = server.registry.by_user["alice"]
+    assert conn.transport.producer is conn.protocol
+    conn.protocol.pauseProducing()  # what a full transport buffer does
+    for _ in range(5):
+        session.send_message(b"x" * 1000)
+    assert not conn.transport.disconnected
+    conn.protocol.resumeProducing()  # drained: the backlog starts again
+    conn.protocol.pauseProducing()
+    for _ in range(20):
+        session.send_message(b"x" * 1000)
+    assert conn.transport.disconnected
+    assert server.stats.limited["send_buffer"] == 1
+    assert "alice" not in server.registry.by_user
+    conn.lose()
+    assert server.stats.logouts["disconnected"] == 1
+
+
+@pytest.mark.parametrize("framing", ["int16", "line"])
+def test_a_full_send_buffer_does_not_stop_reading(framing):
+    """The framings' receivers stop on ``self.paused``; our pause must not set it."""
+    server = MemoryServer(framing=framing, limits=L.Limits(max_send_buffer=10**6))
+    conn = server.connect()
+    conn.login("alice")
+    conn.protocol.pauseProducing()
+    conn.send(conn.core.data_message(b"still read"))
+    assert server.app.events[-1] == ("message", "alice", b"still read")
+    conn.send(conn.core.logout())
+    assert "alice" not in server.registry.by_user
+
+
+def test_close_unregisters_the_producer_so_the_connection_can_close():
+    server = MemoryServer()
+    conn = server.connect()
+    conn.login("alice")
+    server.registry.end(server.registry.by_user["alice"], "kicked")
+    assert session_ends(conn.server_events()) == ["kicked"]
+    assert conn.closed and conn.transport.producer is None
+
+
+# -- the UDP rate -------------------------------------------------------------------------
+
+def test_datagram_rate_limit_counts_and_drops_after_authentication():
+    server = MemoryServer(datagram_rate=10.0, datagram_burst=3.0)
+    conn = server.connect()
+    conn.login("alice")
+    address = ("203.0.113.5", 5000)
+    for i in range(5):
+        server.registry.datagram_received(conn.core.datagram(Kind.DATA, b"%d" % i), address)
+    assert [e for e in server.app.events if e[0] == "datagram"] == [
+        ("datagram", "alice", b"0"), ("datagram", "alice", b"1"), ("datagram", "alice", b"2")]
+    assert server.stats.dropped["rate_limit"] == 2
+    # Forged packets spend no tokens.
+    server.clock.advance(0.1)
+    for _ in range(50):
+        server.registry.datagram_received(conn.core.channel.token + bytes(40), address)
+    server.registry.datagram_received(conn.core.datagram(Kind.DATA, b"ok"), address)
+    assert server.app.events[-1] == ("datagram", "alice", b"ok")
+
+
+# -- options ----------------------------------------------------------------------------
+
+def test_options_defaults_and_validation(tmp_path):
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k")])
+    assert options["max-datagram-rate"] == 200.0
+    assert options["max-pending"] == 1024
+    assert options["max-pending-per-address"] == 32
+    assert options["max-login-failures"] == 5
+    assert options["max-send-buffer"] == 256 * 1024
+    for bad in (["--max-pending", "0"], ["--max-datagram-rate", "-1"],
+                ["--login-backoff", "10", "--login-backoff-max", "5"]):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(bad)
+
+
+def test_make_service_wires_the_limits(tmp_path):
+    from twisted.internet.testing import MemoryReactorClock
+    from gamesession.tap import makeService
+
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-pending", "7",
+                          "--max-pending-per-address", "3", "--max-datagram-rate", "0",
+                          "--max-send-buffer", "1234", "--max-login-failures", "9"])
+    service = makeService(options, MemoryReactorClock())
+    limits = service.login_factory.limits
+    assert (limits.pending.max_total, limits.pending.max_per_address) == (7, 3)
+    assert limits.max_send_buffer == 1234 and limits.attempts.free == 9
+    assert service.registry.datagram_rate == 0

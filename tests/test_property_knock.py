@@ -1,0 +1,148 @@
+"""Property tests of the knock core (gamesession.knock): random and hostile knocks.
+
+Random datagrams never grant, never get a reply, never raise and never grow
+the tables past their cap; one address's knocks never change another's
+progress; authenticated knocks that were tampered with, replayed, or sent
+from another address are refused.  Any reply is never larger than its request.
+"""
+
+import collections
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gamesession import knock as K
+
+pytestmark = pytest.mark.timeout(300)
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SEQUENCE = (7101, 7102, 7103, 7104)
+SECRET = bytes(range(32))
+hosts = st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7", "::ffff:192.0.2.1", "2001:db8::1"])
+ports = st.sampled_from(SEQUENCE + (7100, 7105, 9))
+
+
+@SETTINGS
+@given(knocks=st.lists(st.tuples(hosts, ports, st.binary(max_size=120)), max_size=60),
+       times=st.lists(st.floats(0, 50), min_size=60, max_size=60))
+def test_random_datagrams_to_an_authenticated_gate_never_grant(knocks, times):
+    knocker = K.Knocker(SEQUENCE, secret=SECRET, max_tracked=4, reply_port=7000)
+    now = 1_000_000.0
+    for (host, port, data), step in zip(knocks, times):
+        now += step
+        result = knocker.knock(host, port, data, now)
+        assert result.granted is None and result.reply is None
+        assert len(knocker.replay) == 0  # nothing unauthenticated takes a cache slot
+        assert not knocker.allows(host, now)
+
+
+@SETTINGS
+@given(knocks=st.lists(st.tuples(st.integers(0, 300), ports), max_size=300))
+def test_tables_stay_bounded_under_many_addresses(knocks):
+    knocker = K.Knocker(SEQUENCE, max_tracked=16, reply_port=7000)
+    for i, (n, port) in enumerate(knocks):
+        knocker.knock("10.0.{}.{}".format(n // 256, n % 256), port, b"\x00", float(i))
+        assert len(knocker.progress) <= 16 and len(knocker.grants) <= 16
+
+
+@SETTINGS
+@given(own=st.lists(ports, max_size=12), noise=st.lists(st.tuples(hosts, ports), max_size=30),
+       seed=st.integers(0, 2**32))
+def test_other_addresses_never_change_ones_progress(own, noise, seed):
+    """Alice's outcome is the same with or without others knocking in between."""
+    def run(with_noise):
+        knocker = K.Knocker(SEQUENCE, max_tracked=1000)
+        rnd = random.Random(seed)
+        outcomes = []
+        others = [(h, p) for h, p in noise if K.canonical_host(h) != "203.0.113.9"]
+        queue = list(others)
+        for i, port in enumerate(own):
+            while with_noise and queue and rnd.random() < 0.6:
+                host, other_port = queue.pop()
+                knocker.knock(host, other_port, b"\x00", float(i))
+            outcomes.append(knocker.knock("203.0.113.9", port, b"\x00", float(i)).granted)
+        return outcomes, knocker.allows("203.0.113.9", float(len(own)))
+
+    assert run(False) == run(True)
+
+
+def sequence_knocks(host, now, secret=SECRET):
+    rng = random.Random(host)
+    return list(K.make_client_knocks(SEQUENCE, secret, host, now,
+                                     nonce=lambda n: rng.randbytes(n)))
+
+
+def test_the_honest_authenticated_sequence_grants():
+    knocker = K.Knocker(SEQUENCE, secret=SECRET, reply_port=7000)
+    results = [knocker.knock("192.0.2.1", port, data, 1000.0)
+               for port, data in sequence_knocks("192.0.2.1", 1000.0)]
+    assert results[-1].granted == "192.0.2.1"
+    assert len(results[-1].reply) <= len(sequence_knocks("192.0.2.1", 1000.0)[-1][1])
+
+
+@SETTINGS
+@given(which=st.integers(0, len(SEQUENCE) - 1), bit=st.integers(0, K.AUTH_KNOCK_BYTES * 8 - 1),
+       how=st.sampled_from(["flip", "other_host", "other_secret", "truncate"]))
+def test_tampered_authenticated_knocks_are_refused(which, bit, how):
+    knocker = K.Knocker(SEQUENCE, secret=SECRET, reply_port=7000)
+    host = "192.0.2.1"
+    knocks = sequence_knocks(host, 1000.0)
+    if how == "other_secret":
+        knocks[which] = sequence_knocks(host, 1000.0, secret=bytes(32))[which]
+    port, data = knocks[which]
+    if how == "flip":
+        data = bytearray(data)
+        data[bit // 8] ^= 1 << (bit % 8)
+        knocks[which] = (port, bytes(data))
+    elif how == "truncate":
+        knocks[which] = (port, data[:bit % len(data)])
+    sender = "192.0.2.99" if how == "other_host" else host
+    granted = []
+    for i, (port, data) in enumerate(knocks):
+        source = sender if i == which else host
+        granted.append(knocker.knock(source, port, data, 1000.0).granted)
+    assert granted == [None] * len(SEQUENCE)
+
+
+@SETTINGS
+@given(order=st.lists(st.integers(0, len(SEQUENCE) - 1), max_size=20), later=st.floats(0, 25))
+def test_replayed_authenticated_knocks_never_grant_again(order, later):
+    knocker = K.Knocker(SEQUENCE, secret=SECRET, skew=30.0)
+    host = "192.0.2.1"
+    knocks = sequence_knocks(host, 1000.0)
+    assert [knocker.knock(host, p, d, 1000.0).granted for p, d in knocks][-1] == host
+    # The attacker (on-path: same source address) replays captured knocks in any order.
+    replays = [knocks[i] for i in order] + knocks
+    assert all(knocker.knock(host, p, d, 1000.0 + later).granted is None for p, d in replays)
+    assert knocker.stats["replayed"] >= len(replays) - knocker.stats["stale"]
+
+
+@SETTINGS
+@given(data=st.binary(max_size=200), host=hosts, port=st.integers(0, 65535))
+def test_verify_knock_never_raises(data, host, port):
+    result = K.verify_knock(SECRET, host, port, data)
+    assert result is None or isinstance(result, K.AuthKnock)
+
+
+@SETTINGS
+@given(text=st.text(max_size=60))
+def test_parse_sequence_returns_ports_or_a_clear_error(text):
+    try:
+        ports = K.parse_sequence(text)
+    except K.KnockError as e:
+        assert str(e)
+    else:
+        assert ports and all(1 <= p <= 65535 for p in ports)
+
+
+@SETTINGS
+@given(knocks=st.lists(st.tuples(hosts, ports, st.binary(max_size=4)), max_size=80))
+def test_classic_replies_are_never_larger_than_the_knock(knocks):
+    knocker = K.Knocker(SEQUENCE, reply_port=7000)
+    for i, (host, port, data) in enumerate(knocks):
+        result = knocker.knock(host, port, data, float(i) / 10)
+        if result.reply is not None:
+            assert len(result.reply) <= len(data)
+    assert isinstance(knocker.stats, collections.Counter)
