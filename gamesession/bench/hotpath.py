@@ -48,7 +48,8 @@ class _Control:
 
 def make_registry(sessions=1):
     """(registry, [client channel per session]) with ``sessions`` open sessions."""
-    registry = SessionRegistry(_Clock(), max_sessions=sessions + 1)
+    # The per-session rate limit on, as in a default server, but never reached.
+    registry = SessionRegistry(_Clock(), max_sessions=sessions + 1, datagram_rate=1e9)
     registry.transport = _NullTransport()
     server_key = PrivateKey.generate()
     clients = []

@@ -319,13 +319,15 @@ class Bench:
 
     def gamesession(self, *options, nofile=0):
         self.progress.show("starting twistd gamesession")
-        server = procs.start_gamesession(self.tmp.name, self.server_cpu, options, nofile)
+        server = procs.start_gamesession(self.tmp.name, self.server_cpu,
+                                         procs.BENCH_OPTIONS + options, nofile)
         self.servers.append(server)
         return server
 
     def gamesession_profiled(self, stats_path, *options, nofile=0):
         self.progress.show("starting twistd --profile gamesession")
-        server = procs.start_gamesession(self.tmp.name, self.server_cpu, options, nofile,
+        server = procs.start_gamesession(self.tmp.name, self.server_cpu,
+                                         procs.BENCH_OPTIONS + options, nofile,
                                          twistd_options=("--profile=" + stats_path,
                                                          "--profiler=cprofile", "--savestats"))
         self.servers.append(server)
@@ -361,6 +363,7 @@ class Bench:
             "settings": settings,
             "machine": procs.machine_info(),
             "pinning": self.pinning,
+            "server_options": list(procs.BENCH_OPTIONS),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
