@@ -48,6 +48,7 @@ def test_bench_sessions(plugin_path, tmp_path):
     assert figures["sessions_held"] == 5
     assert figures["sessions_alive_at_end"] == 5
     assert figures["pps_one"] > 0 and figures["pps_many"] > 0 and figures["pps_ratio"] > 0
+    assert figures["pps_one_of_n"] > 0 and figures["pps_ratio_interleaved"] > 0
     assert figures["rss_all_sessions"] > 0
     assert "bytes_per_session" in figures
     assert "pps_ratio" in result.stdout
