@@ -56,12 +56,16 @@ def draw(paths, out) -> str:
         rtt_payload.set_title("RTT at light load (one packet in flight)")
         rtt_payload.set_xlabel("payload (bytes)")
         rtt_payload.set_ylabel("round trip (us)")
-        rtt_payload.set_yscale("log")
+        rtt_payload.set_ylim(bottom=0)
         rtt_payload.legend()
     if sessions:
         counts = [r["sessions_held"] for r in sessions]
         tp_sessions.plot(counts, [r["pps_many"] for r in sessions], "s-", label="N sessions")
-        tp_sessions.plot(counts, [r["pps_one"] for r in sessions], "o--", label="1 session (same run)")
+        tp_sessions.plot(counts, [r["pps_one"] for r in sessions], "o--",
+                         label="1 session, before the others logged in")
+        if all("pps_one_of_n" in r for r in sessions):
+            tp_sessions.plot(counts, [r["pps_one_of_n"] for r in sessions], "^:",
+                             label="1 of the N held (interleaved with N)")
         for r in sessions:
             if not r.get("bytes_per_session"):
                 continue
