@@ -18,6 +18,10 @@ class Player:
     name: str
 
 
+def _no_logout():
+    """Players hold no resources in the realm; one shared callable for all."""
+
+
 @implementer(IRealm)
 class PlayerRealm:
     """Gives every authenticated account a Player avatar."""
@@ -26,7 +30,7 @@ class PlayerRealm:
         if IPlayer not in interfaces:
             raise NotImplementedError("PlayerRealm only provides IPlayer")
         name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
-        return IPlayer, Player(name), lambda: None
+        return IPlayer, Player(name), _no_logout
 
 
 @implementer(ICredentialsChecker)
