@@ -1,12 +1,14 @@
 """``twistd gamesession``: options and the service tree."""
 
 import signal
+import threading
 
 from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet import defer, endpoints, task
+from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -158,7 +160,26 @@ class GameSessionService(service.MultiService):
         if self.guests:
             self.log.warn("no --auth given: guests may log in under any name without a password",
                           event="guest_mode")
+        self._stop_on_early_sigterm()
         super().startService()
+
+    def _stop_on_early_sigterm(self):
+        """Make a SIGTERM that arrives before the reactor runs a clean stop too.
+
+        twistd starts this service (and opens the ports) before the reactor
+        runs and installs its own signal handlers; in that gap SIGTERM would
+        kill the process (status 143).  Until then, stop as soon as it runs.
+        """
+        reactor = self.reactor
+        if (not isinstance(reactor, ReactorBase) or reactor.running
+                or threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+            return
+        signal.signal(signal.SIGTERM, self._early_sigterm)
+
+    def _early_sigterm(self, signum, frame):
+        self.log.info("SIGTERM before the reactor ran: stopping as soon as it runs")
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self):
         # twistd re-raises a stopping signal at exit (status 143 for SIGTERM).

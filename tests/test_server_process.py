@@ -101,3 +101,4 @@ def test_sigterm_tells_clients_and_exits_zero_quickly(start_server, plugin_path)
         client.kill()
         client.wait()
     assert "reason=shutdown" in server.log()
+

@@ -113,3 +113,34 @@ def test_stop_service_notifies_sessions_before_closing(tmp_path):
     assert not d.called
     clock.advance(service.shutdown_grace)
     assert d.called
+
+
+def test_sigterm_before_the_reactor_runs_becomes_a_clean_stop(monkeypatch):
+    """twistd opens the ports before the reactor runs; a SIGTERM then must not kill."""
+    import signal
+
+    installed = {}
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_DFL)
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.setdefault(sig, handler))
+    monkeypatch.setattr(tap, "ReactorBase", MemoryReactorUDP)  # stands in for a real reactor
+    reactor = MemoryReactorUDP()
+    reactor.running = False
+    from fakes import Harness
+    service = tap.GameSessionService(Harness().registry, reactor, "pk", guests=False)
+    service.startService()
+    handler = installed[signal.SIGTERM]
+    handler(signal.SIGTERM, None)
+    assert [call[0] for call in reactor.whenRunningHooks] == [reactor.stop]
+
+
+def test_no_early_handler_when_the_reactor_already_runs(monkeypatch):
+    import signal
+
+    installed = {}
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.setdefault(sig, handler))
+    monkeypatch.setattr(tap, "ReactorBase", MemoryReactorUDP)
+    reactor = MemoryReactorUDP()
+    reactor.running = True
+    from fakes import Harness
+    tap.GameSessionService(Harness().registry, reactor, "pk", guests=False).startService()
+    assert installed == {}
