@@ -13,7 +13,7 @@ import os
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
 from .clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome

@@ -8,7 +8,7 @@ a pygame or asyncio loop can drive the same object.
 import attrs
 
 from . import wire
-from .datagram import TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
+from .datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
 from .handshake import BadBox, ClientHandshake, StreamCipher
 from .wire import ErrorCode, ProtocolError
 

@@ -7,7 +7,7 @@ from twisted.application import internet, service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred import strcred
 from twisted.cred.credentials import IUsernamePassword
-from twisted.internet import defer, endpoints, task
+from twisted.internet import endpoints, task
 from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage

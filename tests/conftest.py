@@ -11,11 +11,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from nacl.public import PrivateKey
 
+from gamesession.bench.procs import free_port, wait_for_tcp
 from gamesession.keys import encode_key, write_private_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,12 +28,6 @@ def need(condition: bool, reason: str) -> None:
         if IN_CI:
             pytest.fail("CI must run this test: " + reason)
         pytest.skip(reason)
-
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +66,7 @@ class ServerProcess:
 
 
 def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError("server exited with {}".format(process.returncode))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("port {} did not open".format(port))
+    wait_for_tcp(port, process, timeout)
 
 
 def child_env(plugin_path: str) -> dict:

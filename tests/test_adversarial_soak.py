@@ -8,7 +8,6 @@ Bounded by a step count and a wall-clock budget.
 import os
 import random
 import re
-import socket
 import time
 
 import pytest

@@ -8,7 +8,6 @@ for two addresses.  Every loop is bounded and every wait has a timeout.
 import select
 import socket
 import struct
-import threading
 import time
 
 import pytest

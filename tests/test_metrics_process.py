@@ -4,7 +4,6 @@ And the JSON-lines logging recipe: ``twistd --logger gamesession.jsonlog.logger`
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys

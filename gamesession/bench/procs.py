@@ -16,7 +16,7 @@ import time
 
 from nacl.public import PrivateKey
 
-from ..keys import encode_key, write_private_key
+from ..keys import write_private_key
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,10 +76,11 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def wait_for_tcp(port: int, process, timeout: float = 20.0) -> None:
+def wait_for_tcp(port: int, process=None, timeout: float = 20.0) -> None:
+    """Wait until 127.0.0.1:port accepts; RuntimeError if ``process`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError("server exited with status {}".format(process.returncode))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
