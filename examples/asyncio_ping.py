@@ -60,7 +60,9 @@ async def main(host, port, server_key, user="guest", password=""):
                     kind, payload = core.datagram_received(packet)
                 except Drop:
                     continue
-                if kind == Kind.PONG and payload == ping_id:
+                if kind == Kind.PING:  # the server's keepalive: answer it
+                    transport.sendto(core.datagram(Kind.PONG, payload))
+                elif kind == Kind.PONG and payload == ping_id:
                     received += 1
                     print("pong seq={} time={:.3f} ms".format(seq, (time.monotonic() - sent) * 1000))
                     break
