@@ -6,7 +6,7 @@ from nacl.public import PrivateKey
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from gamesession import wire
 from gamesession.accounts import make_portal
@@ -26,6 +26,23 @@ class FakeUDP:
 
     def write(self, packet, address):
         self.sent.append((packet, address))
+
+
+class _StoppedPort:
+    def stopListening(self):
+        return None
+
+
+class MemoryReactorUDP(MemoryReactorClock):
+    """MemoryReactorClock, which has no listenUDP, recording listenUDP calls too."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpPorts = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpPorts.append((port, protocol, interface, maxPacketSize))
+        return _StoppedPort()
 
 
 def split_frames(data: bytes, framing: str):

@@ -29,6 +29,8 @@ from gamesession.login import LoginFactory
 from gamesession.registry import SessionRegistry
 from gamesession.stats import ServerStats
 
+from fakes import FakeUDP
+
 
 # -- framing, client side -----------------------------------------------------------
 
@@ -54,16 +56,6 @@ def split_frames(data: bytes, framing: str = "int16"):
 
 
 # -- in memory ------------------------------------------------------------------------
-
-class RecordingUDP:
-    """The registry's UDP transport: records (packet, address)."""
-
-    def __init__(self):
-        self.written = []
-
-    def write(self, packet, address):
-        self.written.append((packet, address))
-
 
 class RecordingApp:
     def __init__(self):
@@ -153,7 +145,7 @@ class MemoryServer:
         self.clock = task.Clock()
         self.stats = ServerStats()
         self.app = RecordingApp()
-        self.udp = RecordingUDP()
+        self.udp = FakeUDP()
         self.registry = SessionRegistry(self.clock, application=self.app, stats=self.stats, **registry)
         self.registry.transport = self.udp
         self.key = PrivateKey.generate()

@@ -7,41 +7,16 @@ import pytest
 import pytest_twisted
 from twisted.application import service
 from twisted.internet import defer, error, task
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 
 from conftest import free_port, need
+from fakes import FakeUDP, MemoryReactorUDP
 from gamesession import knock as k
 from gamesession import knockclient
 from gamesession.knockport import KnockService, makeKnockService
 
 SEQ = (7102, 7101, 7103)
 PEER = ("198.51.100.7", 40000)
-
-
-class FakeDatagramTransport:
-    def __init__(self):
-        self.written = []
-
-    def write(self, data, addr):
-        self.written.append((data, addr))
-
-
-class FakeUDPPort:
-    def stopListening(self):
-        return None
-
-
-class UDPMemoryReactor(MemoryReactorClock):
-    """MemoryReactorClock has no listenUDP; record the calls like listenTCP."""
-
-    def __init__(self):
-        super().__init__()
-        self.udpServers = []
-
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        self.udpServers.append((port, protocol, interface, maxPacketSize))
-        return FakeUDPPort()
 
 
 class FakeFirewall(service.Service):
@@ -53,11 +28,11 @@ class FakeFirewall(service.Service):
 
 
 def make_service(**kw):
-    clock = UDPMemoryReactor()
+    clock = MemoryReactorUDP()
     kn = k.Knocker(SEQ, window=10, grant=30, reply_port=kw.pop("reply_port", None))
     svc = makeKnockService(kn, clock=clock, interface="127.0.0.1", **kw)
     for port, proto in svc.protocols.items():
-        proto.makeConnection(FakeDatagramTransport())
+        proto.makeConnection(FakeUDP())
     return svc, clock
 
 
@@ -70,7 +45,7 @@ def test_service_listens_on_every_knock_port():
     svc, clock = make_service()
     svc.startService()
     try:
-        assert [(p, i) for p, _, i, _ in clock.udpServers] == [(p, "127.0.0.1") for p in SEQ]
+        assert [(p, i) for p, _, i, _ in clock.udpPorts] == [(p, "127.0.0.1") for p in SEQ]
     finally:
         svc.stopService()
 
@@ -88,13 +63,13 @@ def test_gate_closed_then_open_then_expired():
 def test_listeners_never_answer_by_default():
     svc, clock = make_service()
     knock_all(svc, data=b"x" * 100)
-    assert all(p.transport.written == [] for p in svc.protocols.values())
+    assert all(p.transport.sent == [] for p in svc.protocols.values())
 
 
 def test_reply_goes_to_the_completing_knock_only():
     svc, clock = make_service(reply_port=7000)
     knock_all(svc, data=b"xy")
-    written = {port: p.transport.written for port, p in svc.protocols.items()}
+    written = {port: p.transport.sent for port, p in svc.protocols.items()}
     assert written == {7102: [], 7101: [], 7103: [(b"\x1b\x58", PEER)]}
 
 
@@ -131,7 +106,7 @@ def test_timer_expires_state_and_summarizes_without_per_packet_lines():
 
 
 def test_sorted_sequence_warns():
-    clock = UDPMemoryReactor()
+    clock = MemoryReactorUDP()
     svc = KnockService(k.Knocker((7101, 7102, 7103)), clock=clock)
     with capturedLogs() as events:
         svc.startService()

@@ -24,15 +24,9 @@ from gamesession.metrics import DROP_REASONS, make_registry
 from gamesession.registry import SessionRegistry
 from gamesession.stats import RttHistogram
 
+from fakes import FakeUDP
+
 CLIENT_UDP = ("127.0.0.1", 40000)
-
-
-class FakeUDP:
-    def __init__(self):
-        self.sent = []
-
-    def write(self, packet, address):
-        self.sent.append((packet, address))
 
 
 class Server:

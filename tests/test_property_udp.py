@@ -33,7 +33,7 @@ def two_sessions(**registry):
         conn.login(user)
         server.registry.datagram_received(conn.core.datagram(Kind.KEEPALIVE), address)
         conns[user] = conn
-    server.udp.written.clear()
+    server.udp.sent.clear()
     return server, conns
 
 
@@ -46,7 +46,7 @@ def snapshot(registry):
 
 
 def assert_untouched(server, before, events):
-    assert server.udp.written == []
+    assert server.udp.sent == []
     assert snapshot(server.registry) == before
     assert server.app.events == events
     check_registry(server.registry)
@@ -108,7 +108,7 @@ def test_tampered_packets_are_dropped(kind, payload, how, position, delivered):
         server.registry.datagram_received(packet, ALICE_ADDRESS)
         if kind == Kind.DISCONNECT:
             return
-        server.udp.written.clear()
+        server.udp.sent.clear()
     before, events = snapshot(server.registry), list(server.app.events)
     forged = tamper(packet, how, position, bob.core.channel.token)
     server.registry.datagram_received(forged, ATTACKER)
@@ -128,7 +128,7 @@ def test_replays_are_dropped(kinds, replays):
         packet = alice.core.datagram(kind, b"p")
         server.registry.datagram_received(packet, ALICE_ADDRESS)
         sent.append(packet)
-    server.udp.written.clear()
+    server.udp.sent.clear()
     before, events = snapshot(server.registry), list(server.app.events)
     for index in replays:
         if sent:

@@ -5,24 +5,13 @@ import stat
 
 import pytest
 from twisted.internet import task
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.python import usage
 
 from gamesession import tap
 from gamesession.application import EchoApplication
 
-
-class MemoryReactorUDP(MemoryReactorClock):
-    """MemoryReactorClock that also records listenUDP calls."""
-
-    def __init__(self):
-        super().__init__()
-        self.udpPorts = []
-
-    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        self.udpPorts.append((port, protocol, interface))
-        return object()
+from fakes import MemoryReactorUDP
 
 
 def parse(*argv):
