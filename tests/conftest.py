@@ -15,7 +15,7 @@ import sys
 import pytest
 from nacl.public import PrivateKey
 
-from gamesession.bench.procs import free_port, wait_for_tcp
+from gamesession.bench.procs import free_port, stop_process, wait_for_tcp
 from gamesession.keys import encode_key, write_private_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,14 +55,7 @@ class ServerProcess:
             return f.read()
 
     def stop(self, sig=15, timeout=5.0):
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
 
 def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:

@@ -9,6 +9,7 @@ core and the load generator to another when the OS allows it.
 
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +91,18 @@ def wait_for_tcp(port: int, process=None, timeout: float = 20.0) -> None:
     raise RuntimeError("server did not listen on port {} within {:g} s".format(port, timeout))
 
 
+def stop_process(process, sig=signal.SIGTERM, timeout: float = 5.0):
+    """Signal a child, kill it if it outlives ``timeout``; its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def rss_bytes(pid: int) -> int:
     """VmRSS of a process, in bytes (0 when unreadable)."""
     try:
@@ -132,14 +145,7 @@ class ServerProcess:
         return rss_bytes(self.pid)
 
     def stop(self, timeout=5.0):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, signal.SIGTERM, timeout)
 
 
 def _preexec(cpu, nofile):
