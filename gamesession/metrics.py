@@ -102,18 +102,12 @@ class ServerCollector:
         yield _labelled_counter("logouts", "Sessions ended, by reason.",
                                 "reason", logouts, LOGOUT_REASONS)
 
-        datagrams = CounterMetricFamily(
-            PREFIX + "udp_datagrams", "UDP datagrams received (in, before any check) and sent (out).",
-            labels=["direction"])
-        datagrams.add_metric(["in"], stats.udp_in_packets)
-        datagrams.add_metric(["out"], stats.udp_out_packets)
-        yield datagrams
-        octets = CounterMetricFamily(
-            PREFIX + "udp_bytes", "UDP bytes (whole datagrams) received (in) and sent (out).",
-            labels=["direction"])
-        octets.add_metric(["in"], stats.udp_in_bytes)
-        octets.add_metric(["out"], stats.udp_out_bytes)
-        yield octets
+        yield _labelled_counter(
+            "udp_datagrams", "UDP datagrams received (in, before any check) and sent (out).",
+            "direction", {"in": stats.udp_in_packets, "out": stats.udp_out_packets})
+        yield _labelled_counter(
+            "udp_bytes", "UDP bytes (whole datagrams) received (in) and sent (out).",
+            "direction", {"in": stats.udp_in_bytes, "out": stats.udp_out_bytes})
         yield _labelled_counter("udp_dropped", "UDP datagrams dropped without an answer, by reason.",
                                 "reason", dropped, DROP_REASONS)
 
