@@ -11,13 +11,14 @@ fast, do one thing and give up after ``--timeout`` seconds in total.
 """
 
 import socket
-import struct
 import time
 
 from nacl.public import PrivateKey
 
 from . import wire
-from .handshake import ClientHandshake, ServerKeyMismatch
+from .clientcore import ClientCore
+from .wire import encode_frame, split_frames
+from .handshake import ServerKeyMismatch
 from .wire import ProtocolError
 
 
@@ -27,9 +28,12 @@ class Unhealthy(Exception):
 
 def _read_frame(sock, framing: str, deadline: float) -> bytes:
     data = b""
-
-    def recv_more():
-        nonlocal data
+    while True:
+        frames, _ = split_frames(data, framing)
+        if frames:
+            return frames[0]
+        if len(data) > wire.MAX_FRAME + 2:
+            raise Unhealthy("the answer is not a {}-framed gamesession frame".format(framing))
         left = deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout()
@@ -40,38 +44,17 @@ def _read_frame(sock, framing: str, deadline: float) -> bytes:
                             " (a knock gate or a connection limit may be refusing this address)")
         data += chunk
 
-    if framing == "line":
-        while b"\n" not in data:
-            if len(data) > wire.MAX_FRAME:
-                raise Unhealthy("the answer is not a line-framed gamesession frame")
-            recv_more()
-        return data.split(b"\n", 1)[0].rstrip(b"\r")
-    while len(data) < 2:
-        recv_more()
-    (length,) = struct.unpack("!H", data[:2])
-    while len(data) < 2 + length:
-        recv_more()
-    return data[2:2 + length]
-
-
-def _frame(message: bytes, framing: str) -> bytes:
-    if framing == "line":
-        return message + b"\n"
-    return struct.pack("!H", len(message)) + message
-
 
 def check(host: str, port: int, timeout: float = 3.0, framing: str = "int16",
           server_key: "bytes | None" = None) -> str:
     """Do the hello/challenge exchange; a description of success, else Unhealthy."""
     deadline = time.monotonic() + timeout
-    handshake = ClientHandshake(server_key if server_key is not None else
-                                bytes(PrivateKey.generate().public_key))
-    hello = wire.encode({"type": "hello", "version": wire.PROTOCOL_VERSION,
-                         "client_key": wire.b64(handshake.ephemeral_public)})
+    core = ClientCore(server_key if server_key is not None else
+                      bytes(PrivateKey.generate().public_key), "healthcheck", "")
     where = "{}:{}".format(host, port)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(_frame(hello, framing))
+            sock.sendall(encode_frame(core.hello(), framing))
             message = wire.decode(_read_frame(sock, framing, deadline))
     except socket.timeout:
         raise Unhealthy("{} did not answer within {:g} s".format(where, timeout))
@@ -95,7 +78,7 @@ def check(host: str, port: int, timeout: float = 3.0, framing: str = "int16",
     if server_key is None:
         return "{} answered the hello (protocol {})".format(where, message.get("version"))
     try:
-        handshake.finish(server_ephemeral, confirm)
+        core.handshake.finish(server_ephemeral, confirm)
     except ServerKeyMismatch:
         raise Unhealthy("server key mismatch: {} did not prove it holds the expected key"
                         .format(where))

@@ -10,12 +10,41 @@ import base64
 import binascii
 import enum
 import json
+import struct
 
 MAX_FRAME = 8192
 MAX_USER = 64
 MAX_PASSWORD = 256
 MAX_DATA = 4096
 PROTOCOL_VERSION = 1
+
+
+def encode_frame(frame: bytes, framing: str = "int16") -> bytes:
+    """A frame as it goes on the wire, for code that frames without Twisted.
+
+    ``framing.py`` holds the Twisted protocols for the same two framings.
+    """
+    if framing == "int16":
+        return struct.pack("!H", len(frame)) + frame
+    return frame + b"\n"
+
+
+def split_frames(data: bytes, framing: str = "int16"):
+    """(complete frames, rest) of received bytes, for code that frames without Twisted.
+
+    Sizes are not checked here; callers bound what they buffer.
+    """
+    frames = []
+    if framing == "int16":
+        while len(data) >= 2:
+            (size,) = struct.unpack_from("!H", data)
+            if len(data) < 2 + size:
+                break
+            frames.append(data[2:2 + size])
+            data = data[2 + size:]
+        return frames, data
+    *lines, rest = data.split(b"\n")
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines], rest
 
 
 class ErrorCode(enum.IntEnum):

@@ -1,6 +1,5 @@
 """In-memory server and client for synchronous tests: no sockets, task.Clock time."""
 
-import struct
 
 from nacl.public import PrivateKey
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
@@ -11,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from gamesession import wire
 from gamesession.accounts import make_portal
 from gamesession.clientcore import ClientCore
+from gamesession.wire import encode_frame, split_frames
 from gamesession.login import LoginFactory
 from gamesession.registry import SessionRegistry
 from gamesession.stats import ServerStats
@@ -45,24 +45,6 @@ class MemoryReactorUDP(MemoryReactorClock):
         return _StoppedPort()
 
 
-def split_frames(data: bytes, framing: str):
-    frames = []
-    if framing == "int16":
-        while len(data) >= 2:
-            (n,) = struct.unpack("!H", data[:2])
-            frames.append(data[2:2 + n])
-            data = data[2 + n:]
-    else:
-        frames = [line.rstrip(b"\r") for line in data.split(b"\n") if line]
-    return frames
-
-
-def frame(payload: bytes, framing: str = "int16") -> bytes:
-    if framing == "int16":
-        return struct.pack("!H", len(payload)) + payload
-    return payload + b"\n"
-
-
 class Connection:
     """One TCP connection to the server's LoginProtocol, seen from the client."""
 
@@ -75,10 +57,10 @@ class Connection:
         self.core = None
 
     def send(self, payload: bytes):
-        self.protocol.dataReceived(frame(payload, self.framing))
+        self.protocol.dataReceived(encode_frame(payload, self.framing))
 
     def received(self):
-        frames = split_frames(self.transport.value(), self.framing)
+        frames, _ = split_frames(self.transport.value(), self.framing)
         self.transport.clear()
         return frames
 

@@ -11,7 +11,6 @@ and tamper with them.  Every wait is bounded by a timeout.
 import os
 import select
 import socket
-import struct
 import time
 
 from nacl.public import PrivateKey
@@ -24,6 +23,7 @@ from gamesession import wire
 from gamesession.accounts import make_portal
 from gamesession.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded
 from gamesession.datagram import Drop, Kind
+from gamesession.wire import encode_frame, split_frames
 from gamesession.keys import decode_key
 from gamesession.login import LoginFactory
 from gamesession.registry import SessionRegistry
@@ -34,25 +34,8 @@ from fakes import FakeUDP
 
 # -- framing, client side -----------------------------------------------------------
 
-def frame_bytes(frame: bytes, framing: str = "int16") -> bytes:
-    if framing == "int16":
-        return struct.pack("!H", len(frame)) + frame
-    return frame + b"\n"
+frame_bytes = encode_frame
 
-
-def split_frames(data: bytes, framing: str = "int16"):
-    """(complete frames, rest) of bytes a server wrote."""
-    frames = []
-    if framing == "int16":
-        while len(data) >= 2:
-            (size,) = struct.unpack("!H", data[:2])
-            if len(data) < 2 + size:
-                break
-            frames.append(data[2:2 + size])
-            data = data[2 + size:]
-        return frames, data
-    *frames, rest = data.split(b"\n")
-    return frames, rest
 
 
 # -- in memory ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import time
 from array import array
 from collections import Counter
 
+from ..wire import encode_frame, split_frames
 from ..clientcore import ClientCore, LoginFailed, SessionEnded, Welcome
 from ..datagram import Drop, Kind
 from ..handshake import HandshakeError
@@ -140,7 +141,7 @@ class Fleet:
                 self.on_failed(login, why)
 
     def _send_frame(self, login, frame: bytes) -> None:
-        login.sock.sendall(len(frame).to_bytes(2, "big") + frame)
+        login.sock.sendall(encode_frame(frame))
 
     def _tcp_event(self, login, mask) -> None:
         if login.state == "connecting":
@@ -167,12 +168,8 @@ class Fleet:
                 self.close(login)
                 return
             return self._failed(login, why)
-        buf = login.buf + data
-        while len(buf) >= 2:
-            size = int.from_bytes(buf[:2], "big")
-            if len(buf) < 2 + size:
-                break
-            frame, buf = buf[2:2 + size], buf[2 + size:]
+        frames_in, login.buf = split_frames(login.buf + data)
+        for frame in frames_in:
             try:
                 frames, events = login.core.frame_received(frame)
             except (LoginFailed, HandshakeError, ProtocolError) as e:
@@ -189,7 +186,6 @@ class Fleet:
                     self.ended[event.reason] += 1
                     if login.state != "ready":
                         self.failures["ended: " + event.reason] += 1
-        login.buf = buf
 
     def _send_udp(self, login, kind, payload=b""):
         login.last_sent = time.monotonic()
