@@ -9,7 +9,6 @@ logs what changed since the last summary.
 
 from __future__ import annotations
 
-import collections
 from typing import Optional
 
 from twisted.application import internet, service
@@ -17,6 +16,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from gamesession.knock import KnockGate, Knocker, is_monotonic
+from gamesession.stats import changes
 
 DEFAULT_SUMMARY_INTERVAL = 60.0
 GRANTS_LOGGED_PER_INTERVAL = 20
@@ -65,7 +65,7 @@ class KnockService(service.MultiService):
         self.firewall = firewall
         self.gate = KnockGate(knocker, clock)
         self.protocols = {}
-        self._reported: collections.Counter = collections.Counter()
+        self._reported: dict = {}
         self._grants_logged = 0
         if firewall is not None:
             firewall.setServiceParent(self)
@@ -120,8 +120,8 @@ class KnockService(service.MultiService):
     def summarize(self) -> None:
         """Log counts since the last summary, if anything happened."""
         stats = self.knocker.stats
-        delta = {k: v - self._reported[k] for k, v in stats.items() if v != self._reported[k]}
-        self._reported = collections.Counter(stats)
+        delta = changes(stats, self._reported)
+        self._reported = dict(stats)
         unlogged = delta.get("grants", 0) - self._grants_logged
         self._grants_logged = 0
         if not delta:

@@ -59,3 +59,12 @@ class ServerStats:
     roams: int = 0
     # Round trips of keepalive pings answered by clients.
     rtt: RttHistogram = attrs.Factory(RttHistogram)
+
+
+def changes(current: dict, previous: dict) -> dict:
+    """The counts that moved since ``previous``, as differences, by sorted key.
+
+    Periodic summaries log these, so a quiet period logs nothing.
+    """
+    return {key: count - previous.get(key, 0) for key, count in sorted(current.items())
+            if count != previous.get(key, 0)}

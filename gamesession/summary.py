@@ -8,6 +8,8 @@ summary, only when they changed.  A quiet server logs nothing.
 
 from twisted.logger import Logger
 
+from .stats import changes
+
 
 class DropSummary:
     log = Logger()
@@ -19,9 +21,7 @@ class DropSummary:
 
     def tick(self) -> None:
         totals = dict(self.stats.dropped)
-        last = self.last
-        dropped = {reason: count - last.get(reason, 0)
-                   for reason, count in sorted(totals.items()) if count != last.get(reason, 0)}
+        dropped = changes(totals, self.last)
         self.last = totals
         if not dropped:
             return
