@@ -11,7 +11,6 @@ import collections
 import pytest
 from nacl.public import PrivateKey
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -23,6 +22,7 @@ from gamesession.login import LoginFactory
 from gamesession.metrics import DROP_REASONS, make_registry
 from gamesession.registry import SessionRegistry
 from gamesession.stats import RttHistogram
+from gamesession.status import Figures
 
 from fakes import FakeUDP
 
@@ -71,12 +71,7 @@ class Server:
 
     def figures(self):
         """{(name, labels): value} of one scrape."""
-        text = generate_latest(self.collectors).decode()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        return Figures(generate_latest(self.collectors).decode()).samples
 
     def figure(self, name, **labels):
         return self.figures()[(name, tuple(sorted(labels.items())))]

@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+from gamesession.status import Figures
+
 from conftest import child_env, free_port, run_cli, wait_for_port
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
@@ -31,10 +33,7 @@ HOLD_SESSION = (
 def scrape(port):
     with urllib.request.urlopen("http://127.0.0.1:{}/metrics".format(port), timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain")
-        text = r.read().decode()
-    from prometheus_client.parser import text_string_to_metric_families
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+        return Figures(r.read().decode()).samples
 
 
 def test_metrics_show_the_session_the_login_and_the_packets(start_server, plugin_path):
