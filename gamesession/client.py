@@ -23,14 +23,6 @@ from .handshake import ServerKeyMismatch
 from .wire import ProtocolError
 
 
-class SessionClosed(Exception):
-    """The session ended; ``reason`` says why (logout, kicked, timeout, ...)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 class _ControlProtocol:
     """Mixed with a framing; forwards frames to the GameClient."""
 

@@ -20,8 +20,6 @@ TOKEN_SIZE = 8
 HEADER_SIZE = TOKEN_SIZE + 8
 TAG_SIZE = 16
 MIN_PACKET = HEADER_SIZE + TAG_SIZE + 1
-# Keeps a packet inside one IPv4 datagram with no fragmentation on most paths.
-RECOMMENDED_PAYLOAD = 1200
 # Both ends read datagrams into 8192-byte buffers (Twisted's default); a
 # larger packet would arrive truncated and fail to open.
 MAX_PACKET = 8192
