@@ -12,8 +12,8 @@ import struct
 import sys
 import time
 
-from gamesession.clientcore import ClientCore, Welcome
-from gamesession.datagram import Drop, Kind
+from gamesession.protocol.clientcore import ClientCore, Welcome
+from gamesession.protocol.datagram import Drop, Kind
 from gamesession.keys import read_public_key
 
 

@@ -8,7 +8,7 @@ input and offer ``sendFrame(frame)``; the messages are the same either way.
 
 from twisted.protocols.basic import Int16StringReceiver, LineReceiver
 
-from .wire import MAX_FRAME
+from gamesession.protocol.wire import MAX_FRAME
 
 
 class Int16Framing(Int16StringReceiver):

@@ -106,6 +106,6 @@ def start_server(plugin_path, tmp_path):
 def run_cli(plugin_path, *args, timeout=30):
     """Run ``gamesession ...`` as a user would; returns CompletedProcess."""
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from gamesession.cli import main; sys.exit(main())"]
+        [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
         + list(args),
         env=child_env(plugin_path), capture_output=True, text=True, timeout=timeout)

@@ -7,13 +7,13 @@ from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from gamesession import wire
-from gamesession.accounts import make_portal
-from gamesession.clientcore import ClientCore
-from gamesession.wire import encode_frame, split_frames
-from gamesession.login import LoginFactory
-from gamesession.registry import SessionRegistry
-from gamesession.stats import ServerStats
+from gamesession.protocol import wire
+from gamesession.server.accounts import make_portal
+from gamesession.protocol.clientcore import ClientCore
+from gamesession.protocol.wire import encode_frame, split_frames
+from gamesession.server.login import LoginFactory
+from gamesession.server.registry import SessionRegistry
+from gamesession.ops.stats import ServerStats
 
 SERVER_KEY = PrivateKey(bytes(range(100, 132)))
 

@@ -19,15 +19,15 @@ from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from gamesession import wire
-from gamesession.accounts import make_portal
-from gamesession.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded
-from gamesession.datagram import Drop, Kind
-from gamesession.wire import encode_frame, split_frames
+from gamesession.protocol import wire
+from gamesession.server.accounts import make_portal
+from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded
+from gamesession.protocol.datagram import Drop, Kind
+from gamesession.protocol.wire import encode_frame, split_frames
 from gamesession.keys import decode_key
-from gamesession.login import LoginFactory
-from gamesession.registry import SessionRegistry
-from gamesession.stats import ServerStats
+from gamesession.server.login import LoginFactory
+from gamesession.server.registry import SessionRegistry
+from gamesession.ops.stats import ServerStats
 
 from fakes import FakeUDP
 

@@ -11,9 +11,9 @@ import sys
 
 from twisted.internet import protocol, reactor
 
-from gamesession.firewall import NftFirewall
-from gamesession.knock import Knocker, parse_ports
-from gamesession.knockport import KnockService
+from gamesession.knock.firewall import NftFirewall
+from gamesession.knock.rule import Knocker, parse_ports
+from gamesession.knock.listeners import KnockService
 
 
 class Hello(protocol.Protocol):

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from gamesession.clientcore import LoginFailed
-from gamesession.datagram import Kind
+from gamesession.protocol.clientcore import LoginFailed
+from gamesession.protocol.datagram import Kind
 
 from hardening import SyncClient, vm_rss_kib
 

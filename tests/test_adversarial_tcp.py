@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from gamesession import wire
-from gamesession.clientcore import ClientCore, LoginFailed
-from gamesession.handshake import StreamCipher
+from gamesession.protocol import wire
+from gamesession.protocol.clientcore import ClientCore, LoginFailed
+from gamesession.protocol.handshake import StreamCipher
 from gamesession.keys import decode_key
-from gamesession.wire import ErrorCode
+from gamesession.protocol.wire import ErrorCode
 
 from hardening import (SyncClient, decode_clear_error, error_codes, frame_bytes, read_raw,
                        session_ends, split_frames)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from gamesession.datagram import HEADER_SIZE, TOKEN_SIZE, Kind
+from gamesession.protocol.datagram import HEADER_SIZE, TOKEN_SIZE, Kind
 
 from hardening import SyncClient
 
@@ -173,7 +173,7 @@ def test_rate_limit_drops_a_flooding_session_not_others(start_server):
 @pytest.mark.timeout(90)
 def test_flood_at_the_knock_ports_gets_nothing_and_grants_nothing(start_server, tmp_path):
     from conftest import free_port
-    from gamesession import knock
+    from gamesession.knock import rule as knock
 
     ports = []
     while len(ports) < 3:

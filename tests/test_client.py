@@ -4,9 +4,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 
-from gamesession import tap
+from gamesession.server import tap
 from gamesession.client import GameClient
-from gamesession.clientcore import LoginFailed
+from gamesession.protocol.clientcore import LoginFailed
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(30)]
 

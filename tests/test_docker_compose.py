@@ -275,7 +275,7 @@ def _start_container_like(plugin_path, tmp_path, env_vars, run):
     bin_dir.mkdir(exist_ok=True)
     shims = {
         "twistd": "from twisted.scripts.twistd import run; run()",
-        "gamesession": "import sys; from gamesession.cli import main; sys.exit(main())",
+        "gamesession": "import sys; from gamesession.client.cli import main; sys.exit(main())",
     }
     for name, code in shims.items():
         shim = bin_dir / name

@@ -5,7 +5,8 @@ import stat
 
 import pytest
 
-from gamesession import cli
+from gamesession.client import cli
+from gamesession.client.address import split_host_port
 from gamesession.keys import KeyFileError, read_public_key
 
 
@@ -51,4 +52,4 @@ def test_ping_with_unusable_key_is_one_line(capsys):
     ("::1", ("::1", 7000)),
 ])
 def test_split_host_port(text, expected):
-    assert cli.split_host_port(text, 7000) == expected
+    assert split_host_port(text, 7000) == expected

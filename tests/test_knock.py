@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gamesession import knock as k
+from gamesession.knock import rule as k
 
 SEQ = (7101, 7102, 7103)
 A = "198.51.100.7"

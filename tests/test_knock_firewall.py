@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from conftest import need
-from gamesession import firewall
+from gamesession.knock import firewall
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

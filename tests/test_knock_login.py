@@ -1,7 +1,7 @@
 """The knock gate in front of the real LoginProtocol, driven synchronously."""
 
-from gamesession.clientcore import Welcome
-from gamesession.knock import Knocker, KnockGate
+from gamesession.protocol.clientcore import Welcome
+from gamesession.knock.rule import Knocker, KnockGate
 
 from fakes import Harness
 

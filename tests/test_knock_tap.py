@@ -7,10 +7,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from gamesession import knocktap
-from gamesession.knock import KnockGate, write_secret_file
-from gamesession.knockport import KnockService
-from gamesession.tap import Options, makeService
+from gamesession.knock import options as knocktap
+from gamesession.knock.rule import KnockGate, write_secret_file
+from gamesession.knock.listeners import KnockService
+from gamesession.server.tap import Options, makeService
 
 
 def options(*argv):

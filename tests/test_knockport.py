@@ -11,9 +11,9 @@ from twisted.logger import capturedLogs
 
 from conftest import free_port, need
 from fakes import FakeUDP, MemoryReactorUDP
-from gamesession import knock as k
-from gamesession import knockclient
-from gamesession.knockport import KnockService, makeKnockService
+from gamesession.knock import rule as k
+from gamesession.knock import client as knockclient
+from gamesession.knock.listeners import KnockService, makeKnockService
 
 SEQ = (7102, 7101, 7103)
 PEER = ("198.51.100.7", 40000)

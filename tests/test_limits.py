@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.python import usage
 
-from gamesession import limits as L
-from gamesession.datagram import Kind
-from gamesession.tap import Options
-from gamesession.wire import ErrorCode
+from gamesession.server import limits as L
+from gamesession.protocol.datagram import Kind
+from gamesession.server.tap import Options
+from gamesession.protocol.wire import ErrorCode
 
 from hardening import MemoryServer, error_codes, session_ends
 
@@ -241,7 +241,7 @@ def test_options_defaults_and_validation(tmp_path):
 
 def test_make_service_wires_the_limits(tmp_path):
     from twisted.internet.testing import MemoryReactorClock
-    from gamesession.tap import makeService
+    from gamesession.server.tap import makeService
 
     options = Options()
     options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-pending", "7",

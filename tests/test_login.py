@@ -6,10 +6,10 @@ import struct
 import pytest
 from nacl.public import PrivateKey
 
-from gamesession import wire
-from gamesession.clientcore import LoginFailed, SessionEnded, Welcome
-from gamesession.handshake import ServerKeyMismatch
-from gamesession.wire import ErrorCode
+from gamesession.protocol import wire
+from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
+from gamesession.protocol.handshake import ServerKeyMismatch
+from gamesession.protocol.wire import ErrorCode
 
 from fakes import Harness
 
@@ -178,7 +178,7 @@ def test_messages_while_cred_is_deciding_are_refused():
     assert error_of(connection) == ErrorCode.UNEXPECTED
     # The late answer from cred opens no session for a closed connection.
     logged_out = []
-    from gamesession.accounts import Player
+    from gamesession.server.accounts import Player
     pending.callback((None, Player("alice"), lambda: logged_out.append(1)))
     assert not harness.registry.by_user and logged_out == [1]
 

@@ -15,14 +15,14 @@ from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from gamesession.accounts import make_portal
-from gamesession.clientcore import ClientCore
-from gamesession.datagram import Kind
-from gamesession.login import LoginFactory
-from gamesession.metrics import DROP_REASONS, make_registry
-from gamesession.registry import SessionRegistry
-from gamesession.stats import RttHistogram
-from gamesession.status import Figures
+from gamesession.server.accounts import make_portal
+from gamesession.protocol.clientcore import ClientCore
+from gamesession.protocol.datagram import Kind
+from gamesession.server.login import LoginFactory
+from gamesession.ops.metrics import DROP_REASONS, make_registry
+from gamesession.server.registry import SessionRegistry
+from gamesession.ops.stats import RttHistogram
+from gamesession.client.status import Figures
 
 from fakes import FakeUDP
 

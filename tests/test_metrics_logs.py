@@ -4,9 +4,9 @@ from twisted.application import internet
 from twisted.internet import task
 from twisted.logger import capturedLogs
 
-from gamesession.datagram import Kind
-from gamesession.stats import ServerStats
-from gamesession.summary import DropSummary
+from gamesession.protocol.datagram import Kind
+from gamesession.ops.stats import ServerStats
+from gamesession.ops.summary import DropSummary
 
 from test_metrics import CLIENT_UDP, Server
 

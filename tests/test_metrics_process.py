@@ -1,6 +1,6 @@
 """A real server with --metrics: log in with `gamesession ping`, scrape, status, healthcheck.
 
-And the JSON-lines logging recipe: ``twistd --logger gamesession.jsonlog.logger``.
+And the JSON-lines logging recipe: ``twistd --logger gamesession.ops.jsonlog.logger``.
 """
 
 import json
@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from gamesession.status import Figures
+from gamesession.client.status import Figures
 
 from conftest import child_env, free_port, run_cli, wait_for_port
 
@@ -121,13 +121,13 @@ def test_healthcheck(start_server, plugin_path, tmp_path):
 
 
 def test_json_lines_logging_recipe(plugin_path, tmp_path):
-    """`twistd --logger gamesession.jsonlog.logger -n gamesession` writes one JSON event a line."""
+    """`twistd --logger gamesession.ops.jsonlog.logger -n gamesession` writes one JSON event a line."""
     login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
     log_path = tmp_path / "events.jsonl"
     env = dict(child_env(plugin_path), GAMESESSION_LOG_FILE=str(log_path))
     process = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "--logger", "gamesession.jsonlog.logger", "-n", "--pidfile=", "gamesession",
+         "--logger", "gamesession.ops.jsonlog.logger", "-n", "--pidfile=", "gamesession",
          "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
          "--udp", str(udp_port), "--interface", "127.0.0.1",
          "--key-file", str(tmp_path / "server.key")],

@@ -6,7 +6,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.web.server import Site
 
-from gamesession.tap import Options, makeService
+from gamesession.server.tap import Options, makeService
 
 
 def options(*argv):

@@ -140,7 +140,7 @@ def test_harness_tears_down():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAT_CLIENT = os.path.join(ROOT, "tests", "nat_client.py")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-CLI = [sys.executable, "-c", "import sys; from gamesession.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
 
 ATTACKER = textwrap.dedent(
     """

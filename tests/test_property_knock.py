@@ -1,4 +1,4 @@
-"""Property tests of the knock core (gamesession.knock): random and hostile knocks.
+"""Property tests of the knock core (gamesession.knock.rule): random and hostile knocks.
 
 Random datagrams never grant, never get a reply, never raise and never grow
 the tables past their cap; one address's knocks never change another's
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gamesession import knock as K
+from gamesession.knock import rule as K
 
 pytestmark = pytest.mark.timeout(300)
 

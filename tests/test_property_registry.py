@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gamesession.clientcore import LoginFailed, SessionEnded, Welcome
-from gamesession.datagram import Kind
-from gamesession.wire import ErrorCode
+from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
+from gamesession.protocol.datagram import Kind
+from gamesession.protocol.wire import ErrorCode
 
 from hardening import MemoryServer, check_registry
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gamesession import wire
-from gamesession.clientcore import ClientCore, LoginFailed, Welcome
-from gamesession.limits import Limits, LoginAttempts, PendingLogins
-from gamesession.wire import ErrorCode
+from gamesession.protocol import wire
+from gamesession.protocol.clientcore import ClientCore, LoginFailed, Welcome
+from gamesession.server.limits import Limits, LoginAttempts, PendingLogins
+from gamesession.protocol.wire import ErrorCode
 
 from hardening import MemoryServer, check_registry, frame_bytes, split_frames
 

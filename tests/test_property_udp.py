@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gamesession.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, Kind
-from gamesession.replay import ReplayWindow
+from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, Kind
+from gamesession.protocol.replay import ReplayWindow
 
 from hardening import MemoryServer, check_registry
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gamesession.clientcore import SessionEnded
-from gamesession.datagram import Kind
+from gamesession.protocol.clientcore import SessionEnded
+from gamesession.protocol.datagram import Kind
 
 from hardening import SyncClient
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gamesession.status import Figures, StatusError, metrics_url, quantile, summarize
+from gamesession.client.status import Figures, StatusError, metrics_url, quantile, summarize
 
 SCRAPE = """\
 # HELP gamesession_sessions_active Sessions logged in now.

@@ -8,8 +8,8 @@ from twisted.internet import task
 from twisted.logger import capturedLogs
 from twisted.python import usage
 
-from gamesession import tap
-from gamesession.application import EchoApplication
+from gamesession.server import tap
+from gamesession.server.application import EchoApplication
 
 from fakes import MemoryReactorUDP
 

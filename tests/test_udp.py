@@ -2,9 +2,9 @@
 
 import pytest
 
-from gamesession.clientcore import SessionEnded
-from gamesession.datagram import Kind
-from gamesession.replay import WINDOW_SIZE, ReplayWindow
+from gamesession.protocol.clientcore import SessionEnded
+from gamesession.protocol.datagram import Kind
+from gamesession.protocol.replay import WINDOW_SIZE, ReplayWindow
 
 from fakes import Harness
 

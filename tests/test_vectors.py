@@ -13,7 +13,7 @@ import struct
 
 from nacl.bindings import crypto_scalarmult, crypto_secretbox_open
 
-from gamesession.vectors import compute
+from gamesession.protocol.vectors import compute
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "protocol.md")
 

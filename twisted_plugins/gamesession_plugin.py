@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 gamesession = ServiceMaker(
     "gamesession",
-    "gamesession.tap",
+    "gamesession.server.tap",
     "Multiplayer session server: TCP login, NaCl-secured UDP bound to the session",
     "gamesession",
 )

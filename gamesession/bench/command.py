@@ -60,7 +60,7 @@ def add_arguments(parser) -> None:
 
 def run(args):
     """Run one benchmark; returns the exit status (raises BenchError on failure)."""
-    from . import runner
+    from gamesession.bench import runner
 
     if args.benchmark == "udp":
         result = runner.bench_udp(args.seconds, args.payload, window=args.window,
@@ -74,7 +74,7 @@ def run(args):
                                        payload=args.payload, concurrency=args.concurrency,
                                        rounds=args.rounds)
     elif args.benchmark == "hotpath":
-        from . import hotpath
+        from gamesession.bench import hotpath
 
         result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions, args.profile)
         profile = result.pop("profile", None)
@@ -84,7 +84,7 @@ def run(args):
         runner.write_json(result, args.json)
         return 0
     else:
-        from .report import draw
+        from gamesession.bench.report import draw
 
         print(draw(args.results, args.out))
         return 0

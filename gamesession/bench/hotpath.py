@@ -17,9 +17,9 @@ import time
 
 from nacl.public import PrivateKey
 
-from ..datagram import DatagramChannel, Kind
-from ..handshake import ClientHandshake, server_respond
-from ..registry import SessionRegistry
+from gamesession.protocol.datagram import DatagramChannel, Kind
+from gamesession.protocol.handshake import ClientHandshake, server_respond
+from gamesession.server.registry import SessionRegistry
 
 
 class _Clock:

@@ -19,12 +19,12 @@ import time
 from array import array
 from collections import Counter
 
-from ..wire import encode_frame, split_frames
-from ..clientcore import ClientCore, LoginFailed, SessionEnded, Welcome
-from ..datagram import Drop, Kind
-from ..handshake import HandshakeError
-from ..wire import ProtocolError
-from .mmsg import batcher
+from gamesession.protocol.wire import encode_frame, split_frames
+from gamesession.protocol.clientcore import ClientCore, LoginFailed, SessionEnded, Welcome
+from gamesession.protocol.datagram import Drop, Kind
+from gamesession.protocol.handshake import HandshakeError
+from gamesession.protocol.wire import ProtocolError
+from gamesession.bench.mmsg import batcher
 
 RING = 1 << 17
 LINGER_RESET = struct.pack("ii", 1, 0)

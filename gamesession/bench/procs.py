@@ -17,13 +17,13 @@ import time
 
 from nacl.public import PrivateKey
 
-from ..keys import write_private_key
+from gamesession.keys import write_private_key
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PLUGIN = (
     "from twisted.application.service import ServiceMaker\n"
-    "gamesession = ServiceMaker('gamesession', 'gamesession.tap', "
+    "gamesession = ServiceMaker('gamesession', 'gamesession.server.tap', "
     "'Multiplayer session server', 'gamesession')\n"
 )
 

@@ -7,7 +7,7 @@ number of sessions held (from ``bench sessions`` results).
 
 import json
 
-from .runner import BenchError
+from gamesession.bench.runner import BenchError
 
 
 def load(paths):

@@ -16,8 +16,8 @@ import tempfile
 import time
 import traceback
 
-from . import procs
-from .loadgen import Fleet, blast, percentiles, udp_socket
+from gamesession.bench import procs
+from gamesession.bench.loadgen import Fleet, blast, percentiles, udp_socket
 
 HOST = "127.0.0.1"
 

@@ -5,22 +5,13 @@ import sys
 
 from nacl.public import PrivateKey
 
-from .keys import KeyFileError, public_key_text, read_private_key, read_public_key, write_private_key
+from gamesession.client.address import split_host_port
+from gamesession.keys import KeyFileError, public_key_text, read_private_key, read_public_key, write_private_key
 
 
 class CommandError(Exception):
     """A failure to report as one line and a non-zero exit."""
 
-
-def split_host_port(text: str, default_port: int):
-    """``HOST[:PORT]``, ``[V6]:PORT`` or a bare IPv6 address."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
 
 
 def cmd_keygen(args):
@@ -40,7 +31,7 @@ def cmd_pubkey(args):
 
 
 def cmd_knock_secret(args):
-    from .knock import KnockError, write_secret_file
+    from gamesession.knock.rule import KnockError, write_secret_file
 
     try:
         write_secret_file(args.file)
@@ -52,8 +43,8 @@ def cmd_knock_secret(args):
 def cmd_ping(args):
     from twisted.internet import task
 
-    from .knock import KnockError, load_secret, parse_ports
-    from .pinger import ping_main
+    from gamesession.knock.rule import KnockError, load_secret, parse_ports
+    from gamesession.client.ping import ping_main
 
     try:
         server_key = read_public_key(args.server_key)
@@ -70,7 +61,7 @@ def cmd_ping(args):
 
 
 def cmd_status(args):
-    from .status import StatusError, status_main
+    from gamesession.client.status import StatusError, status_main
 
     try:
         status_main(args.metrics_url, args.timeout)
@@ -80,7 +71,7 @@ def cmd_status(args):
 
 
 def cmd_healthcheck(args):
-    from .healthcheck import Unhealthy, check
+    from gamesession.client.healthcheck import Unhealthy, check
 
     if args.server_key and args.key_file:
         raise CommandError("give --server-key or --key-file, not both")
@@ -104,8 +95,8 @@ def cmd_healthcheck(args):
 
 
 def cmd_bench(args):
-    from .bench.command import run
-    from .bench.runner import BenchError
+    from gamesession.bench.command import run
+    from gamesession.bench.runner import BenchError
 
     try:
         return run(args)
@@ -167,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     p.set_defaults(func=cmd_healthcheck)
 
-    from .bench.command import add_arguments as add_bench_arguments
+    from gamesession.bench.command import add_arguments as add_bench_arguments
 
     p = sub.add_parser("bench", help="measure throughput, logins and memory against plain Twisted")
     add_bench_arguments(p)

@@ -22,7 +22,7 @@ from twisted.application import service
 from twisted.internet import utils
 from twisted.logger import Logger
 
-from gamesession.knock import canonical_host
+from gamesession.knock.rule import canonical_host
 
 DEFAULT_TABLE = "gamesession"
 MAX_PENDING = 4096

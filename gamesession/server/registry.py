@@ -14,11 +14,11 @@ from twisted.internet import udp
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from .application import EchoApplication, ISession
-from .datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
-from .limits import TokenBucket
-from .stats import ServerStats
-from .wire import ErrorCode
+from gamesession.server.application import EchoApplication, ISession
+from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
+from gamesession.server.limits import TokenBucket
+from gamesession.ops.stats import ServerStats
+from gamesession.protocol.wire import ErrorCode
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
 

@@ -15,11 +15,11 @@ import time
 
 from nacl.public import PrivateKey
 
-from . import wire
-from .clientcore import ClientCore
-from .wire import encode_frame, split_frames
-from .handshake import ServerKeyMismatch
-from .wire import ProtocolError
+from gamesession.protocol import wire
+from gamesession.protocol.clientcore import ClientCore
+from gamesession.protocol.wire import encode_frame, split_frames
+from gamesession.protocol.handshake import ServerKeyMismatch
+from gamesession.protocol.wire import ProtocolError
 
 
 class Unhealthy(Exception):

@@ -21,12 +21,12 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from . import wire
-from .accounts import IPlayer
-from .framing import FRAMINGS
-from .handshake import BadBox, HandshakeError, StreamCipher, server_respond
-from .registry import IControlChannel, LoginRefused
-from .wire import ErrorCode, ProtocolError
+from gamesession.protocol import wire
+from gamesession.server.accounts import IPlayer
+from gamesession.framing import FRAMINGS
+from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
+from gamesession.server.registry import IControlChannel, LoginRefused
+from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
                          "session_end", "error", "sealed"])

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Optional, Sequence, Tuple, Type, TypeVar
 from twisted.internet import defer, error, task
 from twisted.internet.protocol import DatagramProtocol
 
-from gamesession.knock import canonical_host, make_client_knocks
+from gamesession.knock.rule import canonical_host, make_client_knocks
 
 DEFAULT_SPACING = 0.02
 DEFAULT_ATTEMPTS = 3

@@ -16,11 +16,11 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
-from .clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome
-from .datagram import Drop, Kind
-from .framing import FRAMINGS
-from .handshake import ServerKeyMismatch
-from .wire import ProtocolError
+from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome
+from gamesession.protocol.datagram import Drop, Kind
+from gamesession.framing import FRAMINGS
+from gamesession.protocol.handshake import ServerKeyMismatch
+from gamesession.protocol.wire import ProtocolError
 
 
 class _ControlProtocol:

@@ -2,7 +2,7 @@
 
 Everything here is plain data and arithmetic.  Time comes in as ``now``
 (float seconds) on every call, so the same code runs under a real reactor,
-under ``task.Clock`` in tests, and in the client.  ``gamesession.knockport``
+under ``task.Clock`` in tests, and in the client.  ``gamesession.knock.listeners``
 moves datagrams to a :class:`Knocker`; the login protocol asks a
 :class:`KnockGate` whether a peer may connect.  The exact rules are written
 down in docs/knocking.md; the tests check that document's test vector.

@@ -12,18 +12,18 @@ from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .accounts import make_portal
-from .application import load_application
-from .gameport import GamePort
-from .keys import KeyFileError, load_or_create_private_key, public_key_text
-from . import knocktap
-from . import limits
-from .login import LoginFactory
-from .registry import SessionRegistry
-from .stats import ServerStats
-from .summary import DropSummary
+from gamesession.server.accounts import make_portal
+from gamesession.server.application import load_application
+from gamesession.server.gameport import GamePort
+from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
+from gamesession.knock import options as knocktap
+from gamesession.server import limits
+from gamesession.server.login import LoginFactory
+from gamesession.server.registry import SessionRegistry
+from gamesession.ops.stats import ServerStats
+from gamesession.ops.summary import DropSummary
 
-DEFAULT_APP = "gamesession.application.EchoApplication"
+DEFAULT_APP = "gamesession.server.application.EchoApplication"
 
 
 def _positive(kind):
@@ -253,7 +253,7 @@ def makeService(config, reactor=None):
 
     top.metrics = None
     if config["metrics"]:
-        from .metrics import make_registry, make_site
+        from gamesession.ops.metrics import make_registry, make_site
 
         top.metrics = make_registry(registry, knock=factory.gate)
         metrics = StreamServerEndpointService(

@@ -1,7 +1,7 @@
 """Twisted side of port knocking: UDP listeners and the periodic summary.
 
 The protocols only hand ``(port, data, address)`` to a
-:class:`gamesession.knock.Knocker`, send back the reply it may return, and
+:class:`gamesession.knock.rule.Knocker`, send back the reply it may return, and
 pass grants on to the optional kernel gate.  Nothing is logged per packet:
 a :class:`~twisted.application.internet.TimerService` expires old state and
 logs what changed since the last summary.
@@ -15,8 +15,8 @@ from twisted.application import internet, service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from gamesession.knock import KnockGate, Knocker, is_monotonic
-from gamesession.stats import changes
+from gamesession.knock.rule import KnockGate, Knocker, is_monotonic
+from gamesession.ops.stats import changes
 
 DEFAULT_SUMMARY_INTERVAL = 60.0
 GRANTS_LOGGED_PER_INTERVAL = 20
@@ -43,7 +43,7 @@ class KnockService(service.MultiService):
     """UDP listeners on every knock port, the kernel gate, the summary timer.
 
     ``gate`` is what the login factory consults.  ``firewall``, when given,
-    is a service (see :mod:`gamesession.firewall`) with ``grant(host,
+    is a service (see :mod:`gamesession.knock.firewall`) with ``grant(host,
     seconds)``; it is started before the listeners and stopped after them.
     """
 

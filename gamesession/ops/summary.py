@@ -8,7 +8,7 @@ summary, only when they changed.  A quiet server logs nothing.
 
 from twisted.logger import Logger
 
-from .stats import changes
+from gamesession.ops.stats import changes
 
 
 class DropSummary:

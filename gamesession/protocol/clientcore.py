@@ -7,10 +7,10 @@ a pygame or asyncio loop can drive the same object.
 
 import attrs
 
-from . import wire
-from .datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
-from .handshake import BadBox, ClientHandshake, StreamCipher
-from .wire import ErrorCode, ProtocolError
+from gamesession.protocol import wire
+from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
+from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
+from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
 class LoginFailed(Exception):

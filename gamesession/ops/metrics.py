@@ -24,8 +24,8 @@ from prometheus_client.core import (
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from .registry import END_REASONS
-from .wire import ErrorCode
+from gamesession.server.registry import END_REASONS
+from gamesession.protocol.wire import ErrorCode
 
 PREFIX = "gamesession_"
 

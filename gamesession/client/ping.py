@@ -9,11 +9,12 @@ import sys
 
 from twisted.internet import defer, error, task
 
-from .client import GameClient
-from .clientcore import LoginFailed
-from .handshake import ServerKeyMismatch
-from .knockclient import knock_and_connect
-from .wire import ErrorCode, ProtocolError
+from gamesession.client.address import split_host_port
+from gamesession.client.gameclient import GameClient
+from gamesession.protocol.clientcore import LoginFailed
+from gamesession.protocol.handshake import ServerKeyMismatch
+from gamesession.knock.client import knock_and_connect
+from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
 def describe_failure(exc, server: str) -> str:
@@ -70,7 +71,6 @@ async def run_pings(reactor, client, count, interval, timeout, out=print):
 
 
 async def ping_main(reactor, args, server_key):
-    from .cli import split_host_port
 
     host, port = split_host_port(args.server, 7000)
     server = "{}:{}".format(host, port)

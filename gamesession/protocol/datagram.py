@@ -13,8 +13,8 @@ changed or whose bytes were flipped does not open.  See docs/protocol.md.
 import enum
 import struct
 
-from .handshake import MAX_COUNTER, BadBox, open_box, seal
-from .replay import ReplayWindow
+from gamesession.protocol.handshake import MAX_COUNTER, BadBox, open_box, seal
+from gamesession.protocol.replay import ReplayWindow
 
 TOKEN_SIZE = 8
 HEADER_SIZE = TOKEN_SIZE + 8

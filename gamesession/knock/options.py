@@ -12,9 +12,9 @@ from typing import Optional
 
 from twisted.python import usage
 
-from gamesession import knock as k
-from gamesession.firewall import FirewallError, NftFirewall
-from gamesession.knockport import KnockService, makeKnockService
+from gamesession.knock import rule as k
+from gamesession.knock.firewall import FirewallError, NftFirewall
+from gamesession.knock.listeners import KnockService, makeKnockService
 
 
 def _seconds(value: str) -> float:

@@ -1,4 +1,4 @@
-"""JSON-lines logs for twistd: ``twistd --logger gamesession.jsonlog.logger -n gamesession``.
+"""JSON-lines logs for twistd: ``twistd --logger gamesession.ops.jsonlog.logger -n gamesession``.
 
 Each log event becomes one JSON object on one line, as serialized by
 ``twisted.logger.jsonFileLogObserver``: the structured fields (``event``,

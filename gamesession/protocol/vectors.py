@@ -1,6 +1,6 @@
 """Test vectors for docs/protocol.md, computed by the real code paths.
 
-``python -m gamesession.vectors`` prints the block that the protocol document
+``python -m gamesession.protocol.vectors`` prints the block that the protocol document
 holds; tests/test_vectors.py checks the document against this and checks this
 against an independent derivation from the primitives.
 """
@@ -9,10 +9,10 @@ import struct
 
 from nacl.public import PrivateKey
 
-from . import wire
-from .clientcore import ClientCore
-from .datagram import DatagramChannel, Kind
-from .handshake import StreamCipher, nonce, server_respond
+from gamesession.protocol import wire
+from gamesession.protocol.clientcore import ClientCore
+from gamesession.protocol.datagram import DatagramChannel, Kind
+from gamesession.protocol.handshake import StreamCipher, nonce, server_respond
 
 SERVER_STATIC = PrivateKey(bytes(range(32)))
 CLIENT_EPHEMERAL = PrivateKey(bytes(range(32, 64)))
