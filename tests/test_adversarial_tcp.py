@@ -19,7 +19,8 @@ from gamesession.keys import decode_key
 from gamesession.protocol.wire import ErrorCode
 
 from fakes import error_codes, session_ends
-from hardening import SyncClient, decode_clear_error, frame_bytes, read_raw, split_frames
+from hardening import (SyncClient, decode_clear_error, frame_bytes, read_raw, read_until_closed,
+                       split_frames)
 
 pytestmark = [pytest.mark.network]
 
@@ -39,11 +40,25 @@ def answer_to(server, data: bytes, framing="int16", timeout=5.0):
     sock = raw(server)
     try:
         sock.sendall(data)
-        reply = read_raw(sock, timeout)
-        closed = True
+        reply, closed = read_until_closed(sock, timeout)
     finally:
         sock.close()
     return decode_clear_error(reply, framing), closed
+
+
+def answered_hello(server, sock):
+    """Whether an open raw connection gets a challenge to a hello (it was admitted)."""
+    core = ClientCore(decode_key(server.public_key), "probe", "")
+    sock.sendall(frame_bytes(core.hello()))
+    data = b""
+    while True:
+        frames, _ = split_frames(data)
+        if frames:
+            return wire.decode(frames[0])["type"] == "challenge"
+        more, _ = read_until_closed(sock, 5.0, limit=1)
+        if not more:
+            return False
+        data += more
 
 
 def honest_round(server, user="honest", **kw):
@@ -92,10 +107,13 @@ def test_a_mebibyte_of_noise(start_server):
             sent += 65536
     except (BrokenPipeError, ConnectionResetError, socket.timeout):
         pass  # the server closed on the first bad frame: exactly what we want
-    reply = read_raw(sock, 5.0)
+    reply, closed = read_until_closed(sock, 5.0)
     sock.close()
+    # The first 3479 bytes (the noise's own length prefix) are not JSON: one
+    # BAD_FRAME error, then the close; the rest of the noise is never read.
     frames, _ = split_frames(reply)
-    assert len(frames) <= 1
+    assert len(frames) == 1 and closed
+    assert decode_clear_error(reply) == ErrorCode.BAD_FRAME
     assert honest_round(server)
     # And in line framing: a megabyte without a newline is one overlong line.
     server = start_server("--framing", "line")
@@ -198,17 +216,26 @@ def test_hundreds_of_idle_connections_are_closed_at_the_login_timeout(start_serv
 @pytest.mark.timeout(60)
 def test_pending_connection_limits(start_server):
     server = start_server("--max-pending-per-address", "5", "--max-pending", "8")
+    # A full login first: start_server's readiness probe (a connect and a close)
+    # has surely been seen by then, so it holds no pending slot below.
+    assert honest_round(server, "first")
     socks = [raw(server) for _ in range(5)]
     try:
+        # Each admitted connection answers a hello, and stays pending (no login).
+        assert all(answered_hello(server, sock) for sock in socks)
         extra = raw(server)
-        assert read_raw(extra, 3.0) == b""  # closed before any byte
+        # Refused: closed before any byte (an admitted silent connection stays
+        # open for the 10 s login timeout, as socks[0] shows).
+        assert read_until_closed(extra, 3.0) == (b"", True)
         extra.close()
+        assert read_until_closed(socks[0], 0.5) == (b"", False)
         # Another address still gets in, until the total is reached.
         others = [raw(server, "127.0.0.2") for _ in range(2)]
         assert honest_round(server, "other", source="127.0.0.3")
         others.append(raw(server, "127.0.0.2"))
+        assert all(answered_hello(server, sock) for sock in others)
         full = raw(server, "127.0.0.4")
-        assert read_raw(full, 3.0) == b""
+        assert read_until_closed(full, 3.0) == (b"", True)
         full.close()
         for sock in others:
             sock.close()
