@@ -184,6 +184,22 @@ def read_until_closed(sock, timeout: float, limit: int = 1 << 20):
     return data, False
 
 
+def challenged(server, sock) -> bool:
+    """Send a hello on an open raw connection; whether a challenge came back
+    (the connection was admitted, and is now mid-login)."""
+    core = ClientCore(decode_key(server.public_key), "probe", "")
+    sock.sendall(frame_bytes(core.hello()))
+    data = b""
+    while True:
+        frames, _ = split_frames(data)
+        if frames:
+            return len(frames) == 1 and wire.decode(frames[0])["type"] == "challenge"
+        more, _ = read_until_closed(sock, 5.0, limit=1)
+        if not more:
+            return False
+        data += more
+
+
 def decode_clear_error(data: bytes, framing="int16"):
     """The code of a clear error frame a server sent before the handshake (or None)."""
     frames, _ = split_frames(data, framing)

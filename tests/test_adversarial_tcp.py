@@ -19,7 +19,8 @@ from gamesession.keys import decode_key
 from gamesession.protocol.wire import ErrorCode
 
 from fakes import error_codes, session_ends
-from hardening import (SyncClient, decode_clear_error, frame_bytes, read_raw, read_until_closed,
+from hardening import (SyncClient, challenged, decode_clear_error, frame_bytes, read_raw,
+                       read_until_closed,
                        split_frames)
 
 pytestmark = [pytest.mark.network]
@@ -44,21 +45,6 @@ def answer_to(server, data: bytes, framing="int16", timeout=5.0):
     finally:
         sock.close()
     return decode_clear_error(reply, framing), closed
-
-
-def answered_hello(server, sock):
-    """Whether an open raw connection gets a challenge to a hello (it was admitted)."""
-    core = ClientCore(decode_key(server.public_key), "probe", "")
-    sock.sendall(frame_bytes(core.hello()))
-    data = b""
-    while True:
-        frames, _ = split_frames(data)
-        if frames:
-            return wire.decode(frames[0])["type"] == "challenge"
-        more, _ = read_until_closed(sock, 5.0, limit=1)
-        if not more:
-            return False
-        data += more
 
 
 def honest_round(server, user="honest", **kw):
@@ -222,7 +208,7 @@ def test_pending_connection_limits(start_server):
     socks = [raw(server) for _ in range(5)]
     try:
         # Each admitted connection answers a hello, and stays pending (no login).
-        assert all(answered_hello(server, sock) for sock in socks)
+        assert all(challenged(server, sock) for sock in socks)
         extra = raw(server)
         # Refused: closed before any byte (an admitted silent connection stays
         # open for the 10 s login timeout, as socks[0] shows).
@@ -233,7 +219,7 @@ def test_pending_connection_limits(start_server):
         others = [raw(server, "127.0.0.2") for _ in range(2)]
         assert honest_round(server, "other", source="127.0.0.3")
         others.append(raw(server, "127.0.0.2"))
-        assert all(answered_hello(server, sock) for sock in others)
+        assert all(challenged(server, sock) for sock in others)
         full = raw(server, "127.0.0.4")
         assert read_until_closed(full, 3.0) == (b"", True)
         full.close()
