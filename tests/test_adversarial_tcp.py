@@ -20,8 +20,7 @@ from gamesession.protocol.wire import ErrorCode
 
 from fakes import error_codes, session_ends
 from hardening import (SyncClient, challenged, decode_clear_error, frame_bytes, read_raw,
-                       read_until_closed,
-                       split_frames)
+                       read_until_closed, split_frames)
 
 pytestmark = [pytest.mark.network]
 
