@@ -22,6 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = bool(os.environ.get("CI"))
 
 
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: ``n``, scaled by the
+    GAMESESSION_EXAMPLES factor (the mutation run, docs/testing.md, uses 0.1)."""
+    return max(10, int(n * float(os.environ.get("GAMESESSION_EXAMPLES", "1"))))
+
+
 def need(condition: bool, reason: str) -> None:
     """Skip a test that cannot run here, but fail it in CI where it must run."""
     if not condition:

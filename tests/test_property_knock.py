@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from gamesession.knock import rule as K
 
+from conftest import examples
+
 pytestmark = pytest.mark.timeout(300)
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SEQUENCE = (7101, 7102, 7103, 7104)
 SECRET = bytes(range(32))
 hosts = st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7", "::ffff:192.0.2.1", "2001:db8::1"])
@@ -46,8 +48,14 @@ def test_tables_stay_bounded_under_many_addresses(knocks):
         assert len(knocker.progress) <= 16 and len(knocker.grants) <= 16
 
 
+# Alice's knocks: runs of the sequence's first ports (so she gets far), and strays.
+own_knocks = st.lists(st.one_of(st.integers(1, len(SEQUENCE)).map(lambda n: list(SEQUENCE[:n])),
+                                ports.map(lambda p: [p])),
+                      max_size=8).map(lambda runs: [p for run in runs for p in run])
+
+
 @SETTINGS
-@given(own=st.lists(st.sampled_from(SEQUENCE) | ports, max_size=16),
+@given(own=own_knocks,
        noise=st.lists(st.tuples(hosts, ports), max_size=30), seed=st.integers(0, 2**32))
 def test_other_addresses_never_change_ones_progress(own, noise, seed):
     """Alice's progress after every knock, her grants and her access are the
@@ -121,7 +129,13 @@ def test_replayed_authenticated_knocks_never_grant_again(order, later):
 
 
 @SETTINGS
-@given(data=st.binary(max_size=200), host=hosts, port=st.integers(0, 65535))
+@given(data=st.one_of(
+    st.binary(max_size=200),
+    st.binary(min_size=K.AUTH_KNOCK_BYTES, max_size=K.AUTH_KNOCK_BYTES),
+    # The knock's length and version: only the MAC can refuse these.
+    st.binary(min_size=K.AUTH_KNOCK_BYTES - 1, max_size=K.AUTH_KNOCK_BYTES - 1).map(
+        lambda rest: bytes([K.VERSION]) + rest)),
+    host=hosts, port=st.integers(0, 65535))
 def test_verify_knock_never_raises(data, host, port):
     """Random bytes (of any length, the knock's own included) never verify."""
     assert K.verify_knock(SECRET, host, port, data) is None
@@ -156,7 +170,7 @@ def test_parse_sequence_returns_ports_or_a_clear_error(text):
 
 
 separators = st.sampled_from([",", " ", ", ", "\t", ",,", " ,\n"])
-tokens = st.one_of(st.integers(-5, 70000), st.from_regex(r"\A[a-z]{1,4}\Z"))
+tokens = st.one_of(st.integers(-5, 70000), st.text(alphabet="abcxyz_", min_size=1, max_size=4))
 
 
 @SETTINGS

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, Kind
 from gamesession.protocol.replay import ReplayWindow
 
+from conftest import examples
 from fakes import Harness, RecordingApp, check_registry
 
 pytestmark = pytest.mark.timeout(300)
 
-SETTINGS = settings(max_examples=200, deadline=None,
+SETTINGS = settings(max_examples=examples(200), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 ALICE_ADDRESS = ("203.0.113.1", 4000)
 BOB_ADDRESS = ("203.0.113.2", 4000)
@@ -154,7 +155,7 @@ steps_strategy = st.lists(st.tuples(
     st.booleans()), max_size=200)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(steps=steps_strategy, size=st.sampled_from([8, 64, 1024]))
 def test_replay_window_matches_a_set_and_a_highest(steps, size):
     window = ReplayWindow(size)
@@ -211,7 +212,7 @@ def test_only_the_newest_authenticated_counter_moves_the_address(sends):
     assert server.registry.by_user["bob"].address == BOB_ADDRESS
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(order=st.permutations(list(range(40))), drop=st.sets(st.integers(0, 39)))
 def test_channel_accepts_reordered_packets_once(order, drop):
     """Reordering within the window loses nothing; each packet is accepted once."""
