@@ -8,9 +8,20 @@ a pygame or asyncio loop can drive the same object.
 import attrs
 
 from gamesession.protocol import wire
-from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
+from gamesession.protocol.datagram import MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, split_header
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 from gamesession.protocol.wire import ErrorCode, ProtocolError
+
+
+#: The largest application message (``send_message``) a peer accepts, in bytes.
+MAX_MESSAGE = wire.MAX_DATA
+#: The largest application datagram payload (``send_datagram``), in bytes;
+#: keep game datagrams at or under 1200 bytes to avoid IP fragmentation.
+MAX_DATAGRAM = MAX_PAYLOAD
+
+
+class PayloadTooLarge(ValueError):
+    """An application payload over the protocol's limit; nothing was sent."""
 
 
 class LoginFailed(Exception):
@@ -124,6 +135,10 @@ class ClientCore:
         return self.seal_message({"type": "logout"})
 
     def data_message(self, payload: bytes) -> bytes:
+        """The sealed frame of an application message; PayloadTooLarge over MAX_MESSAGE."""
+        if len(payload) > MAX_MESSAGE:
+            raise PayloadTooLarge("message of {} bytes is over the {}-byte limit (MAX_MESSAGE)"
+                                  .format(len(payload), MAX_MESSAGE))
         return self.seal_message({"type": "data", "data": wire.b64(payload)})
 
     def datagram_received(self, packet: bytes):
@@ -135,4 +150,8 @@ class ClientCore:
         return kind, payload
 
     def datagram(self, kind: int, payload: bytes = b"") -> bytes:
+        """A sealed datagram; PayloadTooLarge over MAX_DATAGRAM."""
+        if len(payload) > MAX_DATAGRAM:
+            raise PayloadTooLarge("datagram payload of {} bytes is over the {}-byte limit"
+                                  " (MAX_DATAGRAM)".format(len(payload), MAX_DATAGRAM))
         return self.channel.seal(kind, payload)
