@@ -75,6 +75,12 @@ def child_env(plugin_path: str) -> dict:
     return env
 
 
+# Like the installed ``twistd`` script: the current directory is not on sys.path
+# (``python -c`` would put it there).
+TWISTD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "from twisted.scripts.twistd import run; run()")
+
+
 @pytest.fixture
 def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
@@ -90,7 +96,7 @@ def start_server(plugin_path, tmp_path):
         write_private_key(key_file, key)
         log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
         argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            sys.executable, "-c", TWISTD,
             "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
             "--login", login_endpoint(login_port, host),
             "--udp", str(udp_port), "--interface", host,
@@ -113,9 +119,15 @@ def start_server(plugin_path, tmp_path):
         server.stop(sig=9)
 
 
-def run_cli(plugin_path, *args, timeout=30):
-    """Run ``gamesession ...`` as a user would; returns CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
-        + list(args),
-        env=child_env(plugin_path), capture_output=True, text=True, timeout=timeout)
+CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
+
+
+def run_cli(plugin_path, *args, timeout=30, env=None):
+    """Run ``gamesession ...`` as a user would; returns CompletedProcess.
+
+    ``env``: extra environment variables for the command.
+    """
+    full_env = child_env(plugin_path)
+    full_env.update(env or {})
+    return subprocess.run(CLI + list(args), env=full_env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
