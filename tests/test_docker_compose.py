@@ -359,3 +359,76 @@ def test_knock_override_publishes_every_knock_port(tmp_path):
     argv = run_entrypoint(tmp_path, service["environment"] | {
         "GAMESESSION_KEY_FILE": str(tmp_path / "data" / "k")})
     assert option(argv, "--knock") == "7102,7101,7103"
+
+
+# -- the build context (.dockerignore, issue 12 item 15) ------------------------
+
+
+def dockerignore_patterns(path: Path) -> list[tuple[bool, "re.Pattern"]]:
+    """(exclude?, regex) per line, as Docker's fileutils.PatternMatcher reads them."""
+    import posixpath
+    import re
+
+    patterns = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        line = posixpath.normpath(line.lstrip("!").strip().lstrip("/"))
+        regex, i = "", 0
+        while i < len(line):
+            if line.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif line.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif line[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif line[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(line[i]), i + 1
+        patterns.append((exclude, re.compile(regex + r"\Z")))
+    return patterns
+
+
+def ignored(patterns, path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents wins."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    result = False
+    for exclude, regex in patterns:
+        if any(regex.match(c) for c in candidates):
+            result = exclude
+    return result
+
+
+def test_the_root_dockerignore_keeps_secrets_and_litter_out_of_every_build():
+    # Only the root file: the classic builder and docker-compose 1.29 read no other.
+    assert not (DOCKER / "Dockerfile.dockerignore").exists()
+    patterns = dockerignore_patterns(ROOT / ".dockerignore")
+    for path in ("gamesession.key", "data/gamesession.key", "docker/server.key", "knock.secret",
+                 "docker/.env", ".env", "docker/prod.env", "users.txt", ".git/HEAD",
+                 ".git/objects/ab/cdef", "tests/test_tap.py", "tests/conftest.py",
+                 "build/lib/gamesession/keys.py", "gamesession.egg-info/PKG-INFO",
+                 "dist/gamesession-0.1.0.tar.gz", "gamesession/__pycache__/keys.cpython-311.pyc",
+                 ".ci/run", ".venv/bin/python"):
+        assert ignored(patterns, path), path
+    # What `pip install .` and the Dockerfile's COPY instructions need.
+    for path in ("setup.cfg", "pyproject.toml", "README.md", "gamesession/__init__.py",
+                 "gamesession/keys.py", "gamesession/server/tap.py",
+                 "twisted_plugins/gamesession_plugin.py", "docker/entrypoint.sh",
+                 "docker/Dockerfile"):
+        assert not ignored(patterns, path), path
+
+
+def test_everything_the_package_holds_passes_the_dockerignore():
+    import subprocess as sp
+    tracked = sp.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    patterns = dockerignore_patterns(ROOT / ".dockerignore")
+    for path in tracked.stdout.split():
+        if path.startswith(("gamesession/", "twisted_plugins/")) or path in (
+                "setup.cfg", "pyproject.toml", "README.md"):
+            assert not ignored(patterns, path), path

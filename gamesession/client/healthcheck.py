@@ -48,7 +48,8 @@ def _read_frame(sock, framing: str, deadline: float) -> bytes:
         chunk = sock.recv(4096)
         if not chunk:
             raise Unhealthy("the server closed the connection without answering the hello"
-                            " (a knock gate or a connection limit may be refusing this address)")
+                            " (a knock gate or a connection limit may be refusing this address;"
+                            " behind a knock gate pass --knock)")
         data += chunk
 
 
@@ -101,6 +102,10 @@ def check(host: str, port: int, timeout: float = 3.0, framing: str = "int16",
         raise Unhealthy("{} did not answer within {:g} s".format(where, timeout))
     except ConnectionRefusedError:
         raise Unhealthy("connection refused by {}".format(where))
+    except ConnectionResetError:
+        raise Unhealthy("{} reset the connection without answering the hello (a knock gate or a"
+                        " connection limit may be refusing this address; behind a knock gate"
+                        " pass --knock)".format(where))
     except OSError as e:
         raise Unhealthy("{}: {}".format(where, e.strerror or e))
     except ProtocolError as e:
