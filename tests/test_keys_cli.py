@@ -53,3 +53,11 @@ def test_ping_with_unusable_key_is_one_line(capsys):
 ])
 def test_split_host_port(text, expected):
     assert split_host_port(text, 7000) == expected
+
+
+def test_keygen_quiet_prints_nothing(tmp_path, capsys):
+    path = str(tmp_path / "server.key")
+    assert cli.main(["keygen", "--quiet", "--key-file", path]) is None
+    assert capsys.readouterr().out == ""
+    assert cli.main(["pubkey", "--key-file", path]) is None
+    assert len(capsys.readouterr().out.strip()) == 44

@@ -48,7 +48,8 @@ def cmd_keygen(args):
         write_private_key(args.key_file, key, force=args.force)
     except KeyFileError as e:
         raise CommandError(str(e))
-    print(public_key_text(key))
+    if not args.quiet:
+        print(public_key_text(key))
 
 
 def cmd_pubkey(args):
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("keygen", "create a server key file (mode 0600)")
     p.add_argument("--key-file", default="gamesession.key", help="the key file to create")
     p.add_argument("--force", action="store_true", help="replace an existing key file")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print nothing (by default the public key, for scripts: KEY=$(... keygen))")
     p.set_defaults(func=cmd_keygen)
 
     p = command("pubkey", "print the public key of a key file (what clients pin)")
