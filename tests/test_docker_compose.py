@@ -367,7 +367,7 @@ def test_knock_override_publishes_every_knock_port(tmp_path):
 # -- the build context (.dockerignore, issue 12 item 15) ------------------------
 
 
-def dockerignore_patterns(path: Path) -> list[tuple[bool, "re.Pattern"]]:
+def dockerignore_patterns(path: Path) -> list:
     """(exclude?, regex) per line, as Docker's fileutils.PatternMatcher reads them."""
     import posixpath
     import re
