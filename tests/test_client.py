@@ -175,6 +175,12 @@ def test_every_public_name_of_the_client_has_a_docstring():
     for name, value in vars(GameClient).items():
         if not name.startswith("_") and not isinstance(value, int) and name != "log":
             assert inspect.getdoc(getattr(GameClient, name)), name
+    from gamesession.protocol import clientcore
+    for name in dir(clientcore.ClientCore):
+        if not name.startswith("_"):
+            assert inspect.getdoc(getattr(clientcore.ClientCore, name)), name
+    for cls in (clientcore.Welcome, clientcore.SessionEnded, clientcore.MessageData):
+        assert cls.__doc__, cls
     text = pydoc.render_doc(GameClient, renderer=pydoc.plaintext)
     for name in ("on_message", "on_datagram", "on_closed", "wait_closed", "MAX_MESSAGE",
                  "send_message", "send_datagram", "ping", "logout", "connect"):
