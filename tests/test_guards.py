@@ -452,3 +452,88 @@ def test_the_fallback_can_carry_a_whole_login(monkeypatch):
     harness.registry.datagram_received(connection.core.datagram(Kind.PING, b"p"), CLIENT_UDP)
     [(packet, _)] = harness.udp_sent()
     assert connection.core.datagram_received(packet) == (Kind.PONG, b"p")
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_payload_limits_are_inclusive_and_say_so():
+    from gamesession.protocol.clientcore import MAX_DATAGRAM, MAX_MESSAGE, PayloadTooLarge
+    server = FakeServer()
+    server.core.frame_received(server.welcome())
+    core = server.core
+    core.data_message(bytes(MAX_MESSAGE))
+    core.datagram(Kind.DATA, bytes(MAX_DATAGRAM))
+    with pytest.raises(PayloadTooLarge) as info:
+        core.data_message(bytes(MAX_MESSAGE + 1))
+    assert str(info.value) == "message of {} bytes is over the {}-byte limit (MAX_MESSAGE)".format(
+        MAX_MESSAGE + 1, MAX_MESSAGE)
+    with pytest.raises(PayloadTooLarge) as info:
+        core.datagram(Kind.DATA, bytes(MAX_DATAGRAM + 1))
+    assert str(info.value) == ("datagram payload of {} bytes is over the {}-byte limit"
+                               " (MAX_DATAGRAM)".format(MAX_DATAGRAM + 1, MAX_DATAGRAM))
+    theirs = DatagramChannel(b"T" * 8, server.keys.udp_s2c, server.keys.udp_c2s)
+    packet = core.datagram(Kind.KEEPALIVE)  # the payload defaults to nothing
+    counter = int.from_bytes(packet[8:16], "little")
+    assert theirs.open(counter, packet[16:])[:2] == (Kind.KEEPALIVE, b"")
+
+
+def test_errors_keep_their_code_and_reason_as_args():
+    assert LoginFailed(409, "taken").args == (409, "taken")
+    error = ProtocolError(ErrorCode.BAD_FIELD, "user: too long")
+    assert error.args == (ErrorCode.BAD_FIELD, "user: too long")
+    assert (error.code, error.reason) == (ErrorCode.BAD_FIELD, "user: too long")
+
+
+def test_datagram_edges():
+    from gamesession.protocol.datagram import MAX_PAYLOAD, MIN_PACKET, Drop, split_header
+    with pytest.raises(Drop) as drop:
+        split_header(bytes(MIN_PACKET - 1))
+    assert drop.value.reason == "short"
+    assert split_header(bytes(MIN_PACKET))[1:] == (0, bytes(MIN_PACKET - 16))
+    key = bytes(range(32))
+    channel = DatagramChannel(b"T" * 8, key, key)
+    assert channel.open(0, channel.seal(Kind.KEEPALIVE)[16:]) == (Kind.KEEPALIVE, b"", True)
+    channel.seal(Kind.DATA, bytes(MAX_PAYLOAD))
+    with pytest.raises(ValueError) as info:
+        channel.seal(Kind.DATA, bytes(MAX_PAYLOAD + 1))
+    assert str(info.value) == "datagram payload over {} bytes".format(MAX_PAYLOAD)
+    # A box with no kind byte at all is a bad kind, not a crash and not a PING.
+    with pytest.raises(Drop) as drop:
+        channel.open(5, handshake.seal(key, 5, b""))
+    assert drop.value.reason == "bad_kind"
+    channel.send_counter = MAX_COUNTER
+    with pytest.raises(OverflowError) as info:
+        channel.seal(Kind.DATA)
+    assert str(info.value) == "datagram counter exhausted; log in again"
+
+
+def test_udp_counters_add_up_and_an_answered_ping_takes_no_empty_pong():
+    harness = Harness()
+    connection, session = harness.logged_in("alice", "")
+    core = connection.core
+    registry = harness.registry
+    for _ in range(2):
+        registry.datagram_received(bytes(40), CLIENT_UDP)
+    registry.datagram_received(core.datagram(Kind.KEEPALIVE), CLIENT_UDP)
+    assert harness.stats.dropped["unknown_token"] == 2
+    assert harness.stats.udp_in_packets == 3
+    assert harness.stats.udp_in_bytes == 80 + len(core.datagram(Kind.KEEPALIVE))
+    harness.clock.advance(registry.keepalive)
+    registry.sweep()
+    [(packet, _)] = harness.udp_sent()
+    _, ping_id = core.datagram_received(packet)
+    registry.datagram_received(core.datagram(Kind.PONG, ping_id), CLIENT_UDP)
+    assert harness.stats.rtt.count == 1 and session.ping_id is None
+    registry.datagram_received(core.datagram(Kind.PONG, b""), CLIENT_UDP)
+    assert harness.stats.rtt.count == 1
+
+
+def test_a_failing_application_datagram_handler_is_logged_by_name():
+    harness = Harness(application=RaisingApp())
+    with capturedLogs():
+        connection, _ = harness.logged_in("alice", "")
+    with capturedLogs() as events:
+        harness.registry.datagram_received(connection.core.datagram(Kind.DATA, b"x"), CLIENT_UDP)
+    [event] = [e for e in events if e.get("log_failure") is not None]
+    assert event["log_format"] == "application {method} failed"
+    assert event["method"] == "datagram_received"

@@ -2,6 +2,10 @@
 authenticated knock, the replay cache expiring only what went stale, and the
 nft gate's bounded queue of grants and its failed nft runs."""
 
+import base64
+import random
+
+import pytest
 from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 
@@ -134,3 +138,75 @@ def test_no_nft_run_after_the_gate_stopped():
     gate.running = False
     reactor.finish(0)
     assert len(reactor.spawned) == 1 and gate._busy is False
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_the_knockers_counters_add_up():
+    knocker = k.Knocker([PORT, PORT + 1], window=5.0, grant=10.0, secret=SECRET)
+    wrong = k.encode_knock(SECRET, HOST, PORT, 1, 100, b"w" * 16)  # position 1 at port 0
+    knocker.knock(HOST, PORT, wrong, 100.0)
+    knocker.knock(HOST, PORT, k.encode_knock(SECRET, HOST, PORT, 1, 100, b"x" * 16), 100.0)
+    for nonce, port, position in ((b"a", PORT, 0), (b"b", PORT + 1, 1)):
+        data = k.encode_knock(SECRET, HOST, port, position, 100, nonce * 16)
+        knocker.knock(HOST, port, data, 100.0)
+    knocker.knock("192.0.2.9", PORT, k.encode_knock(SECRET, "192.0.2.9", PORT, 0, 100,
+                                                     b"c" * 16), 100.0)
+    assert [knocker.allows(HOST, 101.0), knocker.allows(HOST, 102.0)] == [True, True]
+    assert [knocker.allows("192.0.2.9", 101.0), knocker.allows("192.0.2.8", 101.0)] == \
+        [False, False]
+    assert knocker.allows(HOST, 110.0) is False  # the grant ran out: expired on asking
+    knocker.grants.grant("192.0.2.7", 100.0)
+    knocker.grants.grant("192.0.2.6", 100.0)
+    knocker.expire(110.0)  # both grants and 192.0.2.9's progress go here
+    expected = {"knocks": 5, "wrong_position": 2, "advanced": 1, "started": 2, "grants": 1,
+                "allowed_connections": 2, "rejected_connections": 3, "grants_expired": 3,
+                "progress_expired": 1}
+    assert dict(knocker.stats) == expected
+
+
+def test_replay_cache_add_says_whether_it_evicted():
+    cache = k.ReplayCache(1)
+    assert cache.add(b"a" * 16, 10.0) is False
+    assert cache.add(b"b" * 16, 20.0) is True
+    assert cache.floor == 10.0 and not cache.seen(b"a" * 16)
+
+
+def test_is_monotonic_for_two_ports_and_more():
+    assert k.is_monotonic((7101,)) is False
+    assert k.is_monotonic((7101, 7102)) is True and k.is_monotonic((7102, 7101)) is True
+    assert k.is_monotonic((7101, 7103, 7102)) is False
+
+
+def test_random_sequences_span_1025_to_2024_inclusive():
+    seen = set()
+    for seed in range(60):
+        seen.update(k.random_sequence(100, random.Random(seed)))
+    assert min(seen) == k.RANDOM_LOW == 1025 and max(seen) == k.RANDOM_HIGH == 2024
+
+
+def test_classic_client_knocks_are_one_zero_byte():
+    assert list(k.make_client_knocks([7101, 7102], None, HOST, 0.0)) == \
+        [(7101, b"\x00"), (7102, b"\x00")]
+
+
+def test_secret_and_file_errors_are_exact(tmp_path):
+    good = bytes(range(32))
+    b64 = base64.b64encode(good).decode()
+    assert k.parse_secret(b64) == good
+    with pytest.raises(k.KnockError) as info:
+        k.parse_secret(b64[:10] + "!" + b64[10:])  # not base64: refused, not skipped over
+    assert str(info.value) == (
+        "a knock secret is 32 bytes written as 64 hex digits or base64;"
+        " create one with `gamesession knock-secret --file PATH`")
+    path = tmp_path / "secret"
+    path.write_bytes(b"\xff\xfe not ascii\n")
+    with pytest.raises(k.KnockError) as info:
+        k.load_secret(str(path))
+    assert str(info.value).startswith("knock secret {}: a knock secret is 32 bytes".format(path))
+    with pytest.raises(k.KnockError) as info:
+        k.knock_mac(SECRET, "not-an-address", PORT, b"")
+    assert str(info.value) == "authenticated knocks need an IP address, not 'not-an-address'"
+    with pytest.raises(ValueError) as info:
+        k.encode_knock(SECRET, HOST, PORT, 0, 0, b"short")
+    assert str(info.value) == "nonce must be 16 bytes"
