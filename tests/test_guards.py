@@ -14,7 +14,6 @@ import types
 
 import pytest
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.logger import capturedLogs
 from zope.interface import implementer

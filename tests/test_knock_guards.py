@@ -3,6 +3,7 @@ authenticated knock, the replay cache expiring only what went stale, and the
 nft gate's bounded queue of grants and its failed nft runs."""
 
 import base64
+import collections
 import random
 
 import pytest
@@ -210,3 +211,17 @@ def test_secret_and_file_errors_are_exact(tmp_path):
     with pytest.raises(ValueError) as info:
         k.encode_knock(SECRET, HOST, PORT, 0, 0, b"short")
     assert str(info.value) == "nonce must be 16 bytes"
+
+
+def test_expiries_are_counted_one_each():
+    stats = collections.Counter()
+    grants = k.Grants(10.0, 100, stats)
+    grants.grant("a", 0.0)
+    grants.grant("b", 0.0)
+    assert grants.allows("a", 10.0) is False and grants.allows("b", 10.0) is False
+    assert stats["grants_expired"] == 2
+    progress = k.ProgressTracker((PORT, PORT + 1), 5.0, 100, stats)
+    progress.knock("a", PORT, 0.0)
+    progress.knock("b", PORT, 0.0)
+    progress.expire(6.0)
+    assert stats["progress_expired"] == 2 and len(progress) == 0
