@@ -245,11 +245,16 @@ def test_a_failed_udp_send_is_counted_and_the_session_lives():
 
 def test_a_token_collision_draws_again():
     drawn = [b"A" * 8, b"A" * 8, b"A" * 8, b"B" * 8]
-    harness = Harness(random_bytes=lambda n: drawn.pop(0)[:n])
+    sizes = []
+
+    def random_bytes(n):
+        sizes.append(n)
+        return drawn.pop(0)
+    harness = Harness(random_bytes=random_bytes)
     _, first = harness.logged_in("alice", "")
     _, second = harness.logged_in("bob", "")
     assert first.token == b"A" * 8 and second.token == b"B" * 8
-    assert drawn == []
+    assert drawn == [] and sizes == [8, 8, 8, 8]
     check_registry(harness.registry)
 
 
@@ -536,3 +541,37 @@ def test_a_failing_application_datagram_handler_is_logged_by_name():
     [event] = [e for e in events if e.get("log_failure") is not None]
     assert event["log_format"] == "application {method} failed"
     assert event["method"] == "datagram_received"
+
+
+def test_refusals_say_why_and_logins_are_counted():
+    harness = Harness(duplicate_login="reject", max_sessions=2)
+    harness.logged_in("alice", "")
+    harness.logged_in("bob", "")
+    assert harness.stats.logins["ok"] == 2
+    [again] = harness.connect().attempt_login("alice", "")
+    assert (again.code, again.reason) == (ErrorCode.ALREADY_LOGGED_IN,
+                                          "user alice is already logged in")
+    [full] = harness.connect().attempt_login("carol", "")
+    assert (full.code, full.reason) == (ErrorCode.SERVER_FULL, "server full")
+
+
+def test_an_ended_session_logs_its_avatar_out():
+    harness = Harness()
+    logged_out = []
+    harness.factory.portal.realm.requestAvatar = (
+        lambda avatar_id, mind, *interfaces: (interfaces[0], object(),
+                                              lambda: logged_out.append(avatar_id)))
+    connection, session = harness.logged_in("alice", "")
+    with capturedLogs() as events:
+        connection.send(connection.core.logout())
+    assert logged_out == ["alice"] and session.ended == "logout"
+    assert not [e for e in events if e.get("log_failure") is not None]
+
+
+def test_the_stream_cipher_counts_one_per_frame_from_zero():
+    key = bytes(range(32))
+    assert StreamCipher(key).counter == 0
+    sender = StreamCipher(key, 5)
+    assert [sender.seal(b"x"), sender.seal(b"y")] == [handshake.seal(key, 5, b"x"),
+                                                      handshake.seal(key, 6, b"y")]
+    assert sender.counter == 7
