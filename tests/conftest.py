@@ -109,3 +109,14 @@ def run_cli(plugin_path, *args, timeout=30):
         [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
         + list(args),
         env=child_env(plugin_path), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (``.url``, ``.stop()``, ``.start()``); stopped at teardown."""
+    from redisserver import RedisServer, have_redis
+
+    need(have_redis(), "redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop(sig=9)
