@@ -98,8 +98,9 @@ class Connection:
 
 
 class Harness:
-    def __init__(self, framing="int16", users=None, **registry_options):
-        self.clock = task.Clock()
+    def __init__(self, framing="int16", users=None, clock=None, **registry_options):
+        # Several harnesses (cluster nodes) may share one clock.
+        self.clock = clock if clock is not None else task.Clock()
         self.framing = framing
         self.stats = ServerStats()
         self.registry = SessionRegistry(self.clock, stats=self.stats, **registry_options)

@@ -82,10 +82,12 @@ async def up(world, *nodes, ttl=30.0):
 @pytest_twisted.ensureDeferred
 async def test_heartbeat_lists_live_nodes_and_they_expire(world):
     await up(world, A)
-    await world.directory.heartbeat(B, TTL)
+    assert await world.directory.heartbeat(B, TTL) is False
+    assert await world.directory.heartbeat(B, TTL) is True
     assert await world.directory.live_nodes() == [A, B]
     await world.later(TTL + 0.3)
     assert await world.directory.live_nodes() == [A]
+    assert await world.directory.heartbeat(B, TTL) is False  # it was lost: must restore
 
 
 @pytest_twisted.ensureDeferred
@@ -105,10 +107,14 @@ async def test_deregister_removes_the_node_its_users_and_rooms(world):
 @pytest_twisted.ensureDeferred
 async def test_claim_kick_replaces_and_tells_the_old_holder(world):
     d = world.directory
-    events = []
+    events, own = [], []
     await d.subscribe("node-a", events.append)
+    await d.subscribe("node-b", own.append)
     await up(world, A, B)
-    assert await d.claim_user("alice", "node-a", "c1", "kick") == ClaimResult(True, None)
+    assert await d.claim_user("alice", "node-a", "c0", "kick") == ClaimResult(True, None)
+    # a second login on the same node: that node replaces its own session
+    assert await d.claim_user("alice", "node-a", "c1", "kick") == ClaimResult(
+        True, UserRecord("alice", "node-a", "c0"))
     result = await d.claim_user("alice", "node-b", "c2", "kick")
     assert result == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
     assert await d.user_node("alice") == UserRecord("alice", "node-b", "c2")
@@ -117,6 +123,7 @@ async def test_claim_kick_replaces_and_tells_the_old_holder(world):
             break
         await world.later(0.01)
     assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b"}]
+    assert own == []
 
 
 @pytest_twisted.ensureDeferred

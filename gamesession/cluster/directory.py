@@ -140,7 +140,11 @@ class IDirectory(Interface):
     """The cluster's shared state.  Every method returns a Deferred."""
 
     def heartbeat(node, ttl):
-        """Register or refresh the live ``NodeRecord`` for ``ttl`` seconds; sweep dead nodes."""
+        """Register or refresh the live ``NodeRecord`` for ``ttl`` seconds; sweep dead nodes.
+
+        Fires True if the node was registered already, False if the directory
+        did not know it (first start, or it lost the node: then ``restore``).
+        """
 
     def deregister(name):
         """Remove node ``name`` with its users and rooms (clean shutdown)."""
@@ -151,8 +155,9 @@ class IDirectory(Interface):
     def claim_user(user, node, claim, policy):
         """Make ``node`` (with the opaque ``claim``) the holder of ``user``; fires a ClaimResult.
 
-        ``policy`` ``kick``: always granted; a live holder with another claim
-        is told on its events (``{"type": "replaced", "user", "claim"}``).
+        ``policy`` ``kick``: always granted; a live holder on another node is
+        told on its events (``{"type": "replaced", "user", "claim", "by"}``);
+        a holder on the same node is replaced by that node itself.
         ``reject``: refused while any live node holds the user.  A holder
         whose node is dead does not count.
         """

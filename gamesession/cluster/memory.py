@@ -70,8 +70,9 @@ class InMemoryDirectory:
         for name, (_, deadline) in list(self.nodes.items()):
             if deadline <= now and name != node.name:
                 self._drop_node(name)
+        known = self._alive(node.name)
         self.nodes[node.name] = (node, now + ttl)
-        return defer.succeed(None)
+        return defer.succeed(known)
 
     def deregister(self, name):
         self._drop_node(check_node_name(name))
@@ -93,7 +94,7 @@ class InMemoryDirectory:
         if previous is not None and policy == "reject":
             return defer.succeed(ClaimResult(False, previous))
         self.users[user] = UserRecord(user, node, claim)
-        if previous is not None and previous.claim != claim:
+        if previous is not None and previous.node != node:
             self._send(previous.node, {"type": "replaced", "user": user,
                                        "claim": previous.claim, "by": node})
         return defer.succeed(ClaimResult(True, previous))

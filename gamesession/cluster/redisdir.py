@@ -29,6 +29,11 @@ not need to agree.  Keys (``PREFIX`` is ``gamesession:``)::
     ticket:T            Ticket JSON, expires with the ticket
     events:NAME         pub/sub channel of NAME: {"type": "replaced", ...}
 
+A node learns that the directory lost it (a Redis restart without
+persistence, or an outage longer than the TTL) from its next heartbeat,
+which says whether the node was still registered; it then re-registers what
+it holds (``restore``).
+
 One Redis (or a primary with replicas and Sentinel in front) serves a
 cluster; Redis Cluster (sharding) is not supported: the scripts touch keys
 they compute.
@@ -158,12 +163,13 @@ _SCRIPTS = {
     "heartbeat": r"""
 local name, ttl = ARGV[2], tonumber(ARGV[4])
 local now = now_ms()
+local known = redis.call('EXISTS', p .. 'node:' .. name)
 redis.call('SET', p .. 'node:' .. name, ARGV[3], 'PX', ttl)
 redis.call('ZADD', p .. 'nodes', now + ttl, name)
 for _, d in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now, 'LIMIT', 0, 16)) do
   if d ~= name and not alive(d) then drop_node(d) end
 end
-return 1
+return known
 """,
     "deregister": r"""
 drop_node(ARGV[2])
@@ -187,8 +193,8 @@ if pn and policy == 'reject' then return {0, pn, pc} end
 redis.call('SET', p .. 'user:' .. user, node .. ' ' .. claim)
 redis.call('SADD', p .. 'node-users:' .. node, user)
 if not pn then return {1} end
-if pn ~= node then redis.call('SREM', p .. 'node-users:' .. pn, user) end
-if pc ~= claim then
+if pn ~= node then
+  redis.call('SREM', p .. 'node-users:' .. pn, user)
   redis.call('PUBLISH', p .. 'events:' .. pn,
              cjson.encode({type = 'replaced', user = user, claim = pc, by = node}))
 end
@@ -406,7 +412,8 @@ class RedisDirectory:
 
     def heartbeat(self, node: NodeRecord, ttl: float):
         record = json.dumps(node.to_json(), sort_keys=True)
-        return self._run("heartbeat", node.name, record, _ms(ttl)).addCallback(lambda _: None)
+        return self._run("heartbeat", node.name, record, _ms(ttl)).addCallback(
+            lambda known: bool(int(known)))
 
     def deregister(self, name):
         return self._run("deregister", check_node_name(name)).addCallback(lambda _: None)
