@@ -73,9 +73,10 @@ def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
     servers = []
 
-    def start(*options, wait=True):
+    def start(*options, wait=True, key=None):
+        """``key``: a PrivateKey to share (the nodes of a cluster); default a fresh one."""
         login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
-        key = PrivateKey.generate()
+        key = key if key is not None else PrivateKey.generate()
         key_file = str(tmp_path / "server-{}.key".format(len(servers)))
         write_private_key(key_file, key)
         log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
