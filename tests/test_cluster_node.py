@@ -186,3 +186,20 @@ def test_directory_operations_are_timed(cluster):
     cluster.harness["a"].logged_in("alice")
     timings = cluster.node["a"].timings
     assert timings["heartbeat"].count >= 1 and timings["claim_user"].count == 1
+
+
+def test_malformed_events_are_ignored(cluster):
+    _, session = cluster.harness["a"].logged_in("alice")
+    node = cluster.node["a"]
+    for event in ({}, {"type": "replaced"}, {"type": "replaced", "user": ["alice"]},
+                  {"type": "replaced", "user": "alice", "claim": "not-hers"},
+                  {"type": "other", "user": "alice", "claim": node.held["alice"][1]}):
+        node._event(event)
+    assert session.ended is None
+
+
+def test_a_directory_error_refuses_the_login_with_503_not_500(cluster):
+    cluster.directory.claim_user = lambda *a: defer.fail(RuntimeError("script bug"))
+    with pytest.raises(LoginFailed) as refused:
+        cluster.harness["a"].connect().login("bob")
+    assert refused.value.code == 503

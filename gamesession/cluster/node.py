@@ -77,6 +77,7 @@ class ClusterNode(service.Service):
         self._call = None
         self._beating = False
         self._stopping = False
+        self._events_epoch = 0
 
     @property
     def name(self) -> str:
@@ -154,8 +155,12 @@ class ClusterNode(service.Service):
         return d
 
     def _beaten(self, known):
-        if known and self.up:
+        # Also restore when the events connection came back: kicks sent to
+        # this node while it was down were lost (restore finds those users).
+        epoch = getattr(self.directory, "events_epoch", 0)
+        if known and self.up and epoch == self._events_epoch:
             return None
+        self._events_epoch = epoch
         return self._restore()
 
     def _restore(self):
@@ -186,9 +191,10 @@ class ClusterNode(service.Service):
                 self._call.reset(DOWN_RETRY)
 
     def _event(self, event):
-        if event.get("type") != "replaced":
+        user = event.get("user")
+        if event.get("type") != "replaced" or not isinstance(user, str):
             return
-        entry = self.held.get(event.get("user"))
+        entry = self.held.get(user)
         if entry is None or entry[1] != event.get("claim"):
             return
         self.replaced += 1
@@ -210,7 +216,8 @@ class ClusterNode(service.Service):
             return claim
 
         def failed(failure):
-            failure.trap(DirectoryUnavailable)
+            if not failure.check(DirectoryUnavailable):
+                self.log.failure("cluster claim of user={user} failed", failure, user=user)
             raise unavailable()
         return d.addCallbacks(decided, failed)
 

@@ -346,6 +346,9 @@ class RedisDirectory:
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self.listeners = {}  # channel -> [on_event]
+        # Counts the (re)subscriptions of the events connection: events sent
+        # while it was down are lost, so a node restores when this moves.
+        self.events_epoch = 0
         self.commands = None
         self.events = None
 
@@ -406,6 +409,11 @@ class RedisDirectory:
         if failure.check(txredisapi.ConnectionError, defer.TimeoutError, defer.CancelledError,
                          ConnectionError):
             raise DirectoryUnavailable()
+        if failure.check(txredisapi.RedisError):
+            # LOADING, READONLY after a failover, OOM, NOAUTH...: Redis cannot serve us now.
+            self.log.warn("cluster directory error: {error}", error=failure.getErrorMessage())
+            raise DirectoryUnavailable("cluster directory unavailable ({})".format(
+                failure.getErrorMessage()[:80]))
         return failure
 
     # -- nodes --------------------------------------------------------------------------
@@ -499,6 +507,9 @@ class RedisDirectory:
                 connection.subscribe([channel])
         return defer.succeed(None)
 
+    def _resubscribed(self, _):
+        self.events_epoch += 1
+
     def _message(self, channel, message):
         try:
             event = json.loads(message)
@@ -527,9 +538,10 @@ if txredisapi is not None:
             return d
 
         def _subscribe_all(self, _):
-            channels = list(self.factory.directory.listeners)
+            directory = self.factory.directory
+            channels = list(directory.listeners)
             if self.connected and channels:
-                self.subscribe(channels)
+                return self.subscribe(channels).addCallback(directory._resubscribed)
 
         def messageReceived(self, pattern, channel, message):
             self.factory.directory._message(channel, message)
