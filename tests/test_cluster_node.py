@@ -203,3 +203,17 @@ def test_a_directory_error_refuses_the_login_with_503_not_500(cluster):
     with pytest.raises(LoginFailed) as refused:
         cluster.harness["a"].connect().login("bob")
     assert refused.value.code == 503
+
+
+def test_a_client_gone_during_the_claim_releases_it(cluster):
+    """The claim answers after the client left: the node gives the user back."""
+    pending, asked = defer.Deferred(), []
+    cluster.directory.claim_user = lambda *args: asked.append(args) or pending
+    connection = cluster.harness["a"].connect()
+    connection.send(connection.handshake("alice"))
+    assert asked
+    connection.lose()
+    del cluster.directory.claim_user
+    pending.callback(cluster.directory.claim_user(*asked[0]).result)
+    assert cluster.holder("alice") is None
+    assert cluster.node["a"].held == {} and "alice" not in cluster.harness["a"].registry.by_user
