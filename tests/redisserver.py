@@ -13,27 +13,39 @@ from gamesession.bench.procs import free_port, stop_process
 
 
 class RedisServer:
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra=(), tls=None, password=None):
+        """``tls``: (cert file, key file) to serve TLS only; ``password``: requirepass."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.process = None
+        self.extra = list(extra)
+        self.tls = tls
+        self.password = password
 
     @property
     def url(self) -> str:
-        return "redis://127.0.0.1:{}/0".format(self.port)
+        return "{}://127.0.0.1:{}/0".format("rediss" if self.tls else "redis", self.port)
 
     def start(self, timeout=10.0):
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.workdir,
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        argv = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.workdir, "--loglevel", "warning"]
+        if self.tls:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls[0],
+                     "--tls-key-file", self.tls[1], "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.process = subprocess.Popen(argv + self.extra, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT)
+        if self.tls:
+            return self._wait_for_port(timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 pass
@@ -41,9 +53,24 @@ class RedisServer:
                 raise RuntimeError("redis-server did not start on port {}".format(self.port))
             time.sleep(0.05)
 
+    def _wait_for_port(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server (TLS) did not start on port {}".format(self.port))
+            time.sleep(0.05)
+
     def command(self, *words) -> bytes:
         """One inline command over a fresh connection; the raw reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            if self.password:
+                s.sendall(b"AUTH " + self.password.encode() + b"\r\n")
+                s.recv(64)
             s.sendall(" ".join(words).encode() + b"\r\n")
             return s.recv(65536)
 
@@ -55,3 +82,25 @@ class RedisServer:
 
 def have_redis() -> bool:
     return shutil.which("redis-server") is not None
+
+
+def make_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it, with the openssl command.
+
+    Returns (ca.pem, server.pem, server.key) paths, or None without openssl.
+    """
+    if shutil.which("openssl") is None:
+        return None
+    d = str(directory)
+
+    def run(*argv):
+        subprocess.run(["openssl"] + list(argv), cwd=d, check=True, capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "1", "-subj", "/CN=gamesession test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    with open(d + "/ext", "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext")
+    return d + "/ca.pem", d + "/server.pem", d + "/server.key"

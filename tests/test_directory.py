@@ -314,3 +314,78 @@ async def test_redis_outage_fails_fast_then_reconnects_and_resubscribes(redis_se
         assert d.events_epoch == 2  # a node restores when this moves: events may have been lost
     finally:
         await d.close()
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A redis-server that speaks TLS only and requires a password."""
+    from conftest import need
+    from redisserver import RedisServer, have_redis, make_certificates
+
+    need(have_redis(), "redis-server is not installed")
+    made = make_certificates(tmp_path)
+    need(made is not None, "the openssl command is not installed")
+    ca, cert, key = made
+    server = RedisServer(tmp_path, tls=(cert, key), password="s3cret pw").start()
+    server.ca = ca
+    yield server
+    server.stop(sig=9)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_rediss_with_a_private_ca_and_a_password(tls_redis, tmp_path):
+    """rediss:// checks the certificate against --cluster-ca, and AUTH uses the password file."""
+    pytest.importorskip("txredisapi")
+    from twisted.internet import reactor
+
+    from gamesession.cluster.redisdir import RedisDirectory
+    from gamesession.server import tap
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret pw\n")
+
+    def directory(*extra):
+        options = tap.Options()
+        options.parseOptions(["--cluster", tls_redis.url, "--cluster-password-file", str(secret),
+                              "--node-name", "n1"] + list(extra))
+        return RedisDirectory(options["cluster-address"], reactor).connect()
+
+    good = directory("--cluster-ca", tls_redis.ca)
+    try:
+        for _ in range(250):
+            if good.connected:
+                break
+            await task.deferLater(reactor, 0.02, lambda: None)
+        assert good.connected
+        assert await good.heartbeat(A, 30.0) is False
+        assert await good.live_nodes() == [A]
+    finally:
+        await good.close()
+    # the system's trust store does not know the test CA: never connected
+    untrusted = directory()
+    try:
+        await task.deferLater(reactor, 1.0, lambda: None)
+        assert not untrusted.connected
+        with pytest.raises(DirectoryUnavailable):
+            await untrusted.live_nodes()
+    finally:
+        await untrusted.close()
+
+
+def test_cluster_ca_errors_are_one_line(tmp_path):
+    from twisted.python import usage
+
+    from gamesession.server import tap
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for argv, message in [
+        (["--cluster", "redis://127.0.0.1", "--cluster-ca", str(junk)], "needs a rediss://"),
+        (["--cluster", "rediss://127.0.0.1", "--cluster-ca", str(junk)], "no certificate"),
+        (["--cluster", "rediss://127.0.0.1", "--cluster-ca", str(tmp_path / "none")], "--cluster-ca"),
+        (["--cluster-ca", str(junk)], "needs --cluster"),
+    ]:
+        with pytest.raises(usage.UsageError) as info:
+            tap.Options().parseOptions(argv)
+        assert message in str(info.value) and "\n" not in str(info.value)

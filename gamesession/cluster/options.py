@@ -8,6 +8,7 @@
 import re
 import socket
 
+import attrs
 from twisted.python import usage
 
 from gamesession.client.address import split_host_port
@@ -27,6 +28,9 @@ OPT_PARAMETERS = [
      "or rediss://... (TLS). All nodes must share one --key-file."],
     ["cluster-password-file", None, None,
      "With --cluster: read the Redis password from this file (wins over one in the URL)."],
+    ["cluster-ca", None, None,
+     "With a rediss:// --cluster: PEM file of the CA(s) that sign Redis' certificate "
+     "(default: the system's trust store)."],
     ["node-name", None, None,
      "With --cluster: this node's name, unique in the cluster (default: HOSTNAME:LOGINPORT)."],
     ["advertise", None, None,
@@ -52,7 +56,7 @@ def check_options(config) -> None:
     """Validate the cluster options in place; UsageError (one line) when wrong."""
     config["cluster-address"] = None
     if config["cluster"] is None:
-        for option in ("cluster-password-file", "node-name", "advertise"):
+        for option in ("cluster-password-file", "cluster-ca", "node-name", "advertise"):
             if config[option] is not None:
                 raise usage.UsageError("--{} needs --cluster".format(option))
         return
@@ -72,9 +76,10 @@ def check_options(config) -> None:
             raise usage.UsageError("--cluster-password-file {} is empty".format(
                 config["cluster-password-file"]))
     try:
-        config["cluster-address"] = redisdir.parse_redis_url(config["cluster"], password)
+        address = redisdir.parse_redis_url(config["cluster"], password)
     except ValueError as e:
         raise usage.UsageError("--cluster: {}".format(e))
+    config["cluster-address"] = _with_tls(address, config["cluster-ca"])
     port = login_port(config["login"])
     host = socket.gethostname()
     if config["node-name"] is None:
@@ -92,6 +97,33 @@ def check_options(config) -> None:
     if not advertised[0] or not 0 < advertised[1] < 65536:
         raise usage.UsageError("--advertise: give HOST:PORT (the login port is not known)")
     config["advertise-address"] = advertised
+
+
+def _with_tls(address, ca_file):
+    """The address with its CA file read in; checks that TLS can work here."""
+    if ca_file is not None and not address.tls:
+        raise usage.UsageError("--cluster-ca needs a rediss:// --cluster")
+    if not address.tls:
+        return address
+    try:
+        import OpenSSL  # noqa: F401  (Twisted's TLS needs pyOpenSSL and service_identity)
+        import service_identity  # noqa: F401
+    except ImportError:
+        raise usage.UsageError("rediss:// needs TLS support: pip install 'twisted[tls]'")
+    if ca_file is None:
+        return address
+    from gamesession.cluster import redisdir
+
+    try:
+        with open(ca_file, encoding="ascii") as f:
+            address = attrs.evolve(address, ca_pem=f.read())
+        redisdir.tls_options(address)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise usage.UsageError("--cluster-ca {}: {}".format(ca_file, getattr(e, "strerror", None) or e))
+    except Exception as e:  # OpenSSL.crypto.Error and friends: not a certificate
+        raise usage.UsageError("--cluster-ca {}: not a PEM certificate ({})".format(
+            ca_file, type(e).__name__))
+    return address
 
 
 def make_cluster_node(config, registry, reactor):

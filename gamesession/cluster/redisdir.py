@@ -75,6 +75,8 @@ class RedisAddress:
     tls: bool = False
     username: "str | None" = None
     password: "str | None" = attrs.field(default=None, repr=False)
+    # PEM text of the CAs that may sign the server's certificate (rediss://); None: the system's.
+    ca_pem: "str | None" = attrs.field(default=None, repr=False)
 
     def __str__(self):
         return "{}://{}:{}/{}".format("rediss" if self.tls else "redis",
@@ -105,6 +107,30 @@ def parse_redis_url(url: str, password: "str | None" = None) -> RedisAddress:
     return RedisAddress(host=parts.hostname, port=port, db=int(path or 0),
                         tls=parts.scheme == "rediss", username=user or None,
                         password=password if password is not None else secret)
+
+
+def tls_options(address: RedisAddress):
+    """Client TLS options: the server's certificate must name ``address.host`` and chain to
+    ``address.ca_pem`` (or to the system's trust store)."""
+    if address.ca_pem is None:
+        return ssl.optionsForClientTLS(address.host)
+    certificates = [ssl.Certificate.loadPEM(block.encode("ascii"))
+                    for block in split_pem(address.ca_pem)]
+    if not certificates:
+        raise ValueError("no certificate in the CA file")
+    return ssl.optionsForClientTLS(address.host,
+                                   trustRoot=ssl.trustRootFromCertificates(certificates))
+
+
+def split_pem(text: str) -> list:
+    """The ``-----BEGIN CERTIFICATE-----`` blocks of a PEM file."""
+    end = "-----END CERTIFICATE-----"
+    blocks = []
+    for chunk in text.split(end)[:-1]:
+        start = chunk.find("-----BEGIN CERTIFICATE-----")
+        if start >= 0:
+            blocks.append(chunk[start:] + end + "\n")
+    return blocks
 
 
 # -- the scripts ----------------------------------------------------------------------
@@ -359,7 +385,7 @@ class RedisDirectory:
         endpoint = endpoints.HostnameEndpoint(self.reactor, address.host, address.port,
                                               timeout=self.timeout)
         if address.tls:
-            endpoint = endpoints.wrapClientTLS(ssl.optionsForClientTLS(address.host), endpoint)
+            endpoint = endpoints.wrapClientTLS(tls_options(address), endpoint)
         return endpoint
 
     def _factory(self, protocol=None):
