@@ -217,3 +217,21 @@ def test_a_client_gone_during_the_claim_releases_it(cluster):
     pending.callback(cluster.directory.claim_user(*asked[0]).result)
     assert cluster.holder("alice") is None
     assert cluster.node["a"].held == {} and "alice" not in cluster.harness["a"].registry.by_user
+
+
+def test_hosted_rooms_are_listed_and_restored_after_the_directory_lost_them(cluster):
+    from gamesession.cluster.directory import RoomRecord
+
+    node = cluster.node["a"]
+    node.host_room(RoomRecord("r1", "duel", "node-a", "first", seats=2))
+    node.host_room(RoomRecord("r2", "duel", "node-a", "second", seats=2))
+    node.room_changed("r1", occupied=1)
+    node.room_closed("r2")
+    listed = cluster.directory.list_rooms("duel").result
+    assert [(r.room_id, r.occupied) for r in listed] == [("r1", 1)]
+    with pytest.raises(ValueError):
+        node.host_room(RoomRecord("r3", "duel", "node-b"))
+    cluster.directory.restart_empty()
+    cluster.advance(1.5)
+    assert cluster.directory.list_rooms("duel").result == [node.rooms["r1"]]
+    assert node.timings["register_room"].count == 2

@@ -21,14 +21,18 @@ A Twisted service with three jobs:
   shutdown) removes the user, if the entry is still this session's.  On a
   clean stop the node deregisters itself with all it held.
 
-Rooms (issue 14) will register through ``rooms`` (``held_rooms`` feeds
-``restore``); ``directory`` is there for their other operations.
+Rooms (issue 14) plug in through ``host_room``, ``room_changed`` and
+``room_closed``, which keep ``rooms`` (what ``restore`` re-registers) and the
+directory in step; listings, seat reservations and tickets go through
+``call("list_rooms", ...)``, ``call("reserve_seat", ...)`` and
+``call("redeem_ticket", ...)``, timed like every directory operation.
 """
 
 import binascii
 import os
 from collections import Counter
 
+import attrs
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -199,6 +203,29 @@ class ClusterNode(service.Service):
             return
         self.replaced += 1
         self.registry.end(entry[0], "replaced")
+
+    # -- rooms hosted here -------------------------------------------------------------
+
+    def host_room(self, room):
+        """Publish a ``RoomRecord`` hosted on this node (kept for ``restore``)."""
+        if room.node != self.name:
+            raise ValueError("room {} is hosted on {}, not on this node {}".format(
+                room.room_id, room.node, self.name))
+        self.rooms[room.room_id] = room
+        return self.call("register_room", room)
+
+    def room_changed(self, room_id, **fields):
+        """Change a hosted room's ``label``, ``seats``, ``occupied`` or ``meta``."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            raise KeyError(room_id)
+        self.rooms[room_id] = attrs.evolve(room, **fields)
+        return self.call("update_room", room_id, **fields)
+
+    def room_closed(self, room_id):
+        """Withdraw a hosted room (and its unredeemed reservations)."""
+        self.rooms.pop(room_id, None)
+        return self.call("remove_room", room_id)
 
     # -- ILoginAdmission -------------------------------------------------------------------
 
