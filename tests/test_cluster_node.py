@@ -235,3 +235,13 @@ def test_hosted_rooms_are_listed_and_restored_after_the_directory_lost_them(clus
     cluster.advance(1.5)
     assert cluster.directory.list_rooms("duel").result == [node.rooms["r1"]]
     assert node.timings["register_room"].count == 2
+
+
+def test_shutdown_deregisters_once_instead_of_releasing_each_user(cluster):
+    for user in ("alice", "bob", "carol"):
+        cluster.harness["a"].logged_in(user)
+    cluster.harness["a"].registry.shutdown()
+    cluster.node["a"].stopService()
+    assert "release_user" not in cluster.node["a"].timings
+    assert cluster.node["a"].timings["deregister"].count == 1
+    assert all(cluster.holder(user) is None for user in ("alice", "bob", "carol"))

@@ -264,7 +264,8 @@ class ClusterNode(service.Service):
         if entry is None or entry[0] is not session:
             return
         del self.held[session.user]
-        if self.up:
+        # At shutdown, deregistering the node removes all its users at once.
+        if self.up and reason != "shutdown":
             self._quietly(self.call("release_user", session.user, self.name, entry[1]))
 
     def _quietly(self, d):

@@ -39,6 +39,7 @@ cluster; Redis Cluster (sharding) is not supported: the scripts touch keys
 they compute.
 """
 
+import hashlib
 import json
 import secrets
 import urllib.parse
@@ -333,6 +334,11 @@ return {v, left}
 }
 
 SCRIPTS = {name: _LUA_HELPERS + body for name, body in _SCRIPTS.items()}
+SCRIPT_HASHES = {name: hashlib.sha1(script.encode("utf-8")).hexdigest()
+                 for name, script in SCRIPTS.items()}
+# A reply later than this many operation timeouts means Redis hangs: the
+# connection is dropped and made again.  Shorter waits only fail the caller.
+HUNG_FACTOR = 5
 
 
 def _pairs(flat) -> dict:
@@ -393,18 +399,17 @@ class RedisDirectory:
         factory = txredisapi.RedisFactory(
             str(address), address.db or None, 1, isLazy=True, charset="utf-8",
             password=address.password, username=address.username,
-            replyTimeout=self.timeout, convertNumbers=False)
+            replyTimeout=self.timeout * HUNG_FACTOR, convertNumbers=False)
         factory.initialDelay = self.initial_delay
         factory.maxDelay = self.max_delay
-        if protocol is not None:
-            factory.protocol = protocol
+        factory.protocol = protocol
         factory.directory = self
         return factory
 
     def connect(self):
         """Start connecting (commands and events); returns at once."""
         if self.commands is None:
-            self.commands = self._factory()
+            self.commands = self._factory(_CommandProtocol)
             self.commands.startConnecting(self._endpoint())
             self.events = self._factory(_EventListener)
             self.events.startConnecting(self._endpoint())
@@ -555,6 +560,26 @@ class RedisDirectory:
 
 
 if txredisapi is not None:
+    class _CommandProtocol(txredisapi.RedisProtocol):
+        """The command connection: loads the scripts as soon as it is up.
+
+        Each operation is then an EVALSHA of a few dozen bytes, not the
+        script's text (EVAL, with a fallback to it after a NOSCRIPT, is what
+        txredisapi does for a script it has not seen on this connection).
+        """
+
+        def connectionMade(self):
+            d = super().connectionMade()
+            d.addCallback(self._load_scripts)
+            return d
+
+        def _load_scripts(self, _):
+            if not self.connected:
+                return
+            for name, script in SCRIPTS.items():
+                self.script_load(script).addErrback(lambda f: None)
+                self.script_hashes.add(SCRIPT_HASHES[name])
+
     class _EventListener(txredisapi.SubscriberProtocol):
         """The pub/sub connection: (re)subscribes to the directory's channels on each connect."""
 
@@ -572,4 +597,4 @@ if txredisapi is not None:
         def messageReceived(self, pattern, channel, message):
             self.factory.directory._message(channel, message)
 else:  # pragma: no cover
-    _EventListener = None
+    _CommandProtocol = _EventListener = None
