@@ -389,3 +389,21 @@ def test_cluster_ca_errors_are_one_line(tmp_path):
         with pytest.raises(usage.UsageError) as info:
             tap.Options().parseOptions(argv)
         assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_restore_in_steps_handles_many_users(world, monkeypatch):
+    if world.kind == "redis":
+        from gamesession.cluster import redisdir
+        monkeypatch.setattr(redisdir, "RESTORE_CHUNK", 7)
+    d = world.directory
+    await up(world, A, B)
+    for i in range(30):
+        await d.claim_user("old%d" % i, "node-a", "o", "kick")
+    await d.claim_user("u3", "node-b", "b", "kick")
+    held = {"u%d" % i: "c%d" % i for i in range(25)}
+    assert await d.restore("node-a", held, []) == ["u3"]
+    for i in (0, 6, 7, 13, 14, 24):
+        assert await d.user_node("u%d" % i) == UserRecord("u%d" % i, "node-a", "c%d" % i)
+    for i in (0, 7, 29):
+        assert await d.user_node("old%d" % i) is None

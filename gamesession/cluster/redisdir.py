@@ -242,13 +242,13 @@ local n, c = holder(ARGV[2])
 if n and alive(n) then return {n, c} end
 return {}
 """,
-    # ARGV: prefix, node, rooms json, user1, claim1, user2, claim2, ...
-    "restore": r"""
+    # restore, in steps that each keep Redis busy only briefly:
+    # ARGV: prefix, node, user1, claim1, user2, claim2, ... -> users another live node holds
+    "restore_users": r"""
 local node = ARGV[2]
-local held, conflicts = {}, {}
-for i = 4, #ARGV, 2 do
+local conflicts = {}
+for i = 3, #ARGV, 2 do
   local u, c = ARGV[i], ARGV[i + 1]
-  held[u] = true
   local n, pc = holder(u)
   if n and n ~= node and alive(n) then
     table.insert(conflicts, u)
@@ -257,13 +257,24 @@ for i = 4, #ARGV, 2 do
     redis.call('SADD', p .. 'node-users:' .. node, u)
   end
 end
-local nu = p .. 'node-users:' .. node
-for _, u in ipairs(redis.call('SMEMBERS', nu)) do
-  if not held[u] then
-    if holder(u) == node then redis.call('DEL', p .. 'user:' .. u) end
-    redis.call('SREM', nu, u)
-  end
+return conflicts
+""",
+    "node_users": r"""
+return redis.call('SMEMBERS', p .. 'node-users:' .. ARGV[2])
+""",
+    # ARGV: prefix, node, user... : the node no longer holds these users
+    "forget_users": r"""
+local node = ARGV[2]
+for i = 3, #ARGV do
+  local u = ARGV[i]
+  if holder(u) == node then redis.call('DEL', p .. 'user:' .. u) end
+  redis.call('SREM', p .. 'node-users:' .. node, u)
 end
+return 1
+""",
+    # ARGV: prefix, node, rooms json: the rooms the node hosts, all of them
+    "restore_rooms": r"""
+local node = ARGV[2]
 local rooms = cjson.decode(ARGV[3])
 local keep = {}
 for _, r in ipairs(rooms) do keep[r.room_id] = true end
@@ -271,7 +282,7 @@ for _, rid in ipairs(redis.call('SMEMBERS', p .. 'node-rooms:' .. node)) do
   if not keep[rid] then drop_room(rid) end
 end
 for _, r in ipairs(rooms) do put_room(r) end
-return conflicts
+return 1
 """,
     "register_room": r"""
 put_room(cjson.decode(ARGV[2]))
@@ -339,6 +350,7 @@ SCRIPT_HASHES = {name: hashlib.sha1(script.encode("utf-8")).hexdigest()
 # A reply later than this many operation timeouts means Redis hangs: the
 # connection is dropped and made again.  Shorter waits only fail the caller.
 HUNG_FACTOR = 5
+RESTORE_CHUNK = 500
 
 
 def _pairs(flat) -> dict:
@@ -482,9 +494,21 @@ class RedisDirectory:
             lambda r: UserRecord(user, r[0], r[1]) if r else None)
 
     def restore(self, node, users, rooms):
-        flat = [item for user, claim in sorted(users.items()) for item in (user, claim)]
-        rooms_json = json.dumps([room.to_json() for room in rooms])
-        return self._run("restore", node, rooms_json, *flat).addCallback(list)
+        return defer.ensureDeferred(self._restore(node, users, rooms))
+
+    async def _restore(self, node, users, rooms):
+        # Steps of RESTORE_CHUNK users each, so a node holding thousands of
+        # users never blocks Redis for long; each step is safe on its own.
+        conflicts = []
+        ordered = sorted(users.items())
+        for start in range(0, len(ordered), RESTORE_CHUNK):
+            flat = [item for pair in ordered[start:start + RESTORE_CHUNK] for item in pair]
+            conflicts.extend(await self._run("restore_users", node, *flat))
+        stale = sorted(set(await self._run("node_users", node)) - set(users))
+        for start in range(0, len(stale), RESTORE_CHUNK):
+            await self._run("forget_users", node, *stale[start:start + RESTORE_CHUNK])
+        await self._run("restore_rooms", node, json.dumps([room.to_json() for room in rooms]))
+        return conflicts
 
     # -- rooms --------------------------------------------------------------------------
 
