@@ -15,7 +15,11 @@ here is on the per-packet path.
 
 Every operation is one Lua script, so it is atomic: a claim checks the
 holder, takes the user and PUBLISHes the replacement to the old holder's
-node in one step.  Time is Redis' own (``TIME``), so the nodes' clocks do
+node in one step.  (``restore`` alone runs as several scripts of at most
+``RESTORE_CHUNK`` users, each safe by itself, so a node holding thousands of
+users never blocks Redis for long.)  Each operation must be answered within
+``timeout`` (1 s) or its caller gets ``DirectoryUnavailable`` (a login: 503);
+only a reply later than ``HUNG_FACTOR`` timeouts drops the connection.  Time is Redis' own (``TIME``), so the nodes' clocks do
 not need to agree.  Keys (``PREFIX`` is ``gamesession:``)::
 
     node:NAME           NodeRecord JSON, expires after the heartbeat TTL
