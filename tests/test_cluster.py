@@ -18,6 +18,7 @@ from twisted.internet import defer, task
 from conftest import run_cli
 from gamesession.bench.procs import free_port
 from gamesession.client import GameClient
+from gamesession.client.status import Figures, StatusError, fetch, metrics_url
 from gamesession.keys import decode_key
 from gamesession.protocol.clientcore import LoginFailed
 
@@ -38,20 +39,35 @@ def sleep(seconds):
 
 @pytest.fixture
 def nodes(start_server, redis_server):
-    """start(name, *options): a node of one cluster (shared key, one Redis), up in the directory."""
+    """start(name, *options): a node of one cluster (shared key, one Redis), up in the directory.
+
+    Each node serves --metrics on ``server.metrics_port``; the node is ready
+    once its figures say ``gamesession_cluster_up 1``.
+    """
     key = PrivateKey.generate()
 
     def start(name, *options):
+        metrics = free_port()
         server = start_server("--cluster", redis_server.url, "--node-name", name,
                               "--advertise", "127.0.0.1", "--auth", USERS,
-                              "--keepalive", "0.5", "--session-timeout", "5", *options, key=key)
-        server.name = name
+                              "--keepalive", "0.5", "--session-timeout", "5",
+                              "--metrics", "tcp:{}:interface=127.0.0.1".format(metrics),
+                              *options, key=key)
+        server.name, server.metrics_port = name, metrics
         deadline = time.monotonic() + 20
-        while redis_server.command("EXISTS", "gamesession:node:" + name) != b":1\r\n":
+        while not cluster_up(server):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.05)
         return server
     return start
+
+
+def cluster_up(server) -> bool:
+    try:
+        figures = Figures(fetch(metrics_url("127.0.0.1:{}".format(server.metrics_port)), 2.0))
+    except StatusError:
+        return False
+    return figures.get("cluster_up") == 1
 
 
 async def login(server, user="alice", timeout=5.0):
@@ -125,8 +141,8 @@ async def test_killed_node_drops_out_and_its_user_logs_in_elsewhere_within_10s(n
 @pytest_twisted.ensureDeferred
 async def test_redis_restart_keeps_pings_going_refuses_logins_then_reregisters(nodes, redis_server,
                                                                               plugin_path):
-    metrics = free_port()
-    a = nodes("node-a", "--metrics", "tcp:{}:interface=127.0.0.1".format(metrics))
+    a = nodes("node-a")
+    metrics = a.metrics_port
     client = await login(a)
     answered, lost = [], []
     running = True
@@ -151,8 +167,8 @@ async def test_redis_restart_keeps_pings_going_refuses_logins_then_reregisters(n
     await sleep(1.5)
     assert len(answered) > before  # the session lives on without Redis
     redis_server.start()  # empty: no persistence
-    assert await until(lambda: redis_server.command("GET", "gamesession:user:alice").endswith(
-        b"\r\n") and redis_server.command("EXISTS", "gamesession:user:alice") == b":1\r\n", 10)
+    assert await until(lambda: cluster_up(a) and redis_server.command(
+        "EXISTS", "gamesession:user:alice") == b":1\r\n", 10)
     bob = await login(a, "bob")
     running = False
     await pinging
