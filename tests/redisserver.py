@@ -13,12 +13,11 @@ from gamesession.bench.procs import free_port, stop_process
 
 
 class RedisServer:
-    def __init__(self, workdir, port=None, extra=(), tls=None, password=None):
+    def __init__(self, workdir, port=None, tls=None, password=None):
         """``tls``: (cert file, key file) to serve TLS only; ``password``: requirepass."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.process = None
-        self.extra = list(extra)
         self.tls = tls
         self.password = password
 
@@ -36,34 +35,30 @@ class RedisServer:
             argv += ["--port", str(self.port)]
         if self.password:
             argv += ["--requirepass", self.password]
-        self.process = subprocess.Popen(argv + self.extra, stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.STDOUT)
-        if self.tls:
-            return self._wait_for_port(timeout)
+        ready = self._port_open if self.tls else self._answers_ping
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
-                        return self
-            except OSError:
-                pass
+        while not ready():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start on port {}".format(self.port))
             time.sleep(0.05)
+        return self
 
-    def _wait_for_port(self, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server (TLS) did not start on port {}".format(self.port))
-            time.sleep(0.05)
+    def _port_open(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
 
     def command(self, *words) -> bytes:
         """One inline command over a fresh connection; the raw reply."""
