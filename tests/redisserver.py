@@ -60,11 +60,14 @@ class RedisServer:
         except OSError:
             return False
 
-    def command(self, *words) -> bytes:
-        """One inline command over a fresh connection; the raw reply."""
+    def command(self, *words, db=0) -> bytes:
+        """One inline command over a fresh connection (in database ``db``); the raw reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             if self.password:
                 s.sendall(b"AUTH " + self.password.encode() + b"\r\n")
+                s.recv(64)
+            if db:
+                s.sendall(b"SELECT %d\r\n" % db)
                 s.recv(64)
             s.sendall(" ".join(words).encode() + b"\r\n")
             return s.recv(65536)

@@ -407,3 +407,44 @@ async def test_restore_in_steps_handles_many_users(world, monkeypatch):
         assert await d.user_node("u%d" % i) == UserRecord("u%d" % i, "node-a", "c%d" % i)
     for i in (0, 7, 29):
         assert await d.user_node("old%d" % i) is None
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_password_and_database_survive_a_restart(tmp_path):
+    """AUTH and SELECT are sent again on every new connection; a wrong password never connects."""
+    pytest.importorskip("txredisapi")
+    from conftest import need
+    from twisted.internet import reactor
+
+    from gamesession.cluster.redisdir import RedisDirectory, parse_redis_url
+    from redisserver import RedisServer, have_redis
+
+    need(have_redis(), "redis-server is not installed")
+    server = RedisServer(tmp_path, password="pw").start()
+    good = RedisDirectory(parse_redis_url("redis://:pw@127.0.0.1:{}/3".format(server.port)),
+                          reactor).connect()
+    wrong = RedisDirectory(parse_redis_url("redis://:nope@127.0.0.1:{}/3".format(server.port)),
+                           reactor).connect()
+
+    async def works():
+        for _ in range(250):
+            try:
+                await good.heartbeat(A, 30.0)
+                return True
+            except DirectoryUnavailable:
+                await task.deferLater(reactor, 0.02, lambda: None)
+        return False
+    try:
+        assert await works()
+        assert server.command("EXISTS", "gamesession:node:node-a", db=3) == b":1\r\n"
+        assert server.command("EXISTS", "gamesession:node:node-a") == b":0\r\n"
+        server.stop()
+        server.start()
+        assert await works()
+        with pytest.raises(DirectoryUnavailable):
+            await wrong.live_nodes()
+    finally:
+        await good.close()
+        await wrong.close()
+        server.stop(sig=9)

@@ -51,6 +51,7 @@ import urllib.parse
 import attrs
 from twisted.internet import defer, endpoints, ssl
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gamesession.cluster.directory import (
@@ -412,10 +413,11 @@ class RedisDirectory:
 
     def _factory(self, protocol=None):
         address = self.address
+        # AUTH and SELECT are ours (_Handshake), not txredisapi's.
         factory = txredisapi.RedisFactory(
-            str(address), address.db or None, 1, isLazy=True, charset="utf-8",
-            password=address.password, username=address.username,
+            str(address), None, 1, isLazy=True, charset="utf-8",
             replyTimeout=self.timeout * HUNG_FACTOR, convertNumbers=False)
+        factory.deferred.addErrback(lambda _: None)  # connection failures: retried, not "unhandled"
         factory.initialDelay = self.initial_delay
         factory.maxDelay = self.max_delay
         factory.protocol = protocol
@@ -587,8 +589,40 @@ class RedisDirectory:
         return defer.gatherResults(stops, consumeErrors=True).addCallback(lambda _: None)
 
 
+class _Handshake:
+    """AUTH and SELECT sent by us, pipelined ahead of anything else on a new connection.
+
+    txredisapi would do them itself, but it stops reconnecting for good when
+    AUTH fails, even when the connection merely dropped during it (a Redis
+    restart).  Here a refused AUTH or SELECT is logged and the connection
+    closed, and the usual backoff tries again.
+    """
+
+    log = Logger()
+
+    def connectionMade(self):
+        d = super().connectionMade()  # no password or db given to txredisapi: ready at once
+        address = self.factory.directory.address
+        if address.password is not None:
+            self.auth(address.password, address.username).addBoth(self._checked, "AUTH")
+        if address.db:
+            self.select(address.db).addBoth(self._checked, "SELECT {}".format(address.db))
+        self.ready()
+        return d
+
+    def _checked(self, result, what):
+        error = result.value if isinstance(result, Failure) else result
+        if isinstance(error, Exception) and self.connected:
+            self.log.warn("cluster directory {address} refused {what}: {error}",
+                          address=str(self.factory.directory.address), what=what, error=error)
+            self.transport.loseConnection()
+
+    def ready(self):
+        """Called once the handshake is on its way: queue what the connection needs."""
+
+
 if txredisapi is not None:
-    class _CommandProtocol(txredisapi.RedisProtocol):
+    class _CommandProtocol(_Handshake, txredisapi.RedisProtocol):
         """The command connection: loads the scripts as soon as it is up.
 
         Each operation is then an EVALSHA of a few dozen bytes, not the
@@ -596,31 +630,19 @@ if txredisapi is not None:
         txredisapi does for a script it has not seen on this connection).
         """
 
-        def connectionMade(self):
-            d = super().connectionMade()
-            d.addCallback(self._load_scripts)
-            return d
-
-        def _load_scripts(self, _):
-            if not self.connected:
-                return
+        def ready(self):
             for name, script in SCRIPTS.items():
                 self.script_load(script).addErrback(lambda f: None)
                 self.script_hashes.add(SCRIPT_HASHES[name])
 
-    class _EventListener(txredisapi.SubscriberProtocol):
+    class _EventListener(_Handshake, txredisapi.SubscriberProtocol):
         """The pub/sub connection: (re)subscribes to the directory's channels on each connect."""
 
-        def connectionMade(self):
-            d = super().connectionMade()
-            d.addCallback(self._subscribe_all)
-            return d
-
-        def _subscribe_all(self, _):
+        def ready(self):
             directory = self.factory.directory
             channels = list(directory.listeners)
-            if self.connected and channels:
-                return self.subscribe(channels).addCallback(directory._resubscribed)
+            if channels:
+                self.subscribe(channels).addCallbacks(directory._resubscribed, lambda f: None)
 
         def messageReceived(self, pattern, channel, message):
             self.factory.directory._message(channel, message)
