@@ -752,3 +752,34 @@ def test_room_figures_move_in_metrics():
     samples = Figures(generate_latest(collectors).decode()).samples
     assert not any(name == "gamesession_protocol_errors_total" and "room" in str(labels)
                    for name, labels in samples)
+
+
+def readme_handler():
+    """The handler example of README.md, "Rooms", as the README shows it."""
+    import os
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Rooms"):text.index("## Operations")]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["Race"]
+
+
+def test_the_readme_handler_example_works():
+    server = Server(handlers={"race": readme_handler()}, tick_rates={"race": 20})
+    alice, bob, carol = server.players[:3]
+    room = alice.create("race").room
+    bob.join(room)
+    alice.events()
+    server.clock.advance(0.05)
+    assert sorted(d.data for _, d in server.relays()) == [b"1:0,2:0"] * 2
+    alice.request(codec.send(room, b"lap"))
+    [refused] = carol.join(room)
+    assert (refused.code, refused.reason) == (462, "race already started")
+    alice.request(codec.send(room, b"lap"))
+    alice.request(codec.send(room, b"lap"))
+    assert bob.events() == [Message(room, 0, b"alice wins"), Left(room, "closed")]
+    assert server.rooms.find(room) is None
