@@ -783,3 +783,65 @@ def test_the_readme_handler_example_works():
     alice.request(codec.send(room, b"lap"))
     assert bob.events() == [Message(room, 0, b"alice wins"), Left(room, "closed")]
     assert server.rooms.find(room) is None
+
+
+# -- handlers that change the room under the manager's feet ---------------------------------------
+
+
+def test_a_handler_that_closes_its_room_while_it_is_made_refuses_the_create():
+    class Stillborn(RelayRoom):
+        def room_created(self, room):
+            room.close("no")
+
+    server = Server(handlers={"s": Stillborn})
+    assert errors(server.players[0].request(codec.create(1, "s"))) == [(462, 1)]
+    assert len(server.rooms) == 0 and server.rooms.by_type == {}
+
+
+def test_a_handler_that_closes_or_fills_the_room_in_join_attempt_refuses_the_join():
+    class Fickle(RelayRoom):
+        def join_attempt(self, room, session, options):
+            if session.user == "bob":
+                room.close("bob scares me")
+
+    server = Server(handlers={"f": Fickle})
+    alice, bob = server.players[:2]
+    room = alice.create("f").room
+    assert errors(bob.join(room)) == [(460, 1)]
+    assert alice.events() == [Left(room, "closed")]
+    assert server.rooms.memberships == {} and server.rooms.member_count == 0
+
+
+def test_a_handler_that_closes_its_room_in_a_tick():
+    class Timer(RelayRoom):
+        def tick(self, room, dt):
+            room.close("time up")
+
+    server = Server(handlers={"t": Timer}, tick_rates={"t": 4})
+    alice = server.players[0]
+    room = alice.create("t").room
+    server.clock.pump([0.25] * 4)
+    assert alice.events() == [Left(room, "closed")]
+    assert server.clock.getDelayedCalls() == [] and len(server.rooms) == 0
+
+
+def test_leaving_and_joining_again_does_not_refill_the_relay_budget():
+    server = Server(relay_rate=4.0)
+    room, alice, bob, carol = three_in_a_room(server)
+    alice.room_datagram(room, b"1")
+    alice.room_datagram(room, b"2")  # 4 copies: the burst is spent
+    assert len(server.relays()) == 4
+    alice.leave(room)
+    bob.events()
+    carol.events()
+    alice.join(room)
+    alice.room_datagram(room, b"3")
+    assert server.relays() == []
+
+
+def test_a_long_room_list_is_cut_to_one_frame_and_says_more():
+    server = Server(users=["u%d" % i for i in range(120)], max_rooms_per_session=1)
+    for player in server.players:
+        player.create("crowd", label={"name": "x" * 50})
+    [answer] = server.players[0].request(codec.list_rooms(1, "crowd"))
+    assert answer.more and 10 < len(answer.rooms) < 120
