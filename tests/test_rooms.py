@@ -716,17 +716,8 @@ def test_handlers_reach_the_sessions_through_the_room():
 
 
 def test_room_figures_move_in_metrics():
-    from prometheus_client import generate_latest
-
-    from gamesession.client.status import Figures
-    from gamesession.ops.metrics import make_registry
-
     server = Server(max_rooms_per_session=1, handlers={"broken": Broken})
-    collectors = make_registry(server.registry)
-
-    def figure(name, **labels):
-        samples = Figures(generate_latest(collectors).decode()).samples
-        return samples[(name, tuple(sorted(labels.items())))]
+    figure = server.harness.figure
 
     assert figure("gamesession_rooms_active") == 0
     assert figure("gamesession_room_joins_total", outcome="room_full") == 0
@@ -749,7 +740,7 @@ def test_room_figures_move_in_metrics():
     server.players[3].create("broken")
     assert figure("gamesession_room_handler_errors_total", method="joined") == 1
     # Refusals are not protocol errors: the connection stayed open.
-    samples = Figures(generate_latest(collectors).decode()).samples
+    samples = server.harness.figures()
     assert not any(name == "gamesession_protocol_errors_total" and "room" in str(labels)
                    for name, labels in samples)
 
