@@ -862,3 +862,16 @@ def test_a_joiner_cut_off_while_its_room_joined_is_written_leaves_in_order():
                               Presence(room, "leave", 2, "bob", "disconnected")]
     assert calls == [("joined", "alice")]
     assert list(server.rooms.find(room).members) == [1]
+
+
+def test_status_summarizes_the_rooms():
+    from gamesession.client.status import Figures, summarize
+    from prometheus_client import generate_latest
+
+    server = Server(relay_rate=1.0)
+    room, alice, bob, carol = three_in_a_room(server)
+    alice.room_datagram(room, b"x")  # 2 copies, over a budget of 1: dropped
+    bob.request(codec.send(room, b"y", to=[1]))
+    lines = summarize(Figures(generate_latest(server.harness.collectors).decode()))
+    assert lines[-1] == ("rooms: 1 active, 3 members; relayed udp 1 in / 0 out, tcp 1 in / 1 out; "
+                         "1 limited (relay_rate 1), 0 handler errors")
