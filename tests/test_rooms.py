@@ -875,3 +875,13 @@ def test_status_summarizes_the_rooms():
     lines = summarize(Figures(generate_latest(server.harness.collectors).decode()))
     assert lines[-1] == ("rooms: 1 active, 3 members; relayed udp 1 in / 0 out, tcp 1 in / 1 out; "
                          "1 limited (relay_rate 1), 0 handler errors")
+
+
+def test_rooms_and_handlers_provide_their_documented_interfaces(server):
+    from zope.interface.verify import verifyObject
+
+    from gamesession.server.roomhandler import IRoom, IRoomHandler
+
+    room = server.rooms.find(server.players[0].create().room)
+    assert verifyObject(IRoom, room)
+    assert verifyObject(IRoomHandler, RelayRoom())

@@ -21,6 +21,7 @@ import os
 
 from twisted.internet import task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from gamesession.protocol import rooms as codec
 from gamesession.protocol.datagram import Drop, Kind
@@ -28,7 +29,7 @@ from gamesession.protocol.rooms import RoomRefused, refusal
 from gamesession.protocol.wire import ErrorCode
 from gamesession.server.application import GameServer
 from gamesession.server.limits import TokenBucket
-from gamesession.server.roomhandler import RelayRoom
+from gamesession.server.roomhandler import IRoom, RelayRoom
 
 DEFAULT_MAX_ROOMS = 10000
 DEFAULT_MAX_ROOMS_PER_SESSION = 8
@@ -78,6 +79,7 @@ class Member:
         return codec.MemberInfo(self.member_id, self.user)
 
 
+@implementer(IRoom)
 class Room:
     """One room: its members in join order, its handler, its timers (provides IRoom)."""
 
