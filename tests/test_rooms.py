@@ -885,3 +885,13 @@ def test_rooms_and_handlers_provide_their_documented_interfaces(server):
     room = server.rooms.find(server.players[0].create().room)
     assert verifyObject(IRoom, room)
     assert verifyObject(IRoomHandler, RelayRoom())
+
+
+def test_the_control_channel_provides_what_rooms_send_through(server):
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyObject
+
+    from gamesession.server.registry import IControlChannel
+
+    control = server.players[0].session.control
+    assert verifyObject(IControlChannel, control) and IPushProducer.providedBy(control)
