@@ -33,12 +33,22 @@ PREFIX = "gamesession_"
 # refer to them before the first event.  Reasons added later (by the rate
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
-                "send_error")
+                "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
-                  "error")
+                  "directory_unavailable", "error")
+CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore")
 LIMITS = ("pending_total", "pending_per_address", "send_buffer")
 LOGOUT_REASONS = END_REASONS
-PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)
+# Fatal codes only: the room refusals (460-469) never close a connection.
+PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode if not 460 <= code < 470)
+ROOM_JOIN_OUTCOMES = ("created", "joined", "room_not_found", "room_full", "room_refused",
+                      "too_many_rooms", "rooms_exhausted", "bad_label", "already_in_room",
+                      "bad_room_type")
+ROOM_LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
+                      "shutdown", "closed")
+ROOM_LIMITS = ("max_rooms", "max_rooms_per_session", "max_room_members", "max_label_bytes",
+               "relay_rate")
+ROOM_RELAYED = (("udp", "in"), ("udp", "out"), ("tcp", "in"), ("tcp", "out"))
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
 
 
@@ -56,6 +66,16 @@ def _labelled_counter(name, documentation, label, counts, documented=()):
     return family
 
 
+def _buckets(histogram, counts):
+    """Cumulative (bound, count) pairs of a stats.RttHistogram's ``counts`` snapshot, and the total."""
+    buckets, cumulative = [], 0
+    for bound, count in zip(histogram.bounds, counts):
+        cumulative += count
+        buckets.append((repr(float(bound)), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return buckets
+
+
 def _knock_stats(knock):
     """The knock gate's Counter: ``knock.stats``, or its knocker's."""
     stats = getattr(knock, "stats", None)
@@ -69,12 +89,14 @@ class ServerCollector:
 
     ``knock`` is the optional knock gate: any object with a ``stats`` Counter
     (or a ``knocker`` that has one); its counters are exported as
-    ``gamesession_knock*``.
+    ``gamesession_knock*``.  ``cluster`` is the optional ``ClusterNode``:
+    ``gamesession_cluster*``.
     """
 
-    def __init__(self, registry, knock=None):
+    def __init__(self, registry, knock=None, cluster=None):
         self.registry = registry
         self.knock = knock
+        self.cluster = cluster
 
     def describe(self):
         # The registry learns the names (for ?name[]= filtering) from one collect.
@@ -127,18 +149,50 @@ class ServerCollector:
                                   "Sessions whose UDP address moved (NAT rebinding, network change).",
                                   value=stats.roams)
 
-        buckets, cumulative = [], 0
-        for bound, count in zip(rtt.bounds, rtt_counts):
-            cumulative += count
-            buckets.append((repr(float(bound)), cumulative))
-        buckets.append(("+Inf", cumulative + rtt_counts[-1]))
         yield HistogramMetricFamily(
             PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
-            buckets=buckets, sum_value=rtt_total)
+            buckets=_buckets(rtt, rtt_counts), sum_value=rtt_total)
+
+        yield from _room_families(registry.rooms, stats.rooms)
 
         knock_stats = _knock_stats(self.knock)
         if knock_stats is not None:
             yield from self._knock(dict(knock_stats))
+        if self.cluster is not None:
+            yield from self._cluster(self.cluster)
+
+    @staticmethod
+    def _cluster(node):
+        from gamesession.cluster.node import OPERATION_BOUNDS
+        from gamesession.ops.stats import RttHistogram
+
+        info = GaugeMetricFamily(PREFIX + "cluster_info",
+                                 "This node's name and directory (value 1).",
+                                 labels=["node", "directory"])
+        info.add_metric([node.name, node.label], 1)
+        yield info
+        yield GaugeMetricFamily(PREFIX + "cluster_up",
+                                "1 while the cluster directory answers, else 0.",
+                                value=1 if node.up else 0)
+        yield GaugeMetricFamily(PREFIX + "cluster_users_held",
+                                "Users this node holds in the directory.", value=len(node.held))
+        yield CounterMetricFamily(PREFIX + "cluster_replaced",
+                                  "Sessions ended here because their user logged in on another node.",
+                                  value=node.replaced)
+        yield _labelled_counter("cluster_operation_errors",
+                                "Directory operations that failed, by operation.",
+                                "operation", dict(node.errors), CLUSTER_OPERATIONS)
+        timings = dict(node.timings)
+        family = HistogramMetricFamily(PREFIX + "cluster_operation_seconds",
+                                       "Latency of directory operations, by operation.",
+                                       labels=["operation"])
+        for operation in sorted(set(timings) | set(CLUSTER_OPERATIONS)):
+            histogram = timings.get(operation)
+            if histogram is None:
+                histogram = RttHistogram(bounds=OPERATION_BOUNDS)
+            counts = list(histogram.counts)
+            family.add_metric([operation], _buckets(histogram, counts), histogram.total)
+        yield family
 
     @staticmethod
     def _knock(counts):
@@ -158,10 +212,42 @@ class ServerCollector:
                                 "event", counts)
 
 
-def make_registry(registry, knock=None) -> CollectorRegistry:
+def _room_families(manager, stats):
+    """The rooms' figures (server/rooms.py), from atomic snapshots."""
+    joins = dict(stats.joins)
+    leaves = dict(stats.leaves)
+    relayed = dict(stats.relayed)
+    limited = dict(stats.limited)
+    handler_errors = dict(stats.handler_errors)
+    yield GaugeMetricFamily(PREFIX + "rooms_active", "Rooms open now (lingering ones included).",
+                            value=len(manager.rooms))
+    yield GaugeMetricFamily(PREFIX + "room_members", "Room memberships now, over all rooms.",
+                            value=manager.member_count)
+    yield _labelled_counter("room_joins", "Room joins and creates, by outcome (a refusal's name).",
+                            "outcome", joins, ROOM_JOIN_OUTCOMES)
+    yield _labelled_counter("room_leaves", "Members gone from rooms, by reason.",
+                            "reason", leaves, ROOM_LEAVE_REASONS)
+    family = CounterMetricFamily(
+        PREFIX + "room_relayed",
+        "Room messages (tcp) and datagrams (udp) received from members (in) and copies sent (out).",
+        labels=["channel", "direction"])
+    for channel, direction in ROOM_RELAYED:
+        family.add_metric([channel, direction], relayed.get(channel + "_" + direction, 0))
+    yield family
+    yield CounterMetricFamily(
+        PREFIX + "room_relay_unaddressed",
+        "Relayed datagrams not sent: the receiver had no UDP address yet.",
+        value=relayed.get("udp_no_address", 0))
+    yield _labelled_counter("room_limited", "Room requests refused or relays dropped by a limit, by option.",
+                            "limit", limited, ROOM_LIMITS)
+    yield _labelled_counter("room_handler_errors", "Room handler methods that raised, by method.",
+                            "method", handler_errors)
+
+
+def make_registry(registry, knock=None, cluster=None) -> CollectorRegistry:
     """A fresh CollectorRegistry holding only this server's figures."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(ServerCollector(registry, knock))
+    collectors.register(ServerCollector(registry, knock, cluster))
     return collectors
 
 

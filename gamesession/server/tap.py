@@ -15,9 +15,10 @@ from twisted.python import usage
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
+from gamesession.cluster import options as clustertap
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
-from gamesession.server import limits
+from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
 from gamesession.server.registry import SessionRegistry
 from gamesession.ops.stats import ServerStats
@@ -56,7 +57,7 @@ def _port(value):
     return port
 
 
-class Options(usage.Options, strcred.AuthOptionMixin):
+class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
                 "NaCl-secured UDP datagrams bound to their session. See README.md.")
@@ -111,7 +112,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
-    ] + knocktap.OPT_PARAMETERS
+    ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS + clustertap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
@@ -131,8 +132,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
                     "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
         knocktap.check_options(self)
+        roomoptions.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
+        clustertap.check_options(self)
         try:
             self["application"] = load_application(self["app"])
         except Exception as e:
@@ -214,10 +217,16 @@ def makeService(config, reactor=None):
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
     )
+    roomoptions.make_rooms(config, registry)
     checkers = config.get("credCheckers", [])
     top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
+
+    # First child, so it stops last: it deregisters after the sessions ended.
+    cluster = clustertap.make_cluster_node(config, registry, reactor)
+    if cluster is not None:
+        cluster.setServiceParent(top)
 
     knocking = knocktap.make_knock_service(config, reactor)
     if knocking is not None:
@@ -257,7 +266,7 @@ def makeService(config, reactor=None):
     if config["metrics"]:
         from gamesession.ops.metrics import make_registry, make_site
 
-        top.metrics = make_registry(registry, knock=factory.gate)
+        top.metrics = make_registry(registry, knock=factory.gate, cluster=cluster)
         metrics = StreamServerEndpointService(
             endpoints.serverFromString(reactor, config["metrics"]), make_site(top.metrics))
         metrics._raiseSynchronously = True
@@ -265,4 +274,5 @@ def makeService(config, reactor=None):
 
     top.registry = registry
     top.login_factory = factory
+    top.cluster = cluster
     return top
