@@ -6,6 +6,7 @@ puts that directory and the checkout on PYTHONPATH (an installed copy is
 tested separately, in test_install.py).
 """
 
+import importlib
 import os
 import shutil
 import socket
@@ -26,6 +27,14 @@ def examples(n: int) -> int:
     """Hypothesis examples for a property test: ``n``, scaled by the
     GAMESESSION_EXAMPLES factor (the mutation run, docs/testing.md, uses 0.1)."""
     return max(10, int(n * float(os.environ.get("GAMESESSION_EXAMPLES", "1"))))
+
+
+def need_module(name: str):
+    """The module, or a skip when it is not installed; in CI a missing module
+    that .ci/run installs (the package's requirements and its test extra) fails."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 def need(condition: bool, reason: str) -> None:

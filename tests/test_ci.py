@@ -31,7 +31,9 @@ def test_coverage_has_a_floor_and_measures_subprocesses():
     assert re.search(r"^\[coverage:report\][^\[]*^fail_under = \d+", setup, re.M | re.S)
     assert re.search(r"^\[coverage:run\][^\[]*^patch = subprocess", setup, re.M | re.S)
     conftest = read("tests", "conftest.py")
-    assert "sig=9" not in conftest  # a SIGKILLed twistd writes no coverage data
+    start_server = conftest[conftest.index("def start_server"):]
+    start_server = start_server[:start_server.index("\ndef ")]
+    assert "stop(" in start_server and "sig=9" not in start_server  # a SIGKILLed twistd writes no data
 
 
 def test_skips_go_through_need():
