@@ -225,3 +225,42 @@ def test_expiries_are_counted_one_each():
     progress.knock("b", PORT, 0.0)
     progress.expire(6.0)
     assert stats["progress_expired"] == 2 and len(progress) == 0
+
+
+def test_knock_rule_errors_are_exact():
+    with pytest.raises(k.KnockError) as info:
+        k.parse_sequence(" , ")
+    assert str(info.value) == "empty knock sequence: give ports like 7101,7102,7103"
+    with pytest.raises(k.KnockError) as info:
+        k.parse_sequence("7101,7102,7101,7103,7102")
+    assert str(info.value) == "knock ports must be unique; repeated: 7101,7102"
+    longest = ",".join(str(1000 + i) for i in range(k.MAX_SEQUENCE))
+    assert len(k.parse_sequence(longest)) == k.MAX_SEQUENCE
+    with pytest.raises(k.KnockError) as info:
+        k.parse_sequence(longest + ",9999")
+    assert str(info.value) == "knock sequence has 256 ports; at most 255 are allowed"
+    with pytest.raises(k.KnockError) as info:
+        k.Knocker([])
+    assert str(info.value) == "a knock sequence needs at least one port"
+    with pytest.raises(k.KnockError) as info:
+        k.Knocker([PORT], max_tracked=0)
+    assert str(info.value) == "--knock-max-tracked must be at least 1"
+
+
+def test_a_scoped_ipv6_address_loses_its_zone():
+    assert k.canonical_host("fe80::1%eth0") == "fe80::1"
+    assert k.canonical_host("::ffff:192.0.2.1") == "192.0.2.1"
+
+
+def test_progress_counters_add_up():
+    stats = collections.Counter()
+    progress = k.ProgressTracker((7101, 7102, 7103), 5.0, 100, stats)
+    for host in ("a", "b"):
+        progress.knock(host, 7101, 0.0)
+        progress.knock(host, 7102, 0.0)  # advanced
+        progress.knock(host, 7101, 0.0)  # restarted
+        progress.knock(host, 7103, 0.0)  # out of order
+        progress.knock(host, 7101, 0.0)
+        progress.knock(host, 7102, 9.0)  # too late: expired on the knock, then a stray
+    assert (stats["advanced"], stats["restarted"], stats["out_of_order"],
+            stats["progress_expired"]) == (2, 2, 2, 2)
