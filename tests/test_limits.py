@@ -95,7 +95,8 @@ def test_login_timeout_frees_the_pending_slot():
 # -- login attempts --------------------------------------------------------------------
 
 def test_backoff_after_free_failures_doubles_and_caps():
-    attempts = L.LoginAttempts(free=2, backoff=1.0, backoff_max=5.0)
+    """After N failures the next attempt waits: the Nth failure starts the backoff."""
+    attempts = L.LoginAttempts(free=3, backoff=1.0, backoff_max=5.0)
     now = 0.0
     for _ in range(2):
         attempts.failed("h", now)
@@ -109,6 +110,50 @@ def test_backoff_after_free_failures_doubles_and_caps():
     assert attempts.wait("other", now) == 0
     attempts.succeeded("h")
     assert len(attempts) == 0
+
+
+def test_a_success_forgives_only_the_user_who_logged_in():
+    """Finding 13.1: logging in to one's own account must not reset the backoff."""
+    attempts = L.LoginAttempts(free=3, backoff=1.0, backoff_max=60.0)
+    attempts.failed("h", 0.0, "victim")
+    attempts.failed("h", 0.0, "victim")
+    attempts.failed("h", 0.0, "mine")
+    attempts.succeeded("h", "mine")  # forgives the one "mine" failure, not the victim's
+    assert attempts.wait("h", 0.0) == 0
+    attempts.failed("h", 0.0, "victim")  # third failure still on record: wait
+    assert attempts.wait("h", 0.0) == 1.0
+    attempts.succeeded("h", "mine")
+    assert attempts.wait("h", 0.0) == 1.0
+    attempts.succeeded("h", "victim")  # the victim's own login clears the address
+    assert len(attempts) == 0
+
+
+def test_interleaving_own_logins_does_not_reset_the_backoff():
+    """The attack from issue 13 finding 1, end to end on the login protocol."""
+    limits = L.Limits(attempts=L.LoginAttempts(free=3, backoff=5.0, backoff_max=60.0))
+    server = MemoryServer(limits=limits, users={"victim": "secret", "mallory": "mine"})
+    codes = []
+    for guess in range(10):
+        own = server.connect()
+        own.login("mallory", "mine")
+        codes += error_codes(server.connect().login("victim", "guess%d" % guess))
+        own.lose()
+    assert codes[:3] == [ErrorCode.AUTH_FAILED] * 3
+    assert set(codes[3:]) == {ErrorCode.TOO_MANY_ATTEMPTS}
+    assert server.stats.logins["auth_failed"] == 3
+
+
+def test_the_429_rule_as_documented():
+    """docs/protocol.md: after N failed logins the next attempt gets 429 (N=5, 1 s)."""
+    server = MemoryServer(limits=L.Limits(attempts=L.LoginAttempts(5, 1.0, 60.0)),
+                          users={"alice": "pw"})
+    codes = [error_codes(server.connect().login("alice", "wrong")) for _ in range(6)]
+    assert codes == [[ErrorCode.AUTH_FAILED]] * 5 + [[ErrorCode.TOO_MANY_ATTEMPTS]]
+    server.clock.advance(1.0)
+    assert error_codes(server.connect().login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+    assert error_codes(server.connect().login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    server.clock.advance(2.0)
+    assert server.connect().login("alice", "pw")[0].user == "alice"
 
 
 def test_attempt_table_expires_entries():
@@ -133,14 +178,14 @@ def test_attempt_table_is_bounded_lru(hosts):
 def test_failed_logins_get_429_then_backoff_passes():
     limits = L.Limits(attempts=L.LoginAttempts(free=2, backoff=4.0, backoff_max=60.0))
     server = MemoryServer(limits=limits, users={"alice": "pw"})
-    for _ in range(3):
+    for _ in range(2):
         conn = server.connect()
         assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
     conn = server.connect()
     assert error_codes(conn.login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
     assert conn.closed
     assert server.stats.logins["too_many_attempts"] == 1
-    assert server.stats.logins["auth_failed"] == 3
+    assert server.stats.logins["auth_failed"] == 2
     # Another address is not affected.
     other = server.connect("198.51.100.7")
     assert not error_codes(other.login("alice", "pw")) and other.core.welcome is not None

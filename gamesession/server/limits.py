@@ -5,7 +5,8 @@ send per second (checked after a packet authenticated, so only the session's
 own key holder can spend its budget).  ``PendingLogins`` caps TCP connections
 that have not logged in yet, per source address and in total.
 ``LoginAttempts`` remembers failed logins per address in a bounded LRU table
-and makes a failing address wait, doubling the wait with each further failure.
+and makes a failing address wait, doubling the wait with each further failure;
+a success forgives only the failures for the user who logged in.
 The outgoing-queue limit lives in ``login.LoginProtocol`` (it needs the
 transport's producer callbacks).  Options and defaults: README.md, "Limits".
 """
@@ -88,22 +89,38 @@ class PendingLogins:
             self.by_host[host] = count - 1
 
 
+# Most distinct user names one address's failure record tells apart; failures
+# for further names still count, but no success forgives them.
+USERS_PER_ADDRESS = 16
+
+
 @attrs.define
 class _Failures:
     count: int
     last: float
     blocked_until: float
+    # Failures per target user name (at most USERS_PER_ADDRESS of them).
+    by_user: dict = attrs.Factory(dict)
 
 
 class LoginAttempts:
     """Failed logins per address, with exponential backoff; bounded and expiring.
 
-    The first ``free`` failures of an address cost nothing; each one after
-    that blocks the address for ``backoff * 2**(n - free)`` seconds, at most
-    ``backoff_max``.  A successful login forgets the address; so does
-    ``expiry`` seconds without a failure.  At most ``size`` addresses are
-    remembered: the least recently failed is forgotten first, so an attacker
-    with many addresses can only make the table forget, never grow.
+    The rule (README.md "Limits", docs/protocol.md): after ``free`` failed
+    logins from an address (N, ``--max-login-failures``), its next attempt
+    gets ``TOO_MANY_ATTEMPTS`` until ``backoff`` seconds have passed since
+    the Nth failure; each further failure waits twice as long as the one
+    before, at most ``backoff_max``.  With N=5 and a 1 s backoff: failures
+    1-4 cost nothing, the 5th makes the address wait 1 s (an attempt within
+    that second gets 429, unchecked), the 6th 2 s, the 7th 4 s, and so on.
+    ``free`` 0 counts as 1.
+
+    A successful login forgives only the failures for the user who logged in
+    (so logging in to one's own account does not reset the backoff for
+    guessing another's); an address with no failures left is forgotten, as
+    is one ``expiry`` seconds without a failure.  At most ``size`` addresses
+    are remembered: the least recently failed is forgotten first, so an
+    attacker with many addresses can only make the table forget, never grow.
     """
 
     def __init__(self, free: int = DEFAULT_MAX_LOGIN_FAILURES,
@@ -111,7 +128,7 @@ class LoginAttempts:
                  backoff_max: float = DEFAULT_LOGIN_BACKOFF_MAX,
                  size: int = DEFAULT_ATTEMPT_TABLE_SIZE,
                  expiry: "float | None" = None):
-        self.free = free
+        self.free = max(free, 1)
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.size = size
@@ -135,7 +152,8 @@ class LoginAttempts:
             return 0.0
         return entry.blocked_until - now
 
-    def failed(self, host, now: float) -> None:
+    def failed(self, host, now: float, user: "str | None" = None) -> None:
+        """Count a failed login from ``host`` (for ``user``, when known)."""
         entry = self._entry(host, now)
         if entry is None:
             entry = _Failures(0, now, now)
@@ -146,13 +164,29 @@ class LoginAttempts:
             self.table.move_to_end(host)
         entry.count += 1
         entry.last = now
+        if user is not None and (user in entry.by_user or len(entry.by_user) < USERS_PER_ADDRESS):
+            entry.by_user[user] = entry.by_user.get(user, 0) + 1
         over = entry.count - self.free
-        if over > 0:
-            delay = self.backoff * 2.0 ** min(over - 1, 62)
+        if over >= 0:
+            delay = self.backoff * 2.0 ** min(over, 62)
             entry.blocked_until = now + min(delay, self.backoff_max)
 
-    def succeeded(self, host) -> None:
-        self.table.pop(host, None)
+    def succeeded(self, host, user: "str | None" = None) -> None:
+        """``user`` logged in from ``host``: forgive that user's failures only.
+
+        Without a user (embedding code), forget the address altogether.
+        """
+        entry = self.table.get(host)
+        if entry is None:
+            return
+        if user is None:
+            del self.table[host]
+            return
+        entry.count -= entry.by_user.pop(user, 0)
+        if entry.count <= 0:
+            del self.table[host]
+        elif entry.count < self.free:
+            entry.blocked_until = min(entry.blocked_until, entry.last)
 
 
 @attrs.define

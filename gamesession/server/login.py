@@ -278,7 +278,7 @@ class LoginProtocol:
             return self._refused(refused)
         self._login_settled()
         if self.factory.limits is not None:
-            self.factory.limits.attempts.succeeded(self.host)
+            self.factory.limits.attempts.succeeded(self.host, self.user)
         self.state = "active"
         self.log.info("login ok: user={user} from {peer}", user=self.user,
                       peer=self.transport.getPeer().host, event="login", outcome="ok")
@@ -302,7 +302,7 @@ class LoginProtocol:
     def _denied(self, failure):
         failure.trap(UnauthorizedLogin, LoginDenied)
         if self.factory.limits is not None:
-            self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds())
+            self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds(), self.user)
         if self.state == "checking":
             self._refused(LoginRefused(ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed"))
 

@@ -99,7 +99,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-pending-per-address", None, limits.DEFAULT_MAX_PENDING_PER_ADDRESS,
          "Most TCP connections not logged in yet from one source address.", _positive(int)],
         ["max-login-failures", None, limits.DEFAULT_MAX_LOGIN_FAILURES,
-         "Failed logins an address may make before it must wait (then TOO_MANY_ATTEMPTS, 429).",
+         "Failed logins from an address after which it must wait (attempts meanwhile get TOO_MANY_ATTEMPTS, 429).",
          _count],
         ["login-backoff", None, limits.DEFAULT_LOGIN_BACKOFF,
          "Seconds an address waits after its first failure over the limit; doubles per failure.",
