@@ -190,9 +190,7 @@ class LoginProtocol:
         kind = message["type"]
         if kind != "hello":
             raise self._misplaced(kind, "a hello")
-        if message.get("version") != wire.PROTOCOL_VERSION:
-            raise ProtocolError(ErrorCode.BAD_VERSION, "this server speaks protocol version {}"
-                                .format(wire.PROTOCOL_VERSION))
+        wire.version_field(message)
         client_key = wire.bytes_field(message, "client_key", size=32)
         try:
             reply = server_respond(self.factory.server_key, client_key)
@@ -244,7 +242,6 @@ class LoginProtocol:
     def _login(self, message: dict):
         user = wire.text_field(message, "user", wire.MAX_USER)
         password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
-        registry = self.factory.registry
         limits = self.factory.limits
         if limits is not None:
             wait = limits.attempts.wait(self.host, self.factory.clock.seconds())
@@ -254,10 +251,9 @@ class LoginProtocol:
                     ErrorCode.TOO_MANY_ATTEMPTS,
                     "too many failed logins from your address; try again in {:.0f} seconds"
                     .format(max(1.0, wait + 0.5)), "too_many_attempts"))
-        try:
-            registry.check_admission(user)
-        except LoginRefused as refused:
-            return self._refused(refused)
+        # Admission (duplicate user, server full) is decided by registry.open
+        # after the password: checked first, "already logged in" (409) would
+        # tell anyone who is online.
         self.state = "checking"
         self.user = user
         d = self.factory.portal.login(
@@ -280,7 +276,7 @@ class LoginProtocol:
         if self.factory.limits is not None:
             self.factory.limits.attempts.succeeded(self.host, self.user)
         self.state = "active"
-        self.log.info("login ok: user={user} from {peer}", user=self.user,
+        self.log.info("login ok: user={user} from {peer}", user=wire.loggable(self.user),
                       peer=self.transport.getPeer().host, event="login", outcome="ok")
         self.send_message({
             "type": "welcome",
@@ -294,8 +290,9 @@ class LoginProtocol:
 
     def _refused(self, refused: LoginRefused):
         self.factory.registry.stats.logins[refused.outcome] += 1
-        self.log.info("login refused: user={user} from {peer}: {reason}", user=self.user,
-                      peer=self.transport.getPeer().host, reason=refused.reason,
+        self.log.info("login refused: user={user} from {peer}: {reason}",
+                      user=wire.loggable(self.user or ""),
+                      peer=self.transport.getPeer().host, reason=wire.loggable(refused.reason),
                       event="login", outcome=refused.outcome)
         self.fail(refused.code, refused.reason)
 

@@ -18,7 +18,7 @@ from gamesession.server.application import EchoApplication, ISession
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
 from gamesession.ops.stats import ServerStats
-from gamesession.protocol.wire import ErrorCode
+from gamesession.protocol.wire import ErrorCode, loggable
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
 
@@ -209,7 +209,7 @@ class SessionRegistry:
     def announce(self, session: Session) -> None:
         """Log a started session and tell the application (after the welcome went out)."""
         self.log.info("session started: user={user} token={token}",
-                      user=session.user, token=session.token.hex(), event="session_started")
+                      user=loggable(session.user), token=session.token.hex(), event="session_started")
         self.notify_application("session_started", session)
 
     def end(self, session: Session, reason: str) -> None:
@@ -227,20 +227,20 @@ class SessionRegistry:
         self.stats.logouts[reason] += 1
         now = self.clock.seconds()
         if reason in ("kicked", "replaced"):
-            self.log.info("kicked: user={user} ({reason})", user=session.user, reason=reason,
+            self.log.info("kicked: user={user} ({reason})", user=loggable(session.user), reason=reason,
                           event="kick", address=session.address)
         elif reason == "timeout":
-            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=session.user,
+            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=loggable(session.user),
                           idle=now - session.last_seen, event="timeout", address=session.address)
         self.log.info("session ended: user={user} reason={reason} after {duration:.1f}s",
-                      user=session.user, reason=reason, event="session_ended",
+                      user=loggable(session.user), reason=reason, event="session_ended",
                       duration=now - session.started)
         if reason != "disconnected":
             session.control.session_ended(reason)
         try:
             session.logout()
         except Exception:
-            self.log.failure("avatar logout failed for {user}", user=session.user)
+            self.log.failure("avatar logout failed for {user}", user=loggable(session.user))
         self.notify_application("session_ended", session, reason)
 
     def control_lost(self, control) -> None:
