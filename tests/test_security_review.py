@@ -113,3 +113,97 @@ def test_hello_version_must_be_the_integer_1(version):
     [frame] = conn.frames()
     assert json.loads(frame)["code"] == ErrorCode.BAD_VERSION
     assert conn.closed
+
+
+# -- 3: files written atomically, never through a symlink; private keys kept private -----
+
+import os
+import stat
+
+from gamesession import files
+from gamesession.client import cli
+from gamesession.keys import KeyFileError, load_or_create_private_key, read_private_key
+from gamesession.knock import rule as knock_rule
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file an attacker would like the server to overwrite and chmod."""
+    path = tmp_path / "victim.txt"
+    path.write_text("precious\n")
+    path.chmod(0o644)
+    return path
+
+
+def unharmed(victim):
+    return victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+def test_keygen_force_does_not_write_through_a_symlink(tmp_path, victim, capsys):
+    link = tmp_path / "server.key"
+    link.symlink_to(victim)
+    assert cli.main(["keygen", "--key-file", str(link), "--force"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert unharmed(victim) and link.is_symlink()
+
+
+def test_knock_file_does_not_write_through_a_symlink(tmp_path, victim):
+    link = tmp_path / "knock.seq"
+    link.symlink_to(victim)
+    with pytest.raises(OSError) as info:
+        knock_rule.write_sequence_file(str(link), (1101, 1102))
+    assert "symbolic link" in str(info.value)
+    assert unharmed(victim)
+
+
+def test_knock_file_option_reports_a_symlink_in_one_line(tmp_path, victim):
+    from twisted.python import usage
+    from gamesession.server.tap import Options, makeService
+    from twisted.internet.testing import MemoryReactorClock
+    link = tmp_path / "knock.seq"
+    link.symlink_to(victim)
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k"), "--knock-random", "10",
+                          "--knock-file", str(link)])
+    with pytest.raises(usage.UsageError) as info:
+        makeService(options, MemoryReactorClock())
+    assert "symbolic link" in str(info.value)
+    assert unharmed(victim)
+
+
+def test_secret_file_and_dangling_links_are_refused(tmp_path):
+    target = tmp_path / "created-by-attacker"
+    link = tmp_path / "secret"
+    link.symlink_to(target)  # dangling: O_CREAT would follow it and create the target
+    with pytest.raises(knock_rule.KnockError):
+        knock_rule.write_secret_file(str(link))
+    assert not target.exists()
+    with pytest.raises(KeyFileError):
+        load_or_create_private_key(str(link))
+    assert not target.exists()
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "f"
+    files.write_atomic(str(path), b"one\n", 0o600)
+    inode = path.stat().st_ino
+    files.write_atomic(str(path), b"two\n", 0o600)
+    assert path.read_bytes() == b"two\n" and path.stat().st_ino != inode  # renamed in, not rewritten
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        files.write_atomic(str(path), b"three\n", replace=False)
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_keys_readable_by_others_are_refused(tmp_path, capsys):
+    path = tmp_path / "server.key"
+    assert cli.main(["keygen", "--key-file", str(path)]) is None
+    capsys.readouterr()
+    read_private_key(str(path))
+    for mode in (0o644, 0o640, 0o604):
+        path.chmod(mode)
+        with pytest.raises(KeyFileError) as info:
+            read_private_key(str(path))
+        assert "chmod 600" in str(info.value)
+    assert cli.main(["pubkey", "--key-file", str(path)]) == 2
+    assert "accessible by others (mode 0604)" in capsys.readouterr().err

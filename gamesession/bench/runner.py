@@ -593,6 +593,6 @@ def summary(result: dict) -> str:
 
 def write_json(result: dict, path) -> None:
     if path:
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-            f.write("\n")
+        from gamesession.files import write_atomic
+        text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+        write_atomic(str(path), text.encode("utf-8"), 0o644)

@@ -133,7 +133,7 @@ def make_knock_service(config, reactor) -> Optional[KnockService]:
             k.write_sequence_file(config["knock-file"], sequence)
         except OSError as e:
             raise usage.UsageError(
-                "--knock-file {}: cannot write: {}".format(config["knock-file"], e.strerror)
+                "--knock-file {}: cannot write: {}".format(config["knock-file"], e.strerror or e)
             )
     port = config["knock-login-port"]
     knocker = k.Knocker(

@@ -25,6 +25,8 @@ import nacl.encoding
 import nacl.hash
 import nacl.utils
 
+from gamesession.files import write_atomic
+
 RANDOM_LOW = 1025
 RANDOM_HIGH = 2024
 RANDOM_MIN_COUNT = 10
@@ -114,11 +116,11 @@ def parse_ports(text: str) -> Ports:
 
 
 def write_sequence_file(path: str, ports: Sequence[int]) -> None:
-    """Write ports comma-separated to ``path``, readable by the owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        os.fchmod(f.fileno(), 0o600)  # the file may have existed with wider modes
-        f.write(",".join(map(str, ports)) + "\n")
+    """Write ports comma-separated to ``path`` (mode 0600), atomically.
+
+    Never through a symlink (``files.UnsafeFile``, an OSError).
+    """
+    write_atomic(path, (",".join(map(str, ports)) + "\n").encode("ascii"), 0o600)
 
 
 def random_sequence(count: int, rng: random.Random) -> Ports:
@@ -177,11 +179,11 @@ def write_secret_file(path: str, secret: Optional[bytes] = None) -> bytes:
     if secret is None:
         secret = generate_secret()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_atomic(path, format_secret(secret).encode("ascii"), 0o600, replace=False)
     except FileExistsError:
         raise KnockError(f"{path} exists; remove it first to make a new secret") from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(format_secret(secret))
+    except OSError as e:
+        raise KnockError(f"cannot write knock secret {path}: {e.strerror or e}") from None
     return secret
 
 
