@@ -207,3 +207,36 @@ def test_keys_readable_by_others_are_refused(tmp_path, capsys):
         assert "chmod 600" in str(info.value)
     assert cli.main(["pubkey", "--key-file", str(path)]) == 2
     assert "accessible by others (mode 0604)" in capsys.readouterr().err
+
+
+# -- 10: sessions per address --------------------------------------------------------------
+
+@pytest.mark.parametrize("users", [None, {"u%d" % i: "pw" for i in range(6)}])
+def test_one_address_cannot_take_every_session(users):
+    """Guests and accounts alike: at most N sessions per source address."""
+    server = MemoryServer(users=users, max_sessions_per_address=3)
+    names = ["u%d" % i for i in range(6)]
+    for name in names[:3]:
+        assert server.connect("192.0.2.1").login(name, "pw")[0].user == name
+    assert error_codes(server.connect("192.0.2.1").login(names[3], "pw")) == [ErrorCode.SERVER_FULL]
+    assert server.stats.logins["address_full"] == 1
+    # Another address is not affected; replacing one's own session is allowed.
+    assert server.connect("192.0.2.2").login(names[4], "pw")[0].user == names[4]
+    assert server.connect("192.0.2.1").login(names[0], "pw")[0].user == names[0]
+    # A session that ends frees its slot.
+    server.registry.end(server.registry.by_user[names[1]], "logout")
+    assert server.connect("192.0.2.1").login(names[5], "pw")[0].user == names[5]
+    assert server.registry.by_host == {"192.0.2.1": 3, "192.0.2.2": 1}
+    server.registry.shutdown()
+    assert server.registry.by_host == {}
+
+
+def test_max_sessions_per_address_option(tmp_path):
+    from gamesession.server.tap import Options, makeService
+    from twisted.internet.testing import MemoryReactorClock
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k")])
+    assert options["max-sessions-per-address"] == 64
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-sessions-per-address", "5"])
+    assert makeService(options, MemoryReactorClock()).registry.max_sessions_per_address == 5

@@ -37,6 +37,7 @@ BENCH_OPTIONS = (
     "--max-datagram-rate", "1000000000",
     "--max-pending", "100000",
     "--max-pending-per-address", "100000",
+    "--max-sessions-per-address", "0",
 )
 
 

@@ -34,8 +34,8 @@ PREFIX = "gamesession_"
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error")
-LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
-                  "error")
+LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_logged_in",
+                  "too_many_attempts", "error")
 LIMITS = ("pending_total", "pending_per_address", "send_buffer")
 LOGOUT_REASONS = END_REASONS
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)

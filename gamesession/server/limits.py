@@ -23,6 +23,9 @@ DEFAULT_LOGIN_BACKOFF = 1.0
 DEFAULT_LOGIN_BACKOFF_MAX = 60.0
 DEFAULT_MAX_SEND_BUFFER = 256 * 1024
 DEFAULT_ATTEMPT_TABLE_SIZE = 10000
+# A LAN party of 64 players behind one NAT address fits; one guest address can
+# no longer fill the whole server.
+DEFAULT_MAX_SESSIONS_PER_ADDRESS = 64
 
 
 class TokenBucket:

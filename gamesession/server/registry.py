@@ -54,6 +54,15 @@ def datagram_sender(transport):
     return send
 
 
+def _host_of_control(control):
+    """The source address of a control channel (LoginProtocol.host), or None."""
+    return getattr(control, "host", None)
+
+
+def _host_of(session):
+    return _host_of_control(session.control)
+
+
 class LoginRefused(Exception):
     def __init__(self, code: ErrorCode, reason: str, outcome: str):
         super().__init__(code, reason)
@@ -148,6 +157,7 @@ class SessionRegistry:
         random_bytes=os.urandom,
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
+        max_sessions_per_address: int = 0,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -163,6 +173,10 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # Sessions per source address (the control connection's ``host``), when
+        # max_sessions_per_address is set (0: no limit, nothing counted).
+        self.max_sessions_per_address = max_sessions_per_address
+        self.by_host = {}
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
 
@@ -180,19 +194,28 @@ class SessionRegistry:
 
     # -- opening and ending -------------------------------------------------
 
-    def check_admission(self, user: str) -> None:
-        """Raise LoginRefused if ``user`` may not log in now (before any work)."""
-        if user in self.by_user:
+    def check_admission(self, user: str, host=None) -> None:
+        """Raise LoginRefused if ``user`` (from ``host``) may not log in now."""
+        old = self.by_user.get(user)
+        if old is not None:
             if self.duplicate_login == "reject":
                 raise LoginRefused(ErrorCode.ALREADY_LOGGED_IN,
                                    "user {} is already logged in".format(user),
                                    "already_logged_in")
         elif len(self.by_token) >= self.max_sessions:
             raise LoginRefused(ErrorCode.SERVER_FULL, "server full", "server_full")
+        if self.max_sessions_per_address and host is not None:
+            count = self.by_host.get(host, 0)
+            if old is not None and _host_of(old) == host:
+                count -= 1  # it replaces one of this address's own sessions
+            if count >= self.max_sessions_per_address:
+                raise LoginRefused(ErrorCode.SERVER_FULL,
+                                   "too many sessions from your address", "address_full")
 
     def open(self, user, avatar, logout, control, keys) -> Session:
         """Register a session for a checked login, applying the duplicate rule."""
-        self.check_admission(user)
+        host = _host_of_control(control) if self.max_sessions_per_address else None
+        self.check_admission(user, host)
         old = self.by_user.get(user)
         if old is not None:
             self.end(old, "replaced")
@@ -203,6 +226,8 @@ class SessionRegistry:
         self.by_token[token] = session
         self.by_user[user] = session
         self.by_control[control] = session
+        if host is not None:
+            self.by_host[host] = self.by_host.get(host, 0) + 1
         self.stats.logins["ok"] += 1
         return session
 
@@ -224,6 +249,13 @@ class SessionRegistry:
         if self.by_user.get(session.user) is session:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
+        if self.by_host:
+            host = _host_of(session)
+            count = self.by_host.get(host, 0)
+            if count > 1:
+                self.by_host[host] = count - 1
+            elif count == 1:
+                del self.by_host[host]
         self.stats.logouts[reason] += 1
         now = self.clock.seconds()
         if reason in ("kicked", "replaced"):
