@@ -50,10 +50,10 @@ def test_pending_counts_match_a_model(ops):
     for admit, host in ops:
         if admit:
             refused = pending.admit(host)
-            if len(model) >= 6:
-                assert refused == "pending_total"
-            elif model.count(host) >= 2:
+            if model.count(host) >= 2:
                 assert refused == "pending_per_address"
+            elif len(model) >= 6:
+                assert refused == "pending_total"
             else:
                 assert refused is None
                 model.append(host)
@@ -71,16 +71,30 @@ def test_pending_limits_abort_before_any_byte():
     assert a3.transport.disconnected and a3.transport.value() == b""
     b1 = server.connect("192.0.2.2")
     assert not b1.closed
-    c1 = server.connect("192.0.2.3")  # total reached
-    assert c1.transport.disconnected and c1.transport.value() == b""
-    assert server.stats.limited == {"pending_per_address": 1, "pending_total": 1}
+    a2.login("alice")  # being logged in: no longer pending
+    b1.login("bob")
+    c1, c2 = server.connect("192.0.2.3"), server.connect("192.0.2.3")
+    c3 = server.connect("192.0.2.4")  # total reached by idlers: the oldest idler goes
+    assert a1.transport.disconnected and a1.transport.value() == b""
+    assert not c3.closed
+    assert server.stats.limited == {"pending_per_address": 1, "pending_evicted": 1}
     assert server.stats.tcp_pending_login == 3
-    # A login frees its slot; a lost connection frees its slot.
-    a1.login("alice")
-    a2.lose()
-    assert server.factory.limits.pending.total == 1
+    # A lost connection frees its slot.
+    c1.lose()
+    assert server.factory.limits.pending.total == 2
     assert not server.connect("192.0.2.1").closed
-    assert not server.connect("192.0.2.1").closed
+    assert not c2.closed and not c3.closed
+
+
+def test_pending_total_refuses_when_no_one_is_idle():
+    """Connections whose password is being checked are never pushed out."""
+    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(2, 2)))
+    a, b = server.connect("192.0.2.1"), server.connect("192.0.2.2")
+    for conn in (a, b):
+        conn.protocol.state = "checking"
+    c = server.connect("192.0.2.3")
+    assert c.transport.disconnected and not a.closed and not b.closed
+    assert server.stats.limited == {"pending_total": 1}
 
 
 def test_login_timeout_frees_the_pending_slot():

@@ -240,3 +240,101 @@ def test_max_sessions_per_address_option(tmp_path):
     options = Options()
     options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-sessions-per-address", "5"])
     assert makeService(options, MemoryReactorClock()).registry.max_sessions_per_address == 5
+
+
+# -- 2: idle connections cannot hold the pending-login gate shut ------------------------
+
+from gamesession.server import limits as L
+
+
+def test_idle_connections_from_many_addresses_do_not_lock_out_an_honest_login():
+    limits = L.Limits(pending=L.PendingLogins(max_total=40, max_per_address=4))
+    server = MemoryServer(limits=limits, users={"alice": "pw"})
+    attackers = ["203.0.113.%d" % i for i in range(10)]
+    held = [server.connect(host) for host in attackers for _ in range(4)]
+    assert limits.pending.total == 40 and not any(c.closed for c in held)
+    for attempt in range(5):
+        honest = server.connect("198.51.100.7")
+        assert not honest.closed
+        assert honest.login("alice", "pw")[0].user == "alice"
+        honest.lose()
+        # The attacker refills at once.
+        held = [c for c in held if not c.closed]
+        for host in attackers:
+            while sum(1 for c in held if c.protocol.host == host) < 4:
+                held.append(server.connect(host))
+    assert server.stats.limited["pending_evicted"] == 5
+    assert server.stats.logins["ok"] == 5
+
+
+def test_a_connection_without_hello_is_closed_after_the_hello_timeout():
+    limits = L.Limits(hello_timeout=3.0)
+    server = MemoryServer(limits=limits, login_timeout=10.0)
+    idle, talker = server.connect(), server.connect()
+    talker.send(ClientCore(bytes(server.key.public_key), "a", "").hello())
+    server.clock.advance(3.0)
+    assert idle.closed and json.loads(idle.frames()[0])["code"] == ErrorCode.LOGIN_TIMEOUT
+    assert not talker.closed  # its hello came: it has the whole login timeout
+    assert server.stats.limited["hello_timeout"] == 1
+    server.clock.advance(7.0)
+    assert talker.closed
+
+
+@pytest.mark.parametrize("host, subnet", [
+    ("192.0.2.1", "192.0.2"), ("2001:db8:1:2:3:4:5:6", "20010db800010002"),
+    ("::ffff:192.0.2.9", "192.0.2"),
+])
+def test_subnets(host, subnet):
+    assert L.subnet_of(host) == subnet
+
+
+def test_pending_per_subnet():
+    limits = L.Limits(pending=L.PendingLogins(max_total=100, max_per_address=2, max_per_subnet=5))
+    server = MemoryServer(limits=limits)
+    conns = [server.connect("203.0.113.%d" % i) for i in range(1, 7)]
+    assert [c.closed for c in conns] == [False] * 5 + [True]
+    assert server.stats.limited["pending_per_subnet"] == 1
+    assert not server.connect("203.0.114.1").closed
+
+
+# -- 9: hello floods are rate-limited before the X25519 work ----------------------------
+
+def test_hellos_over_the_rate_get_429_without_key_work(monkeypatch):
+    from gamesession.server import login as login_module
+    work = []
+    real = login_module.server_respond
+    monkeypatch.setattr(login_module, "server_respond",
+                        lambda *a: work.append(1) or real(*a))
+    limits = L.Limits(hellos=L.HelloLimiter(rate=10, burst=5, subnet_rate=1000, subnet_burst=1000))
+    server = MemoryServer(limits=limits)
+    codes = []
+    for _ in range(8):
+        conn = server.connect("203.0.113.1")
+        conn.send(ClientCore(bytes(server.key.public_key), "a", "").hello())
+        codes.append(json.loads(conn.frames()[0]).get("code"))
+    assert codes == [None] * 5 + [ErrorCode.TOO_MANY_ATTEMPTS] * 3
+    assert len(work) == 5 and server.stats.limited["hello_rate"] == 3
+    # Other addresses are not affected; the rate refills.
+    assert server.connect("198.51.100.7").login("bob")[0].user == "bob"
+    server.clock.advance(0.1)
+    assert server.connect("203.0.113.1").login("carol")[0].user == "carol"
+
+
+def test_hellos_per_subnet():
+    limits = L.Limits(hellos=L.HelloLimiter(rate=100, burst=100, subnet_rate=1, subnet_burst=4))
+    server = MemoryServer(limits=limits)
+    results = []
+    for i in range(6):
+        conn = server.connect("203.0.113.%d" % i)
+        conn.send(ClientCore(bytes(server.key.public_key), "a", "").hello())
+        results.append(json.loads(conn.frames()[0]).get("code"))
+    assert results == [None] * 4 + [ErrorCode.TOO_MANY_ATTEMPTS] * 2
+    assert server.stats.limited["hello_rate_subnet"] == 2
+    assert server.connect("198.51.100.7").login("bob")[0].user == "bob"
+
+
+def test_hello_limiter_tables_are_bounded():
+    hellos = L.HelloLimiter(rate=1, burst=1, subnet_rate=1, subnet_burst=1, size=50)
+    for i in range(1000):
+        hellos.allow("10.%d.%d.1" % (i // 256, i % 256), 0.0)
+    assert len(hellos.by_host) <= 50 and len(hellos.by_subnet) <= 50

@@ -32,12 +32,15 @@ PLUGIN = (
 # 100k datagrams/s: the server's per-address and per-session limits would
 # refuse the load.  The rate limit stays on (each datagram still pays for its
 # token bucket) with a rate no benchmark reaches; the pending-login caps are
-# raised above any --concurrency.
+# raised above any --concurrency, the hello rates and sessions per address off.
 BENCH_OPTIONS = (
     "--max-datagram-rate", "1000000000",
     "--max-pending", "100000",
     "--max-pending-per-address", "100000",
+    "--max-pending-per-subnet", "100000",
     "--max-sessions-per-address", "0",
+    "--hello-rate", "0",
+    "--hello-rate-per-subnet", "0",
 )
 
 

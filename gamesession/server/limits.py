@@ -3,7 +3,9 @@
 Sans-I/O; time is passed in.  ``TokenBucket`` caps the datagrams a session may
 send per second (checked after a packet authenticated, so only the session's
 own key holder can spend its budget).  ``PendingLogins`` caps TCP connections
-that have not logged in yet, per source address and in total.
+that have not logged in yet, per source address, per subnet and in total, and
+picks the idle connection to push out when the total is reached.
+``HelloLimiter`` rate-limits hellos (the X25519 work) per address and subnet.
 ``LoginAttempts`` remembers failed logins per address in a bounded LRU table
 and makes a failing address wait, doubling the wait with each further failure;
 a success forgives only the failures for the user who logged in.
@@ -11,6 +13,7 @@ The outgoing-queue limit lives in ``login.LoginProtocol`` (it needs the
 transport's producer callbacks).  Options and defaults: README.md, "Limits".
 """
 
+import ipaddress
 from collections import OrderedDict
 
 import attrs
@@ -18,6 +21,12 @@ import attrs
 DEFAULT_DATAGRAM_RATE = 200.0
 DEFAULT_MAX_PENDING = 1024
 DEFAULT_MAX_PENDING_PER_ADDRESS = 32
+DEFAULT_MAX_PENDING_PER_SUBNET = 256
+DEFAULT_HELLO_TIMEOUT = 3.0
+DEFAULT_HELLO_RATE = 20.0
+DEFAULT_HELLO_BURST = 64.0
+DEFAULT_HELLO_RATE_PER_SUBNET = 100.0
+DEFAULT_HELLO_BURST_PER_SUBNET = 256.0
 DEFAULT_MAX_LOGIN_FAILURES = 5
 DEFAULT_LOGIN_BACKOFF = 1.0
 DEFAULT_LOGIN_BACKOFF_MAX = 60.0
@@ -55,41 +64,135 @@ class TokenBucket:
         return True
 
 
-class PendingLogins:
-    """Counts connections that have not logged in yet, by source address.
+def subnet_of(host) -> "str | None":
+    """The /24 (IPv4) or /64 (IPv6) an address belongs to, as a short key.
 
-    ``admit(host)`` returns None and counts the connection, or the name of the
-    limit that refuses it (``pending_total``, ``pending_per_address``);
-    ``release(host)`` undoes an admitted connection.  Addresses with no
-    pending connection take no memory.
+    One party usually holds a whole /24 or /64 at least, so per-subnet
+    bounds catch an attacker who spreads over the addresses of one network.
+    """
+    if not isinstance(host, str):
+        return None
+    if ":" not in host:
+        head, dot, _ = host.rpartition(".")
+        return head if dot else host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return subnet_of(str(address.ipv4_mapped))
+    return address.packed[:8].hex()
+
+
+class PendingLogins:
+    """Connections that have not logged in yet: counted per address, per subnet, in all.
+
+    ``admit(host, connection)`` returns None and counts the connection, or
+    the name of the limit that refuses it (``pending_per_address``,
+    ``pending_per_subnet``, ``pending_total``); ``release(host, connection)``
+    undoes an admitted connection.  When the total is reached, ``evictable``
+    names the connection to sacrifice for a newcomer: the oldest whose
+    ``evictable`` attribute is true (the login protocol: still waiting for
+    a hello or a login, not being checked).  So idle connections cannot hold
+    the gate shut: each newcomer pushes out the longest-waiting idler.
+    Addresses and subnets with no pending connection take no memory.
     """
 
     def __init__(self, max_total: int = DEFAULT_MAX_PENDING,
-                 max_per_address: int = DEFAULT_MAX_PENDING_PER_ADDRESS):
+                 max_per_address: int = DEFAULT_MAX_PENDING_PER_ADDRESS,
+                 max_per_subnet: int = DEFAULT_MAX_PENDING_PER_SUBNET):
         self.max_total = max_total
         self.max_per_address = max_per_address
+        self.max_per_subnet = max_per_subnet
         self.total = 0
         self.by_host = {}
+        self.by_subnet = {}
+        # Admitted connections, oldest first (only those passed to admit).
+        self.connections = OrderedDict()
 
-    def admit(self, host) -> "str | None":
-        if self.total >= self.max_total:
-            return "pending_total"
+    def admit(self, host, connection=None) -> "str | None":
         count = self.by_host.get(host, 0)
         if count >= self.max_per_address:
             return "pending_per_address"
+        subnet = subnet_of(host)
+        in_subnet = self.by_subnet.get(subnet, 0)
+        if in_subnet >= self.max_per_subnet:
+            return "pending_per_subnet"
+        if self.total >= self.max_total:
+            return "pending_total"
         self.by_host[host] = count + 1
+        self.by_subnet[subnet] = in_subnet + 1
         self.total += 1
+        if connection is not None:
+            self.connections[connection] = None
         return None
 
-    def release(self, host) -> None:
+    def evictable(self):
+        """The oldest admitted connection that may be pushed out, or None."""
+        for connection in self.connections:
+            if connection.evictable:
+                return connection
+        return None
+
+    def release(self, host, connection=None) -> None:
         count = self.by_host.get(host, 0)
         if count <= 0:
             return
+        if connection is not None:
+            self.connections.pop(connection, None)
         self.total -= 1
         if count == 1:
             del self.by_host[host]
         else:
             self.by_host[host] = count - 1
+        subnet = subnet_of(host)
+        in_subnet = self.by_subnet.get(subnet, 0)
+        if in_subnet <= 1:
+            self.by_subnet.pop(subnet, None)
+        else:
+            self.by_subnet[subnet] = in_subnet - 1
+
+
+class HelloLimiter:
+    """Hellos (each costs the server three X25519 operations) per address and per subnet.
+
+    Token buckets in two bounded LRU tables, checked before any public-key
+    work: ``allow(host, now)`` is None, or the name of the limit that refuses
+    (``hello_rate``, ``hello_rate_subnet``).  A table that overflows forgets
+    its least recently used bucket (which then starts full again): memory
+    stays bounded, and an attacker needs many subnets to gain from it.
+    """
+
+    def __init__(self, rate: float = DEFAULT_HELLO_RATE, burst: "float | None" = None,
+                 subnet_rate: float = DEFAULT_HELLO_RATE_PER_SUBNET,
+                 subnet_burst: "float | None" = None, size: int = DEFAULT_ATTEMPT_TABLE_SIZE):
+        self.rate = rate
+        self.burst = burst if burst is not None else DEFAULT_HELLO_BURST
+        self.subnet_rate = subnet_rate
+        self.subnet_burst = subnet_burst if subnet_burst is not None else DEFAULT_HELLO_BURST_PER_SUBNET
+        self.size = size
+        self.by_host = OrderedDict()
+        self.by_subnet = OrderedDict()
+
+    def _bucket(self, table, key, rate, burst, now):
+        bucket = table.get(key)
+        if bucket is None:
+            bucket = table[key] = TokenBucket(rate, burst, now)
+            if len(table) > self.size:
+                table.popitem(last=False)
+        else:
+            table.move_to_end(key)
+        return bucket
+
+    def allow(self, host, now: float) -> "str | None":
+        # The address's own bucket first: a sender over its own rate spends
+        # nothing of its subnet's budget.
+        if self.rate and not self._bucket(self.by_host, host, self.rate, self.burst, now).take(now):
+            return "hello_rate"
+        if self.subnet_rate and not self._bucket(self.by_subnet, subnet_of(host), self.subnet_rate,
+                                                 self.subnet_burst, now).take(now):
+            return "hello_rate_subnet"
+        return None
 
 
 # Most distinct user names one address's failure record tells apart; failures
@@ -199,3 +302,6 @@ class Limits:
     pending: PendingLogins = attrs.Factory(PendingLogins)
     attempts: LoginAttempts = attrs.Factory(LoginAttempts)
     max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER
+    # Seconds a new connection has to send its hello (the whole login has login_timeout).
+    hello_timeout: float = DEFAULT_HELLO_TIMEOUT
+    hellos: "HelloLimiter | None" = attrs.Factory(HelloLimiter)

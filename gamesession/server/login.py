@@ -43,6 +43,7 @@ class LoginProtocol:
     receiver = None
     pending = False
     timeout_call = None
+    hello_call = None
     user = None
     host = None
     # Registered as the transport's producer; send_paused while its write buffer is
@@ -66,7 +67,15 @@ class LoginProtocol:
         limits = factory.limits
         self.host = getattr(self.transport.getPeer(), "host", None)
         if limits is not None:
-            refused = limits.pending.admit(self.host)
+            pending = limits.pending
+            refused = pending.admit(self.host, self)
+            if refused == "pending_total":
+                # Full: push out the longest-idle connection rather than refuse
+                # the newest, so idlers cannot hold the gate shut.
+                victim = pending.evictable()
+                if victim is not None:
+                    victim._evict()
+                    refused = pending.admit(self.host, self)
             if refused is not None:
                 stats.limited[refused] += 1
                 self.state = "closed"
@@ -78,6 +87,19 @@ class LoginProtocol:
         self.transport.registerProducer(self, True)
         self.producing = True
         self.timeout_call = factory.clock.callLater(factory.login_timeout, self._login_timed_out)
+        if limits is not None and limits.hello_timeout < factory.login_timeout:
+            self.hello_call = factory.clock.callLater(limits.hello_timeout, self._hello_timed_out)
+
+    @property
+    def evictable(self) -> bool:
+        """May this pending connection be pushed out for a newcomer (not being checked)?"""
+        return self.state in ("hello", "login")
+
+    def _evict(self) -> None:
+        self.factory.registry.stats.limited["pending_evicted"] += 1
+        self.state = "closed"
+        self._login_settled()
+        self.transport.abortConnection()
 
     def connectionLost(self, reason=None):
         self.state = "closed"
@@ -89,16 +111,28 @@ class LoginProtocol:
         if self.timeout_call is not None and self.timeout_call.active():
             self.timeout_call.cancel()
         self.timeout_call = None
+        self._hello_settled()
         if self.pending:
             self.pending = False
             self.factory.registry.stats.tcp_pending_login -= 1
             if self.factory.limits is not None:
-                self.factory.limits.pending.release(self.host)
+                self.factory.limits.pending.release(self.host, self)
+
+    def _hello_settled(self):
+        if self.hello_call is not None and self.hello_call.active():
+            self.hello_call.cancel()
+        self.hello_call = None
 
     def _login_timed_out(self):
         self.timeout_call = None
         self.fail(ErrorCode.LOGIN_TIMEOUT,
                   "login not completed within {:g} seconds".format(self.factory.login_timeout))
+
+    def _hello_timed_out(self):
+        self.hello_call = None
+        self.factory.registry.stats.limited["hello_timeout"] += 1
+        self.fail(ErrorCode.LOGIN_TIMEOUT, "no hello within {:g} seconds"
+                  .format(self.factory.limits.hello_timeout))
 
     # -- frames -----------------------------------------------------------------
 
@@ -192,6 +226,14 @@ class LoginProtocol:
             raise self._misplaced(kind, "a hello")
         wire.version_field(message)
         client_key = wire.bytes_field(message, "client_key", size=32)
+        self._hello_settled()
+        limits = self.factory.limits
+        if limits is not None and limits.hellos is not None:
+            refused = limits.hellos.allow(self.host, self.factory.clock.seconds())
+            if refused is not None:
+                # Before the X25519 work, and no more bytes than the hello.
+                self.factory.registry.stats.limited[refused] += 1
+                raise ProtocolError(ErrorCode.TOO_MANY_ATTEMPTS, "too many handshakes; slow down")
         try:
             reply = server_respond(self.factory.server_key, client_key)
         except HandshakeError as e:
