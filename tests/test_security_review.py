@@ -338,3 +338,30 @@ def test_hello_limiter_tables_are_bounded():
     for i in range(1000):
         hellos.allow("10.%d.%d.1" % (i // 256, i % 256), 0.0)
     assert len(hellos.by_host) <= 50 and len(hellos.by_subnet) <= 50
+
+
+# -- 12: the login port's accept queue -----------------------------------------------------
+
+from gamesession.server.tap import with_backlog
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("tcp:7000", "tcp:7000:backlog=1024"),
+    ("tcp:7000:interface=127.0.0.1", "tcp:7000:interface=127.0.0.1:backlog=1024"),
+    ("tcp6:port=7000", "tcp6:port=7000:backlog=1024"),
+    ("tcp:7000:backlog=10", "tcp:7000:backlog=10"),
+    ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+])
+def test_listen_backlog_is_added_to_stream_endpoints(endpoint, expected):
+    assert with_backlog(endpoint, 1024) == expected
+
+
+def test_make_service_listens_with_the_backlog(tmp_path):
+    from gamesession.server.tap import Options, makeService
+    from twisted.internet.testing import MemoryReactorClock
+    for argv, backlog in (([], 1024), (["--listen-backlog", "77"], 77)):
+        options = Options()
+        options.parseOptions(["--key-file", str(tmp_path / "k")] + argv)
+        service = makeService(options, MemoryReactorClock())
+        [login] = [s for s in service if getattr(s, "factory", None) is service.login_factory]
+        assert login.endpoint._backlog == backlog

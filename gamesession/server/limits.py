@@ -31,6 +31,7 @@ DEFAULT_MAX_LOGIN_FAILURES = 5
 DEFAULT_LOGIN_BACKOFF = 1.0
 DEFAULT_LOGIN_BACKOFF_MAX = 60.0
 DEFAULT_MAX_SEND_BUFFER = 256 * 1024
+DEFAULT_LISTEN_BACKLOG = 1024
 DEFAULT_ATTEMPT_TABLE_SIZE = 10000
 # A LAN party of 64 players behind one NAT address fits; one guest address can
 # no longer fill the whole server.

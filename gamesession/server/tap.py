@@ -56,6 +56,21 @@ def _port(value):
     return port
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """``endpoint`` with ``:backlog=N`` added, for the stream kinds that take one.
+
+    Twisted's own default is 50: a burst of connections (a server restart
+    with thousands of players reconnecting) overflows that in milliseconds,
+    and every refused SYN costs its client a one-second retransmit.
+    """
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return endpoint
+    if any(part.startswith("backlog=") for part in endpoint.split(":")[1:]):
+        return endpoint
+    return "{}:backlog={}".format(endpoint, backlog)
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
@@ -64,6 +79,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     optParameters = [
         ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
+        ["listen-backlog", None, limits.DEFAULT_LISTEN_BACKLOG,
+         "Length of the login port's accept queue (the kernel caps it at net.core.somaxconn); "
+         "applied to tcp:/tcp6:/ssl: endpoints that do not set backlog= themselves.",
+         _positive(int)],
         ["udp", None, 7001, "UDP game port to listen on.", _port],
         ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
         ["public-udp-port", None, None,
@@ -253,7 +272,8 @@ def makeService(config, reactor=None):
         gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
-        endpoints.serverFromString(reactor, config["login"]), factory)
+        endpoints.serverFromString(reactor, with_backlog(config["login"], config["listen-backlog"])),
+        factory)
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
