@@ -365,3 +365,44 @@ def test_make_service_listens_with_the_backlog(tmp_path):
         service = makeService(options, MemoryReactorClock())
         [login] = [s for s in service if getattr(s, "factory", None) is service.login_factory]
         assert login.endpoint._backlog == backlog
+
+
+# -- 8: TCP messages after login are rate-limited ---------------------------------------
+
+@pytest.mark.parametrize("framing", ["int16", "line"])
+def test_a_message_flood_is_slowed_to_the_rate(framing):
+    limits = L.Limits(message_rate=10.0, message_bytes_rate=0)
+    server = MemoryServer(framing=framing, limits=limits)
+    conn = server.connect()
+    conn.login("alice")
+    flood = b"".join(wire.encode_frame(conn.core.data_message(b"%d" % i), framing)
+                     for i in range(100))
+    conn.feed(flood)  # one read carrying 100 messages
+    received = lambda: sum(1 for e in server.app.events if e[0] == "message")
+    assert received() == 21  # the 2 s burst (20), then one over: reading stops
+    assert conn.transport.producerState == "paused"
+    assert server.stats.limited["message_rate"] == 1
+    for second in range(1, 5):
+        server.clock.advance(1.0)
+        assert 21 + 10 * (second - 1) < received() <= 21 + 10 * second + 1
+    for _ in range(100):
+        server.clock.advance(0.1)
+    assert received() == 100  # nothing lost, all in order
+    assert [e[2] for e in server.app.events if e[0] == "message"] == [b"%d" % i for i in range(100)]
+    assert conn.transport.producerState == "producing"
+
+
+def test_message_bytes_rate():
+    meter = L.MessageMeter(message_rate=0, byte_rate=1000.0, now=0.0, burst_seconds=1.0)
+    assert meter.charge(0.0, 600) == 0
+    assert meter.charge(0.0, 600) == pytest.approx(0.2)
+    assert meter.charge(0.2, 0) == 0
+
+
+def test_message_rate_options(tmp_path):
+    from gamesession.server.tap import Options, makeService
+    from twisted.internet.testing import MemoryReactorClock
+    options = Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-message-rate", "7"])
+    limits = makeService(options, MemoryReactorClock()).login_factory.limits
+    assert (limits.message_rate, limits.message_bytes_rate) == (7.0, 128 * 1024)

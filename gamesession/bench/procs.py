@@ -35,6 +35,8 @@ PLUGIN = (
 # raised above any --concurrency, the hello rates and sessions per address off.
 BENCH_OPTIONS = (
     "--max-datagram-rate", "1000000000",
+    "--max-message-rate", "1000000000",
+    "--max-message-bytes", "1000000000000",
     "--max-pending", "100000",
     "--max-pending-per-address", "100000",
     "--max-pending-per-subnet", "100000",

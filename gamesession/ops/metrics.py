@@ -37,7 +37,7 @@ DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_logged_in",
                   "too_many_attempts", "error")
 LIMITS = ("pending_total", "pending_per_address", "pending_per_subnet", "pending_evicted",
-          "hello_timeout", "hello_rate", "hello_rate_subnet", "send_buffer")
+          "hello_timeout", "hello_rate", "hello_rate_subnet", "message_rate", "send_buffer")
 LOGOUT_REASONS = END_REASONS
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}

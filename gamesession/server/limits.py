@@ -32,6 +32,10 @@ DEFAULT_LOGIN_BACKOFF = 1.0
 DEFAULT_LOGIN_BACKOFF_MAX = 60.0
 DEFAULT_MAX_SEND_BUFFER = 256 * 1024
 DEFAULT_LISTEN_BACKLOG = 1024
+DEFAULT_MESSAGE_RATE = 100.0
+DEFAULT_MESSAGE_BYTES_RATE = 128 * 1024.0
+# Seconds' worth of the message rates a session may send at once.
+MESSAGE_BURST_SECONDS = 2.0
 DEFAULT_ATTEMPT_TABLE_SIZE = 10000
 # A LAN party of 64 players behind one NAT address fits; one guest address can
 # no longer fill the whole server.
@@ -63,6 +67,47 @@ class TokenBucket:
             return False
         self.tokens = tokens - 1.0
         return True
+
+
+class MessageMeter:
+    """A session's TCP messages per second and bytes per second, after login.
+
+    ``charge(now, size)`` books one message of ``size`` bytes and returns
+    how many seconds the connection must stop reading so that both rates
+    hold on average (0.0: go on).  Each bucket holds ``burst_seconds`` of its
+    rate; a message is never refused (TCP is reliable), the reader is paused
+    until the debt is paid, so a flooding client is slowed to the rate and
+    its kernel buffers fill instead of the server's CPU.
+    """
+
+    __slots__ = ("message_rate", "byte_rate", "messages", "bytes", "burst_seconds", "stamp")
+
+    def __init__(self, message_rate: float, byte_rate: float, now: float,
+                 burst_seconds: float = MESSAGE_BURST_SECONDS):
+        self.message_rate = message_rate
+        self.byte_rate = byte_rate
+        self.burst_seconds = burst_seconds
+        self.messages = message_rate * burst_seconds
+        self.bytes = byte_rate * burst_seconds
+        self.stamp = now
+
+    def charge(self, now: float, size: int) -> float:
+        elapsed = now - self.stamp
+        self.stamp = now
+        wait = 0.0
+        if self.message_rate:
+            tokens = min(self.messages + elapsed * self.message_rate,
+                         self.message_rate * self.burst_seconds) - 1.0
+            self.messages = tokens
+            if tokens < 0:
+                wait = -tokens / self.message_rate
+        if self.byte_rate:
+            tokens = min(self.bytes + elapsed * self.byte_rate,
+                         self.byte_rate * self.burst_seconds) - size
+            self.bytes = tokens
+            if tokens < 0:
+                wait = max(wait, -tokens / self.byte_rate)
+        return wait
 
 
 def subnet_of(host) -> "str | None":
@@ -306,3 +351,6 @@ class Limits:
     # Seconds a new connection has to send its hello (the whole login has login_timeout).
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT
     hellos: "HelloLimiter | None" = attrs.Factory(HelloLimiter)
+    # TCP messages and bytes per second a logged-in session may send (0: no limit).
+    message_rate: float = DEFAULT_MESSAGE_RATE
+    message_bytes_rate: float = DEFAULT_MESSAGE_BYTES_RATE

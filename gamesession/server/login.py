@@ -25,6 +25,7 @@ from gamesession.protocol import wire
 from gamesession.server.accounts import IPlayer
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
+from gamesession.server.limits import MessageMeter
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
@@ -44,6 +45,9 @@ class LoginProtocol:
     pending = False
     timeout_call = None
     hello_call = None
+    # After login: limits.MessageMeter, and the call that resumes reading when throttled.
+    meter = None
+    throttle_call = None
     user = None
     host = None
     # Registered as the transport's producer; send_paused while its write buffer is
@@ -104,6 +108,9 @@ class LoginProtocol:
     def connectionLost(self, reason=None):
         self.state = "closed"
         self._login_settled()
+        if self.throttle_call is not None and self.throttle_call.active():
+            self.throttle_call.cancel()
+        self.throttle_call = None
         if self.session is not None:
             self.factory.registry.control_lost(self)
 
@@ -139,6 +146,8 @@ class LoginProtocol:
     def frameReceived(self, frame: bytes):
         if self.state == "closed":
             return
+        if self.meter is not None:
+            self._meter(len(frame))
         try:
             message = wire.decode(frame)
             if self.receiver is None:
@@ -151,6 +160,26 @@ class LoginProtocol:
             self.log.failure("unexpected error handling a frame from {peer}",
                              peer=self.transport.getPeer())
             self.fail(ErrorCode.INTERNAL, "internal error")
+
+    def _meter(self, size: int) -> None:
+        """Book a frame on the session's message rates; stop reading while in debt."""
+        wait = self.meter.charge(self.factory.clock.seconds(), size)
+        if wait <= 0 or self.throttle_call is not None:
+            return
+        self.factory.registry.stats.limited["message_rate"] += 1
+        # The framings deliver no further frame while ``paused``; the
+        # transport stops reading, so the client's own buffers fill.
+        self.paused = True
+        self.transport.pauseProducing()
+        self.throttle_call = self.factory.clock.callLater(wait, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self.throttle_call = None
+        if self.state == "closed":
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # the frames that waited in the framing's buffer
 
     def frameTooLong(self):
         self.fail(ErrorCode.FRAME_TOO_LONG, "frame longer than {} bytes".format(wire.MAX_FRAME))
@@ -315,8 +344,12 @@ class LoginProtocol:
             logout()
             return self._refused(refused)
         self._login_settled()
-        if self.factory.limits is not None:
-            self.factory.limits.attempts.succeeded(self.host, self.user)
+        limits = self.factory.limits
+        if limits is not None:
+            limits.attempts.succeeded(self.host, self.user)
+            if limits.message_rate or limits.message_bytes_rate:
+                self.meter = MessageMeter(limits.message_rate, limits.message_bytes_rate,
+                                          self.factory.clock.seconds())
         self.state = "active"
         self.log.info("login ok: user={user} from {peer}", user=wire.loggable(self.user),
                       peer=self.transport.getPeer().host, event="login", outcome="ok")

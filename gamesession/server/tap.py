@@ -141,6 +141,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          _positive(float)],
         ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
          "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["max-message-rate", None, limits.DEFAULT_MESSAGE_RATE,
+         "TCP messages per second a logged-in session may send; beyond it (after a burst of "
+         "2 s worth) the server stops reading its connection until it is back under (0: no limit).",
+         _non_negative],
+        ["max-message-bytes", None, limits.DEFAULT_MESSAGE_BYTES_RATE,
+         "TCP bytes per second a logged-in session may send, enforced the same way (0: no limit).",
+         _non_negative],
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
@@ -268,6 +275,8 @@ def makeService(config, reactor=None):
             attempts=limits.LoginAttempts(config["max-login-failures"], config["login-backoff"],
                                           config["login-backoff-max"]),
             max_send_buffer=config["max-send-buffer"],
+            message_rate=config["max-message-rate"],
+            message_bytes_rate=config["max-message-bytes"],
         ),
         gate=knocking.gate if knocking is not None else None,
     )
