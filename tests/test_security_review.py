@@ -406,3 +406,89 @@ def test_message_rate_options(tmp_path):
     options.parseOptions(["--key-file", str(tmp_path / "k"), "--max-message-rate", "7"])
     limits = makeService(options, MemoryReactorClock()).login_factory.limits
     assert (limits.message_rate, limits.message_bytes_rate) == (7.0, 128 * 1024)
+
+
+# -- 7 and 13: UDP reads are bounded per reactor turn, zero-length datagrams included -----
+
+import socket as socketlib
+
+from twisted.internet.protocol import DatagramProtocol
+
+from gamesession.boundedudp import BoundedPort, BoundedUDPServer
+
+
+class CountingProtocol(DatagramProtocol):
+    def __init__(self):
+        self.got = []
+
+    def datagramReceived(self, data, addr):
+        self.got.append(data)
+
+
+@pytest.mark.parametrize("payload", [b"", b"x" * 58])
+def test_bounded_port_reads_at_most_n_datagrams_per_turn(payload):
+    proto = CountingProtocol()
+    port = BoundedPort(0, proto, interface="127.0.0.1", max_datagrams=32)
+    port._bindSocket()  # a real socket, no reactor needed to call doRead by hand
+    port.protocol = proto
+    try:
+        address = port.socket.getsockname()
+        with socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM) as sender:
+            for _ in range(200):
+                sender.sendto(payload, address)
+        import time
+        time.sleep(0.05)
+        port.doRead()
+        assert len(proto.got) == 32  # plain udp.Port: all 200 in one turn (0 bytes add nothing)
+        for _ in range(10):
+            port.doRead()
+        assert len(proto.got) == 200 and set(proto.got) == {payload}
+        port.doRead()  # empty socket: returns quietly
+    finally:
+        port.socket.close()
+
+
+def test_knock_ports_and_game_port_listen_bounded(tmp_path):
+    from gamesession.knock import listeners
+    from gamesession.server import tap
+    options = tap.Options()
+    options.parseOptions(["--key-file", str(tmp_path / "k"), "--knock", "7102,7101"])
+    from fakes import MemoryReactorUDP
+    service = tap.makeService(options, MemoryReactorUDP())
+    servers = [s for s in service if isinstance(s, BoundedUDPServer)]
+    assert [s.max_datagrams for s in servers] == [tap.GAME_DATAGRAMS_PER_READ]
+    knock = [s for s in service if isinstance(s, listeners.KnockService)][0]
+    bounded = [s for s in knock if isinstance(s, BoundedUDPServer)]
+    assert [s.max_datagrams for s in bounded] == [listeners.KNOCKS_PER_READ] * 2
+
+
+def test_junk_knocks_are_refused_before_the_mac():
+    """Cheap checks first: wrong size, version, position or time cost no BLAKE2b."""
+    from gamesession.knock import rule as k
+    calls = []
+    knocker = k.Knocker((7102, 7101), secret=bytes(32))
+    real = k.verify_knock
+    try:
+        k.verify_knock = lambda *a: calls.append(1) or real(*a)
+        now = 1000.0
+        good = dict(k.make_client_knocks((7102, 7101), bytes(32), "203.0.113.1", now))
+        header = bytearray(good[7102])
+        for junk in (b"", b"x" * 57, b"\x02" + bytes(header[1:]),
+                     bytes(header[:1]) + b"\x01" + bytes(header[2:]),
+                     k.encode_knock(bytes(32), "203.0.113.1", 7102, 0, int(now) - 100, bytes(16))):
+            knocker.knock("203.0.113.1", 7102, junk, now)
+        assert calls == []
+        knocker.knock("203.0.113.1", 7102, good[7102], now)
+        assert calls == [1]
+    finally:
+        k.verify_knock = real
+
+
+def test_knock_mac_is_libsodium_blake2b():
+    import nacl.encoding
+    import nacl.hash
+    from gamesession.knock import rule as k
+    header = k.HEADER.pack(1, 0, 1234, bytes(16))
+    expected = nacl.hash.blake2b(k.CONTEXT + bytes([4, 203, 0, 113, 1]) + b"\x1b\xbe" + header,
+                                 digest_size=32, key=b"s" * 32, encoder=nacl.encoding.RawEncoder)
+    assert k.knock_mac(b"s" * 32, "203.0.113.1", 7102, header) == expected

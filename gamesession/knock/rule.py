@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -207,20 +208,38 @@ def canonical_host(host: str) -> str:
     return str(addr)
 
 
+# host -> the MAC's address bytes (length-prefixed), so a flood from one
+# sender parses its address once; cleared when it reaches the bound.
+_ADDRESS_BYTES: dict = {}
+_ADDRESS_CACHE_SIZE = 4096
+
+
 def _packed(host: str) -> bytes:
-    try:
-        return ipaddress.ip_address(canonical_host(host)).packed
-    except ValueError:
-        raise KnockError(f"authenticated knocks need an IP address, not {host!r}") from None
+    """Length byte + packed address of ``host``, as the MAC covers it."""
+    packed = _ADDRESS_BYTES.get(host)
+    if packed is None:
+        try:
+            raw = ipaddress.ip_address(canonical_host(host)).packed
+        except ValueError:
+            raise KnockError(f"authenticated knocks need an IP address, not {host!r}") from None
+        packed = bytes([len(raw)]) + raw
+        if len(_ADDRESS_BYTES) >= _ADDRESS_CACHE_SIZE:
+            _ADDRESS_BYTES.clear()
+        _ADDRESS_BYTES[host] = packed
+    return packed
+
+
+_PORT = struct.Struct("!H").pack
 
 
 def knock_mac(secret: bytes, host: str, port: int, header: bytes) -> bytes:
-    """BLAKE2b-256 keyed with the secret, over context, address, port, header."""
-    addr = _packed(host)
-    msg = CONTEXT + bytes([len(addr)]) + addr + struct.pack("!H", port) + header
-    return nacl.hash.blake2b(
-        msg, digest_size=MAC_BYTES, key=secret, encoder=nacl.encoding.RawEncoder
-    )
+    """BLAKE2b-256 keyed with the secret, over context, address, port, header.
+
+    hashlib's BLAKE2b: the same function as libsodium's, a tenth of the cost
+    of PyNaCl's wrapper per call (it is on the reject path of every knock).
+    """
+    msg = CONTEXT + _packed(host) + _PORT(port) + header
+    return hashlib.blake2b(msg, digest_size=MAC_BYTES, key=secret).digest()
 
 
 def encode_knock(
@@ -516,16 +535,21 @@ class Knocker:
         return KnockResult(granted=host, reply=reply)
 
     def _authentic(self, host: str, port: int, data: bytes, now: float) -> bool:
-        if len(data) != AUTH_KNOCK_BYTES:
+        # Cheap checks first: size, version, position and time need no MAC.
+        if len(data) != AUTH_KNOCK_BYTES or data[0] != VERSION:
             self.stats["bad_format"] += 1
+            return False
+        _, position, timestamp, _ = HEADER.unpack_from(data)
+        if self.progress.index_of(port) != position:
+            self.stats["wrong_position"] += 1
+            return False
+        expires = timestamp + self.skew
+        if abs(now - timestamp) > self.skew or not self.replay.fresh(expires):
+            self.stats["stale"] += 1
             return False
         knock = verify_knock(self.secret, host, port, data)
         if knock is None:
             self.stats["bad_mac"] += 1
-            return False
-        expires = knock.timestamp + self.skew
-        if abs(now - knock.timestamp) > self.skew or not self.replay.fresh(expires):
-            self.stats["stale"] += 1
             return False
         if self.replay.seen(knock.nonce):
             self.stats["replayed"] += 1
@@ -533,9 +557,6 @@ class Knocker:
         # Only now, with the MAC checked, may the nonce take a cache slot.
         if self.replay.add(knock.nonce, expires):
             self.stats["replay_evicted"] += 1
-        if self.progress.index_of(port) != knock.position:
-            self.stats["wrong_position"] += 1
-            return False
         return True
 
     def allows(self, host: str, now: float) -> bool:

@@ -12,6 +12,7 @@ from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gamesession.boundedudp import BoundedUDPServer
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
@@ -24,6 +25,9 @@ from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
 DEFAULT_APP = "gamesession.server.application.EchoApplication"
+# Datagrams the game port handles per reactor turn (and 256 KiB): zero-length
+# or tiny datagrams can no longer keep the reactor in one read loop.
+GAME_DATAGRAMS_PER_READ = 1024
 
 
 def _positive(kind):
@@ -286,8 +290,8 @@ def makeService(config, reactor=None):
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
-    udp = internet.UDPServer(config["udp"], GamePort(registry),
-                             interface=config["interface"], reactor=reactor)
+    udp = BoundedUDPServer(config["udp"], GamePort(registry), interface=config["interface"],
+                           reactor=reactor, max_datagrams=GAME_DATAGRAMS_PER_READ)
     udp.setServiceParent(top)
 
     sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
