@@ -142,3 +142,57 @@ def test_the_login_port_listens_with_a_long_accept_queue(start_server):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_junk_knock_flood_leaves_the_game_port_its_share(start_server, tmp_path):
+    """Finding 7: junk authenticated knocks from one sender with no secret."""
+    from gamesession.knock import rule as k
+    from gamesession.bench.procs import free_port as free
+    ports = []
+    while len(ports) < 3:
+        port = free(socket.SOCK_DGRAM)
+        if port not in ports:
+            ports.append(port)
+    ports = ports[1:] + ports[:1]
+    secret_file = tmp_path / "knock.secret"
+    secret = k.write_secret_file(str(secret_file))
+    server = start_server("--knock", ",".join(map(str, ports)), "--knock-secret", str(secret_file))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as knocker:
+        for port, data in k.make_client_knocks(ports, secret, "127.0.0.1", time.time()):
+            knocker.sendto(data, ("127.0.0.1", port))
+            time.sleep(0.02)
+    client = SyncClient(server, "honest", timeout=5.0)
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        header = k.HEADER.pack(1, 0, int(time.time()), bytes(16))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            junk.bind(("127.0.9.1", 0))
+            deadline = time.monotonic() + 6
+            while not stop.is_set() and time.monotonic() < deadline:
+                for _ in range(100):
+                    try:
+                        junk.sendto(header + os.urandom(32), ("127.0.0.1", ports[0]))
+                        junk.sendto(b"", ("127.0.0.1", ports[0]))
+                        sent[0] += 2
+                    except OSError:
+                        pass
+
+    import os
+    flooder = threading.Thread(target=flood, daemon=True)
+    rtts = []
+    try:
+        flooder.start()
+        time.sleep(0.5)
+        for _ in range(20):
+            start = time.monotonic()
+            assert client.ping(timeout=2.0)
+            rtts.append(time.monotonic() - start)
+    finally:
+        stop.set()
+        flooder.join(10)
+        client.close()
+    rtts.sort()
+    print("junk knocks sent {}, game RTT during the flood: median {:.2f} ms, max {:.2f} ms".format(
+        sent[0], rtts[len(rtts) // 2] * 1e3, rtts[-1] * 1e3))
