@@ -492,3 +492,51 @@ def test_knock_mac_is_libsodium_blake2b():
     expected = nacl.hash.blake2b(k.CONTEXT + bytes([4, 203, 0, 113, 1]) + b"\x1b\xbe" + header,
                                  digest_size=32, key=b"s" * 32, encoder=nacl.encoding.RawEncoder)
     assert k.knock_mac(b"s" * 32, "203.0.113.1", 7102, header) == expected
+
+
+# -- 4: one holder of the knock secret cannot starve other knockers ----------------------
+
+def test_a_knock_flood_with_the_secret_does_not_make_honest_knocks_stale():
+    from gamesession.knock import rule as k
+    secret = bytes(range(32))
+    sequence = (7102, 7101, 7103)
+    knocker = k.Knocker(sequence, secret=secret, max_tracked=1000)
+    now = 1000.0
+    honest = list(k.make_client_knocks(sequence, secret, "198.51.100.7", now))
+    for port, data in honest[:2]:
+        assert knocker.knock("198.51.100.7", port, data, now).granted is None
+    # The attacker floods valid first knocks, each with a fresh nonce, dated
+    # as far in the future as it is allowed.
+    for i in range(20000):
+        t = now + 0.0002 * i
+        port, data = next(iter(k.make_client_knocks(sequence, secret, "203.0.113.66", t + 5)))
+        knocker.knock("203.0.113.66", port, data, t)
+    port, data = honest[2]
+    assert knocker.knock("198.51.100.7", port, data, now + 5.0).granted == "198.51.100.7"
+    # The flood only made the flooder's own knocks stale (its own floor).
+    assert knocker.replay.held_by("203.0.113.66") <= 16
+
+
+def test_knocks_dated_far_in_the_future_are_stale():
+    from gamesession.knock import rule as k
+    secret = bytes(32)
+    knocker = k.Knocker((7102, 7101), secret=secret, skew=30.0)
+    assert knocker.future_skew == 5.0
+    [(port, data), _] = k.make_client_knocks((7102, 7101), secret, "192.0.2.1", 1000.0 + 20)
+    knocker.knock("192.0.2.1", port, data, 1000.0)
+    assert knocker.stats["stale"] == 1
+
+
+def test_an_evicted_nonce_still_cannot_be_replayed_from_its_sender():
+    from gamesession.knock import rule as k
+    secret = bytes(32)
+    knocker = k.Knocker((7102, 7101), secret=secret, per_host=2)
+    first = list(k.make_client_knocks((7102,), secret, "192.0.2.1", 1000.0))
+    knocker.knock("192.0.2.1", *first[0], 1000.0)
+    for i in range(5):  # pushes the first nonce out of the sender's quota
+        knocker.knock("192.0.2.1", *next(iter(k.make_client_knocks((7102,), secret, "192.0.2.1",
+                                                                    1001.0 + i))), 1001.0 + i)
+    assert not knocker.replay.seen(first[0][1][10:26])
+    before = knocker.stats["stale"]
+    knocker.knock("192.0.2.1", *first[0], 1006.0)
+    assert knocker.stats["stale"] == before + 1  # its sender's floor refuses it

@@ -46,6 +46,9 @@ OPT_PARAMETERS = [
      "Authenticated knocks: the 32-byte secret file (gamesession knock-secret --file PATH)."],
     ["knock-skew", None, k.DEFAULT_SKEW,
      "Authenticated knocks: accepted clock difference in seconds.", _seconds],
+    ["knock-future-skew", None, k.DEFAULT_FUTURE_SKEW,
+     "Authenticated knocks: how many seconds ahead of the server's clock a knock may be dated "
+     "(at most --knock-skew).", _seconds],
     ["knock-max-tracked", None, k.DEFAULT_MAX_TRACKED,
      "Most addresses tracked in progress, granted, and nonces remembered (each).", _count],
     ["knock-firewall", None, None,
@@ -142,6 +145,7 @@ def make_knock_service(config, reactor) -> Optional[KnockService]:
         grant=config["knock-grant"],
         secret=config["knock-secret-key"],
         skew=config["knock-skew"],
+        future_skew=config["knock-future-skew"],
         max_tracked=config["knock-max-tracked"],
         reply_port=port if config["knock-reply"] else None,
     )

@@ -37,6 +37,10 @@ MAX_SEQUENCE = 255  # the position travels in one byte
 DEFAULT_WINDOW = 10.0
 DEFAULT_GRANT = 30.0
 DEFAULT_SKEW = 30.0
+# How far in the future a knock may be dated (clocks ahead of the server's).
+DEFAULT_FUTURE_SKEW = 5.0
+# Nonces one sender may hold in the replay cache: at least 4 sequences' worth.
+DEFAULT_NONCES_PER_HOST = 16
 DEFAULT_MAX_TRACKED = 65536
 
 SECRET_BYTES = 32
@@ -277,44 +281,86 @@ def verify_knock(secret: bytes, host: str, port: int, data: bytes) -> Optional[A
 
 
 class ReplayCache:
-    """Nonces of accepted knocks, each kept until its timestamp goes stale.
+    """Nonces of accepted knocks, each kept until its knock goes stale; fair per sender.
 
-    Bounded: when full, the oldest entry is dropped and ``floor`` rises to
-    its expiry time.  Knocks whose own expiry is not after ``floor`` are
-    refused as stale, so a dropped nonce can never be replayed; the cost of
-    overflow is that slow clients must knock again, never a hole.
+    A knock is bound to its sender's address by the MAC, so a nonce can
+    only ever be replayed from the address that sent it.  That makes the
+    floors per sender: when a sender holds ``per_host`` nonces, its own
+    oldest is dropped and only *its* floor rises to that nonce's expiry.
+    Knocks whose expiry is not after their sender's floor (or the global
+    one) are refused as stale, so a dropped nonce can never be replayed.
+    One sender knocking as fast as it likes (even with the secret) only
+    makes its own slow knocks stale, never anyone else's.
+
+    When the whole cache is full (``max_entries``: that takes more than
+    ``max_entries / per_host`` senders) the oldest nonce of all is dropped
+    and its sender's floor raised.  The floors table is bounded too: a floor
+    it must forget is folded into the global floor (safe: it only refuses
+    more).  Floors in the past are forgotten: those knocks are stale anyway.
     """
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, per_host: Optional[int] = None) -> None:
         self.max_entries = max_entries
+        self.per_host = max(1, per_host if per_host is not None else max_entries)
         self.floor = float("-inf")
-        self._expires: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        # nonce -> (expires, host), oldest first.
+        self._expires: collections.OrderedDict[bytes, Tuple[float, str]] = collections.OrderedDict()
+        # host -> its nonces, oldest first.
+        self._by_host: dict = {}
+        # host -> the expiry below which its knocks are stale (oldest raised first).
+        self._floors: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._expires)
 
-    def fresh(self, expires: float) -> bool:
-        return expires > self.floor
+    def fresh(self, expires: float, host: str = "") -> bool:
+        return expires > self.floor and expires > self._floors.get(host, float("-inf"))
 
     def seen(self, nonce: bytes) -> bool:
         return nonce in self._expires
 
-    def add(self, nonce: bytes, expires: float) -> bool:
-        """Remember ``nonce``; True if that evicted an entry to stay bounded."""
+    def held_by(self, host: str) -> int:
+        return len(self._by_host.get(host, ()))
+
+    def _drop(self, nonce: bytes) -> None:
+        expires, host = self._expires.pop(nonce)
+        mine = self._by_host[host]
+        del mine[nonce]
+        if not mine:
+            del self._by_host[host]
+        if expires > self._floors.get(host, float("-inf")):
+            self._floors[host] = expires
+            self._floors.move_to_end(host)
+            while len(self._floors) > self.max_entries:
+                _, old = self._floors.popitem(last=False)
+                self.floor = max(self.floor, old)
+
+    def add(self, nonce: bytes, expires: float, host: str = "") -> bool:
+        """Remember ``nonce`` sent by ``host``; True if that evicted an entry to stay bounded."""
         evicted = False
-        if len(self._expires) >= self.max_entries:
-            _, old = self._expires.popitem(last=False)
-            self.floor = max(self.floor, old)
+        mine = self._by_host.get(host)
+        if mine is not None and len(mine) >= self.per_host:
+            self._drop(next(iter(mine)))
             evicted = True
-        self._expires[nonce] = expires
+        elif len(self._expires) >= self.max_entries:
+            self._drop(next(iter(self._expires)))
+            evicted = True
+        self._expires[nonce] = (expires, host)
+        self._by_host.setdefault(host, collections.OrderedDict())[nonce] = None
         return evicted
 
     def expire(self, now: float) -> None:
         while self._expires:
-            nonce, expires = next(iter(self._expires.items()))
+            nonce, (expires, host) = next(iter(self._expires.items()))
             if expires >= now:
                 break
             del self._expires[nonce]
+            mine = self._by_host[host]
+            del mine[nonce]
+            if not mine:
+                del self._by_host[host]
+        for host in [h for h, floor in self._floors.items() if floor < now]:
+            del self._floors[host]
 
 
 # -- progress and grants -----------------------------------------------------
@@ -495,8 +541,10 @@ class Knocker:
         grant: float = DEFAULT_GRANT,
         secret: Optional[bytes] = None,
         skew: float = DEFAULT_SKEW,
+        future_skew: Optional[float] = None,
         max_tracked: int = DEFAULT_MAX_TRACKED,
         reply_port: Optional[int] = None,
+        per_host: Optional[int] = None,
     ) -> None:
         if not sequence:
             raise KnockError("a knock sequence needs at least one port")
@@ -506,10 +554,14 @@ class Knocker:
         self.sequence = tuple(sequence)
         self.secret = secret
         self.skew = skew
+        # Knocks dated in the future live up to skew + future_skew in the cache.
+        self.future_skew = min(skew, DEFAULT_FUTURE_SKEW if future_skew is None else future_skew)
         self.reply_port = reply_port
         self.progress = ProgressTracker(self.sequence, window, max_tracked, self.stats)
         self.grants = Grants(grant, max_tracked, self.stats)
-        self.replay = ReplayCache(max_tracked)
+        if per_host is None:
+            per_host = max(DEFAULT_NONCES_PER_HOST, 4 * len(self.sequence))
+        self.replay = ReplayCache(max_tracked, per_host)
 
     @property
     def grant_seconds(self) -> float:
@@ -544,7 +596,8 @@ class Knocker:
             self.stats["wrong_position"] += 1
             return False
         expires = timestamp + self.skew
-        if abs(now - timestamp) > self.skew or not self.replay.fresh(expires):
+        if (now - timestamp > self.skew or timestamp - now > self.future_skew
+                or not self.replay.fresh(expires, host)):
             self.stats["stale"] += 1
             return False
         knock = verify_knock(self.secret, host, port, data)
@@ -555,7 +608,7 @@ class Knocker:
             self.stats["replayed"] += 1
             return False
         # Only now, with the MAC checked, may the nonce take a cache slot.
-        if self.replay.add(knock.nonce, expires):
+        if self.replay.add(knock.nonce, expires, host):
             self.stats["replay_evicted"] += 1
         return True
 
