@@ -10,7 +10,7 @@ from gamesession.protocol.datagram import Kind
 from gamesession.server.tap import Options
 from gamesession.protocol.wire import ErrorCode
 
-from hardening import MemoryServer, error_codes, session_ends
+from fakes import Harness, RecordingApp, error_codes, session_ends
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,14 +65,14 @@ def test_pending_counts_match_a_model(ops):
 
 
 def test_pending_limits_abort_before_any_byte():
-    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(3, 2)))
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(3, 2)))
     a1, a2, a3 = (server.connect("192.0.2.1") for _ in range(3))
     assert not a1.closed and not a2.closed
     assert a3.transport.disconnected and a3.transport.value() == b""
     b1 = server.connect("192.0.2.2")
     assert not b1.closed
-    a2.login("alice")  # being logged in: no longer pending
-    b1.login("bob")
+    a2.attempt_login("alice")  # being logged in: no longer pending
+    b1.attempt_login("bob")
     c1, c2 = server.connect("192.0.2.3"), server.connect("192.0.2.3")
     c3 = server.connect("192.0.2.4")  # total reached by idlers: the oldest idler goes
     assert a1.transport.disconnected and a1.transport.value() == b""
@@ -88,7 +88,7 @@ def test_pending_limits_abort_before_any_byte():
 
 def test_pending_total_refuses_when_no_one_is_idle():
     """Connections whose password is being checked are never pushed out."""
-    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(2, 2)))
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(2, 2)))
     a, b = server.connect("192.0.2.1"), server.connect("192.0.2.2")
     for conn in (a, b):
         conn.protocol.state = "checking"
@@ -98,7 +98,8 @@ def test_pending_total_refuses_when_no_one_is_idle():
 
 
 def test_login_timeout_frees_the_pending_slot():
-    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(10, 1)), login_timeout=5)
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(10, 1)),
+                     login_timeout=5)
     idle = server.connect()
     server.clock.advance(5)
     assert idle.closed
@@ -145,12 +146,12 @@ def test_a_success_forgives_only_the_user_who_logged_in():
 def test_interleaving_own_logins_does_not_reset_the_backoff():
     """The attack from issue 13 finding 1, end to end on the login protocol."""
     limits = L.Limits(attempts=L.LoginAttempts(free=3, backoff=5.0, backoff_max=60.0))
-    server = MemoryServer(limits=limits, users={"victim": "secret", "mallory": "mine"})
+    server = Harness(application=RecordingApp(), limits=limits, users={"victim": "secret", "mallory": "mine"})
     codes = []
     for guess in range(10):
         own = server.connect()
-        own.login("mallory", "mine")
-        codes += error_codes(server.connect().login("victim", "guess%d" % guess))
+        own.attempt_login("mallory", "mine")
+        codes += error_codes(server.connect().attempt_login("victim", "guess%d" % guess))
         own.lose()
     assert codes[:3] == [ErrorCode.AUTH_FAILED] * 3
     assert set(codes[3:]) == {ErrorCode.TOO_MANY_ATTEMPTS}
@@ -159,15 +160,15 @@ def test_interleaving_own_logins_does_not_reset_the_backoff():
 
 def test_the_429_rule_as_documented():
     """docs/protocol.md: after N failed logins the next attempt gets 429 (N=5, 1 s)."""
-    server = MemoryServer(limits=L.Limits(attempts=L.LoginAttempts(5, 1.0, 60.0)),
+    server = Harness(application=RecordingApp(), limits=L.Limits(attempts=L.LoginAttempts(5, 1.0, 60.0)),
                           users={"alice": "pw"})
-    codes = [error_codes(server.connect().login("alice", "wrong")) for _ in range(6)]
+    codes = [error_codes(server.connect().attempt_login("alice", "wrong")) for _ in range(6)]
     assert codes == [[ErrorCode.AUTH_FAILED]] * 5 + [[ErrorCode.TOO_MANY_ATTEMPTS]]
     server.clock.advance(1.0)
-    assert error_codes(server.connect().login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
-    assert error_codes(server.connect().login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    assert error_codes(server.connect().attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+    assert error_codes(server.connect().attempt_login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
     server.clock.advance(2.0)
-    assert server.connect().login("alice", "pw")[0].user == "alice"
+    assert server.connect().attempt_login("alice", "pw")[0].user == "alice"
 
 
 def test_attempt_table_expires_entries():
@@ -191,38 +192,38 @@ def test_attempt_table_is_bounded_lru(hosts):
 
 def test_failed_logins_get_429_then_backoff_passes():
     limits = L.Limits(attempts=L.LoginAttempts(free=2, backoff=4.0, backoff_max=60.0))
-    server = MemoryServer(limits=limits, users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), limits=limits, users={"alice": "pw"})
     for _ in range(2):
         conn = server.connect()
-        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+        assert error_codes(conn.attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
     conn = server.connect()
-    assert error_codes(conn.login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    assert error_codes(conn.attempt_login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
     assert conn.closed
     assert server.stats.logins["too_many_attempts"] == 1
     assert server.stats.logins["auth_failed"] == 2
     # Another address is not affected.
-    other = server.connect("198.51.100.7")
-    assert not error_codes(other.login("alice", "pw")) and other.core.welcome is not None
+    other = server.connect("203.0.113.9")
+    assert not error_codes(other.attempt_login("alice", "pw")) and other.core.welcome is not None
     server.clock.advance(4)
     conn = server.connect()
-    conn.login("alice", "pw")
+    conn.attempt_login("alice", "pw")
     assert conn.core.welcome is not None
     assert len(limits.attempts) == 0  # success forgets the address
 
 
 def test_no_limits_means_no_backoff():
-    server = MemoryServer(users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), users={"alice": "pw"})
     for _ in range(20):
         conn = server.connect()
-        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+        assert error_codes(conn.attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
 
 
 # -- send buffer --------------------------------------------------------------------------
 
 def test_client_that_does_not_read_is_aborted_past_the_limit():
-    server = MemoryServer(limits=L.Limits(max_send_buffer=10000))
+    server = Harness(application=RecordingApp(), limits=L.Limits(max_send_buffer=10000))
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     session = server.registry.by_user["alice"]
     assert conn.transport.producer is conn.protocol
     conn.protocol.pauseProducing()  # what a full transport buffer does
@@ -243,9 +244,10 @@ def test_client_that_does_not_read_is_aborted_past_the_limit():
 @pytest.mark.parametrize("framing", ["int16", "line"])
 def test_a_full_send_buffer_does_not_stop_reading(framing):
     """The framings' receivers stop on ``self.paused``; our pause must not set it."""
-    server = MemoryServer(framing=framing, limits=L.Limits(max_send_buffer=10**6))
+    server = Harness(application=RecordingApp(), framing=framing,
+                     limits=L.Limits(max_send_buffer=10**6))
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     conn.protocol.pauseProducing()
     conn.send(conn.core.data_message(b"still read"))
     assert server.app.events[-1] == ("message", "alice", b"still read")
@@ -254,9 +256,9 @@ def test_a_full_send_buffer_does_not_stop_reading(framing):
 
 
 def test_close_unregisters_the_producer_so_the_connection_can_close():
-    server = MemoryServer()
+    server = Harness(application=RecordingApp())
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     server.registry.end(server.registry.by_user["alice"], "kicked")
     assert session_ends(conn.server_events()) == ["kicked"]
     assert conn.closed and conn.transport.producer is None
@@ -265,9 +267,9 @@ def test_close_unregisters_the_producer_so_the_connection_can_close():
 # -- the UDP rate -------------------------------------------------------------------------
 
 def test_datagram_rate_limit_counts_and_drops_after_authentication():
-    server = MemoryServer(datagram_rate=10.0, datagram_burst=3.0)
+    server = Harness(application=RecordingApp(), datagram_rate=10.0, datagram_burst=3.0)
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     address = ("203.0.113.5", 5000)
     for i in range(5):
         server.registry.datagram_received(conn.core.datagram(Kind.DATA, b"%d" % i), address)

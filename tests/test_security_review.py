@@ -15,7 +15,7 @@ from gamesession.protocol import wire
 from gamesession.protocol.clientcore import ClientCore, LoginFailed
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
-from hardening import MemoryServer, error_codes
+from fakes import Harness, RecordingApp, error_codes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,7 +36,7 @@ def logged_lines(run):
 
 @pytest.mark.parametrize("field", ["user", "password"])
 def test_lone_surrogates_get_422_not_500(field):
-    server = MemoryServer(users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), users={"alice": "pw"})
     conn = server.connect()
     login = {"user": "alice", "password": "pw"}
     login[field] = "a\ud800b"
@@ -61,9 +61,9 @@ def test_wire_refuses_lone_surrogates_in_text_fields():
 
 
 def test_user_names_are_escaped_in_log_lines():
-    server = MemoryServer()  # guest mode: any name logs in
+    server = Harness(application=RecordingApp())  # guest mode: any name logs in
     evil = "mallory\x1b[2J\r\nlogin ok: user=admin"
-    lines = logged_lines(lambda: server.connect().login(evil))
+    lines = logged_lines(lambda: server.connect().attempt_login(evil))
     mine = [line for line in lines if "mallory" in line]
     assert mine, lines
     for line in mine:
@@ -75,7 +75,7 @@ def test_user_names_are_escaped_in_log_lines():
 # -- 6: the client takes no clear frame once the channel is sealed ----------------------
 
 def test_client_refuses_a_clear_error_after_the_handshake():
-    server = MemoryServer()
+    server = Harness(application=RecordingApp())
     conn = server.connect()
     core = ClientCore(bytes(server.key.public_key), "alice", "")
     conn.send(core.hello())
@@ -94,10 +94,10 @@ def test_client_refuses_a_clear_error_after_the_handshake():
 # -- 11: no presence oracle ------------------------------------------------------------
 
 def test_duplicate_reject_answers_409_only_to_the_right_password():
-    server = MemoryServer(users={"alice": "pw"}, duplicate_login="reject")
-    assert server.connect().login("alice", "pw")[0].user == "alice"
-    assert error_codes(server.connect().login("alice", "guess")) == [ErrorCode.AUTH_FAILED]
-    assert error_codes(server.connect().login("alice", "pw")) == [ErrorCode.ALREADY_LOGGED_IN]
+    server = Harness(application=RecordingApp(), users={"alice": "pw"}, duplicate_login="reject")
+    assert server.connect().attempt_login("alice", "pw")[0].user == "alice"
+    assert error_codes(server.connect().attempt_login("alice", "guess")) == [ErrorCode.AUTH_FAILED]
+    assert error_codes(server.connect().attempt_login("alice", "pw")) == [ErrorCode.ALREADY_LOGGED_IN]
     assert server.stats.logins["auth_failed"] == 1
 
 
@@ -105,7 +105,7 @@ def test_duplicate_reject_answers_409_only_to_the_right_password():
 
 @pytest.mark.parametrize("version", [1.0, True, "1", [1]])
 def test_hello_version_must_be_the_integer_1(version):
-    server = MemoryServer()
+    server = Harness(application=RecordingApp())
     conn = server.connect()
     hello = json.loads(ClientCore(bytes(server.key.public_key), "a", "").hello())
     hello["version"] = version
@@ -214,18 +214,18 @@ def test_keys_readable_by_others_are_refused(tmp_path, capsys):
 @pytest.mark.parametrize("users", [None, {"u%d" % i: "pw" for i in range(6)}])
 def test_one_address_cannot_take_every_session(users):
     """Guests and accounts alike: at most N sessions per source address."""
-    server = MemoryServer(users=users, max_sessions_per_address=3)
+    server = Harness(application=RecordingApp(), users=users, max_sessions_per_address=3)
     names = ["u%d" % i for i in range(6)]
     for name in names[:3]:
-        assert server.connect("192.0.2.1").login(name, "pw")[0].user == name
-    assert error_codes(server.connect("192.0.2.1").login(names[3], "pw")) == [ErrorCode.SERVER_FULL]
+        assert server.connect("192.0.2.1").attempt_login(name, "pw")[0].user == name
+    assert error_codes(server.connect("192.0.2.1").attempt_login(names[3], "pw")) == [ErrorCode.SERVER_FULL]
     assert server.stats.logins["address_full"] == 1
     # Another address is not affected; replacing one's own session is allowed.
-    assert server.connect("192.0.2.2").login(names[4], "pw")[0].user == names[4]
-    assert server.connect("192.0.2.1").login(names[0], "pw")[0].user == names[0]
+    assert server.connect("192.0.2.2").attempt_login(names[4], "pw")[0].user == names[4]
+    assert server.connect("192.0.2.1").attempt_login(names[0], "pw")[0].user == names[0]
     # A session that ends frees its slot.
     server.registry.end(server.registry.by_user[names[1]], "logout")
-    assert server.connect("192.0.2.1").login(names[5], "pw")[0].user == names[5]
+    assert server.connect("192.0.2.1").attempt_login(names[5], "pw")[0].user == names[5]
     assert server.registry.by_host == {"192.0.2.1": 3, "192.0.2.2": 1}
     server.registry.shutdown()
     assert server.registry.by_host == {}
@@ -249,14 +249,14 @@ from gamesession.server import limits as L
 
 def test_idle_connections_from_many_addresses_do_not_lock_out_an_honest_login():
     limits = L.Limits(pending=L.PendingLogins(max_total=40, max_per_address=4))
-    server = MemoryServer(limits=limits, users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), limits=limits, users={"alice": "pw"})
     attackers = ["203.0.113.%d" % i for i in range(10)]
     held = [server.connect(host) for host in attackers for _ in range(4)]
     assert limits.pending.total == 40 and not any(c.closed for c in held)
     for attempt in range(5):
         honest = server.connect("198.51.100.7")
         assert not honest.closed
-        assert honest.login("alice", "pw")[0].user == "alice"
+        assert honest.attempt_login("alice", "pw")[0].user == "alice"
         honest.lose()
         # The attacker refills at once.
         held = [c for c in held if not c.closed]
@@ -269,7 +269,7 @@ def test_idle_connections_from_many_addresses_do_not_lock_out_an_honest_login():
 
 def test_a_connection_without_hello_is_closed_after_the_hello_timeout():
     limits = L.Limits(hello_timeout=3.0)
-    server = MemoryServer(limits=limits, login_timeout=10.0)
+    server = Harness(application=RecordingApp(), limits=limits, login_timeout=10.0)
     idle, talker = server.connect(), server.connect()
     talker.send(ClientCore(bytes(server.key.public_key), "a", "").hello())
     server.clock.advance(3.0)
@@ -290,7 +290,7 @@ def test_subnets(host, subnet):
 
 def test_pending_per_subnet():
     limits = L.Limits(pending=L.PendingLogins(max_total=100, max_per_address=2, max_per_subnet=5))
-    server = MemoryServer(limits=limits)
+    server = Harness(application=RecordingApp(), limits=limits)
     conns = [server.connect("203.0.113.%d" % i) for i in range(1, 7)]
     assert [c.closed for c in conns] == [False] * 5 + [True]
     assert server.stats.limited["pending_per_subnet"] == 1
@@ -306,7 +306,7 @@ def test_hellos_over_the_rate_get_429_without_key_work(monkeypatch):
     monkeypatch.setattr(login_module, "server_respond",
                         lambda *a: work.append(1) or real(*a))
     limits = L.Limits(hellos=L.HelloLimiter(rate=10, burst=5, subnet_rate=1000, subnet_burst=1000))
-    server = MemoryServer(limits=limits)
+    server = Harness(application=RecordingApp(), limits=limits)
     codes = []
     for _ in range(8):
         conn = server.connect("203.0.113.1")
@@ -315,14 +315,14 @@ def test_hellos_over_the_rate_get_429_without_key_work(monkeypatch):
     assert codes == [None] * 5 + [ErrorCode.TOO_MANY_ATTEMPTS] * 3
     assert len(work) == 5 and server.stats.limited["hello_rate"] == 3
     # Other addresses are not affected; the rate refills.
-    assert server.connect("198.51.100.7").login("bob")[0].user == "bob"
+    assert server.connect("198.51.100.7").attempt_login("bob")[0].user == "bob"
     server.clock.advance(0.1)
-    assert server.connect("203.0.113.1").login("carol")[0].user == "carol"
+    assert server.connect("203.0.113.1").attempt_login("carol")[0].user == "carol"
 
 
 def test_hellos_per_subnet():
     limits = L.Limits(hellos=L.HelloLimiter(rate=100, burst=100, subnet_rate=1, subnet_burst=4))
-    server = MemoryServer(limits=limits)
+    server = Harness(application=RecordingApp(), limits=limits)
     results = []
     for i in range(6):
         conn = server.connect("203.0.113.%d" % i)
@@ -330,7 +330,7 @@ def test_hellos_per_subnet():
         results.append(json.loads(conn.frames()[0]).get("code"))
     assert results == [None] * 4 + [ErrorCode.TOO_MANY_ATTEMPTS] * 2
     assert server.stats.limited["hello_rate_subnet"] == 2
-    assert server.connect("198.51.100.7").login("bob")[0].user == "bob"
+    assert server.connect("198.51.100.7").attempt_login("bob")[0].user == "bob"
 
 
 def test_hello_limiter_tables_are_bounded():
@@ -372,9 +372,9 @@ def test_make_service_listens_with_the_backlog(tmp_path):
 @pytest.mark.parametrize("framing", ["int16", "line"])
 def test_a_message_flood_is_slowed_to_the_rate(framing):
     limits = L.Limits(message_rate=10.0, message_bytes_rate=0)
-    server = MemoryServer(framing=framing, limits=limits)
+    server = Harness(application=RecordingApp(), framing=framing, limits=limits)
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     flood = b"".join(wire.encode_frame(conn.core.data_message(b"%d" % i), framing)
                      for i in range(100))
     conn.feed(flood)  # one read carrying 100 messages
