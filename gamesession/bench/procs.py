@@ -186,7 +186,7 @@ def start_gamesession(workdir: str, cpu=None, options=(), nofile=0,
     argv = [
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
         "-n", "--pidfile=", "--logfile=" + log_path] + list(twistd_options) + ["gamesession",
-        "--login", "tcp:{}:interface=127.0.0.1:backlog=1024".format(login_port),
+        "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
         "--udp", str(udp_port), "--interface", "127.0.0.1", "--key-file", key_file,
     ] + list(options)
     process = subprocess.Popen(

@@ -552,6 +552,10 @@ def summary(result: dict) -> str:
         if rounds > 1:
             rows.insert(3, ("ratio, median of rounds", "{:.3f}".format(
                 result["ratio_median_of_rounds"])))
+    elif kind == "accept":
+        from gamesession.bench.accept import summary_rows
+
+        rows = summary_rows(result)
     elif kind == "login":
         rows = [
             ("logins", "{} in {:.1f} s, {} concurrent".format(
