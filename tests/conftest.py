@@ -62,6 +62,15 @@ def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
     wait_for_tcp(port, process, timeout)
 
 
+def knock_ports(n=3):
+    """``n`` free UDP ports for a knock sequence, unsorted (the server warns about sorted ones)."""
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port(socket.SOCK_DGRAM))
+    ports = sorted(ports)
+    return ports[1:] + ports[:1]
+
+
 def child_env(plugin_path: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([plugin_path, ROOT] + [p for p in [env.get("PYTHONPATH")] if p])

@@ -4,6 +4,7 @@ Many source addresses come from 127.0.0.0/8: each attacking socket is bound
 to its own 127.0.x.y before it connects.  Every loop is bounded in time.
 """
 
+import os
 import select
 import socket
 import threading
@@ -16,7 +17,7 @@ from gamesession.client.status import Figures
 from gamesession.protocol.clientcore import ClientCore
 from gamesession.keys import decode_key
 
-from conftest import free_port, wait_for_port
+from conftest import free_port, knock_ports, wait_for_port
 from hardening import SyncClient, frame_bytes
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
@@ -147,13 +148,7 @@ def test_the_login_port_listens_with_a_long_accept_queue(start_server):
 def test_junk_knock_flood_leaves_the_game_port_its_share(start_server, tmp_path):
     """Finding 7: junk authenticated knocks from one sender with no secret."""
     from gamesession.knock import rule as k
-    from gamesession.bench.procs import free_port as free
-    ports = []
-    while len(ports) < 3:
-        port = free(socket.SOCK_DGRAM)
-        if port not in ports:
-            ports.append(port)
-    ports = ports[1:] + ports[:1]
+    ports = knock_ports()
     secret_file = tmp_path / "knock.secret"
     secret = k.write_secret_file(str(secret_file))
     server = start_server("--knock", ",".join(map(str, ports)), "--knock-secret", str(secret_file))
@@ -179,7 +174,6 @@ def test_junk_knock_flood_leaves_the_game_port_its_share(start_server, tmp_path)
                     except OSError:
                         pass
 
-    import os
     flooder = threading.Thread(target=flood, daemon=True)
     rtts = []
     try:
