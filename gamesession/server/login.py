@@ -43,8 +43,11 @@ class LoginProtocol:
     sender = None
     receiver = None
     pending = False
+    # The one deadline of a pending connection: the hello's first (limits.hello_timeout),
+    # then the whole login's (factory.login_timeout, counted from the connection).
     timeout_call = None
-    hello_call = None
+    hello_deadline = False
+    connected_at = 0.0
     # After login: limits.MessageMeter, and the call that resumes reading when throttled.
     meter = None
     throttle_call = None
@@ -90,9 +93,15 @@ class LoginProtocol:
         self.pending = True
         self.transport.registerProducer(self, True)
         self.producing = True
-        self.timeout_call = factory.clock.callLater(factory.login_timeout, self._login_timed_out)
-        if limits is not None and limits.hello_timeout < factory.login_timeout:
-            self.hello_call = factory.clock.callLater(limits.hello_timeout, self._hello_timed_out)
+        # One DelayedCall per connection (they are most of what a burst of
+        # accepts allocates), moved from the hello's deadline to the login's.
+        clock = factory.clock
+        self.connected_at = clock.seconds()
+        first = factory.login_timeout
+        if limits is not None and limits.hello_timeout < first:
+            first = limits.hello_timeout
+            self.hello_deadline = True
+        self.timeout_call = clock.callLater(first, self._timed_out)
 
     @property
     def evictable(self) -> bool:
@@ -118,7 +127,6 @@ class LoginProtocol:
         if self.timeout_call is not None and self.timeout_call.active():
             self.timeout_call.cancel()
         self.timeout_call = None
-        self._hello_settled()
         if self.pending:
             self.pending = False
             self.factory.registry.stats.tcp_pending_login -= 1
@@ -126,20 +134,23 @@ class LoginProtocol:
                 self.factory.limits.pending.release(self.host, self)
 
     def _hello_settled(self):
-        if self.hello_call is not None and self.hello_call.active():
-            self.hello_call.cancel()
-        self.hello_call = None
+        """The hello came: the deadline becomes the whole login's."""
+        if self.hello_deadline:
+            self.hello_deadline = False
+            call = self.timeout_call
+            if call is not None and call.active():
+                left = self.connected_at + self.factory.login_timeout - self.factory.clock.seconds()
+                call.reset(max(left, 0.0))
 
-    def _login_timed_out(self):
+    def _timed_out(self):
         self.timeout_call = None
-        self.fail(ErrorCode.LOGIN_TIMEOUT,
-                  "login not completed within {:g} seconds".format(self.factory.login_timeout))
-
-    def _hello_timed_out(self):
-        self.hello_call = None
-        self.factory.registry.stats.limited["hello_timeout"] += 1
-        self.fail(ErrorCode.LOGIN_TIMEOUT, "no hello within {:g} seconds"
-                  .format(self.factory.limits.hello_timeout))
+        if self.hello_deadline:
+            self.factory.registry.stats.limited["hello_timeout"] += 1
+            self.fail(ErrorCode.LOGIN_TIMEOUT, "no hello within {:g} seconds"
+                      .format(self.factory.limits.hello_timeout))
+        else:
+            self.fail(ErrorCode.LOGIN_TIMEOUT,
+                      "login not completed within {:g} seconds".format(self.factory.login_timeout))
 
     # -- frames -----------------------------------------------------------------
 
