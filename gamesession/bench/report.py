@@ -13,8 +13,16 @@ from gamesession.bench.runner import BenchError
 def load(paths):
     udp, sessions = [], []
     for path in paths:
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except OSError as e:
+            raise BenchError("cannot read {}: {}".format(path, e.strerror))
+        except ValueError as e:
+            raise BenchError("{} is not a JSON result of bench udp or bench sessions: {}"
+                             .format(path, e))
+        if not isinstance(result, dict):
+            raise BenchError("{} is not a JSON result of bench udp or bench sessions".format(path))
         if result.get("benchmark") == "udp":
             udp.append(result)
         elif result.get("benchmark") == "sessions":
@@ -95,7 +103,11 @@ def draw(paths, out) -> str:
     import io
     from gamesession.files import write_atomic
     png = io.BytesIO()
-    fig.savefig(png, dpi=90, format="png")
-    write_atomic(str(out), png.getvalue(), 0o644)
-    plt.close(fig)
+    try:
+        fig.savefig(png, dpi=90, format="png")
+        write_atomic(str(out), png.getvalue(), 0o644)
+    except OSError as e:
+        raise BenchError("cannot write --out {}: {}".format(out, e.strerror or e))
+    finally:
+        plt.close(fig)
     return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))
