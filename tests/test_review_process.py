@@ -156,6 +156,9 @@ def test_junk_knock_flood_leaves_the_game_port_its_share(start_server, tmp_path)
         for port, data in k.make_client_knocks(ports, secret, "127.0.0.1", time.time()):
             knocker.sendto(data, ("127.0.0.1", port))
             time.sleep(0.02)
+    # The last knock and the connection may be read in either order within a
+    # reactor turn: let the grant land first (gamesession ping's knock waits too).
+    time.sleep(0.3)
     client = SyncClient(server, "honest", timeout=5.0)
     stop = threading.Event()
     sent = [0]
