@@ -342,6 +342,16 @@ def test_vector_matches_docs():
     )
 
 
+def test_bound_vector_matches_docs():
+    mac = "ea2b8cf52051028c64887dd30a2d4622f345629eafc74cc820094706eab383b4"
+    data = k.encode_knock(VEC_SECRET, VEC_HOST, VEC_PORT, VEC_POSITION, VEC_TIMESTAMP, VEC_NONCE,
+                          b"arena-7")
+    assert data.hex() == VEC_KNOCK[:52] + mac
+    assert mac in DOCS.read_text().replace("\n", "")
+    assert k.verify_knock(VEC_SECRET, VEC_HOST, VEC_PORT, data) is None
+    assert k.verify_knock(VEC_SECRET, VEC_HOST, VEC_PORT, data, b"arena-7") is not None
+
+
 SECRET = bytes(range(100, 132))
 NOW = 1_700_000_000.0
 

@@ -193,3 +193,24 @@ def test_junk_knock_flood_leaves_the_game_port_its_share(start_server, tmp_path)
     rtts.sort()
     print("junk knocks sent {}, game RTT during the flood: median {:.2f} ms, max {:.2f} ms".format(
         sent[0], rtts[len(rtts) // 2] * 1e3, rtts[-1] * 1e3))
+
+
+def test_ping_knocks_for_the_server_id(start_server, plugin_path, tmp_path):
+    """Finding 4: a knock gate bound to --knock-server-id opens only for knocks made for it."""
+    from conftest import run_cli
+    from gamesession.knock import rule as k
+    ports = knock_ports()
+    secret_file = str(tmp_path / "knock.secret")
+    k.write_secret_file(secret_file)
+    server = start_server("--knock", ",".join(map(str, ports)), "--knock-secret", secret_file,
+                          "--knock-server-id", "arena-7")
+
+    def ping(*extra):
+        return run_cli(plugin_path, "ping", "--server", "127.0.0.1:{}".format(server.login_port),
+                       "--server-key", server.public_key, "--count", "1", "--timeout", "3",
+                       "--knock", ",".join(map(str, ports)), "--knock-secret", secret_file, *extra)
+
+    assert ping("--knock-server-id", "arena-8").returncode == 1
+    assert ping().returncode == 1
+    result = ping("--knock-server-id", "arena-7")
+    assert result.returncode == 0, result.stderr

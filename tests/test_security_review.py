@@ -551,3 +551,38 @@ def test_the_startup_heap_is_frozen_out_of_full_collections():
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+def test_knocks_bound_to_a_server_id_do_not_open_another_server():
+    """Finding 4: servers sharing a secret no longer accept each other's knocks."""
+    from gamesession.knock import rule as k
+    secret, seq, host, now = bytes(range(32)), (7102, 7101), "192.0.2.1", 1000.0
+    east = k.Knocker(seq, secret=secret, server_id=b"east")
+    west = k.Knocker(seq, secret=secret, server_id=b"west")
+    unbound = k.Knocker(seq, secret=secret)
+    for_east = list(k.make_client_knocks(seq, secret, host, now, server_id=b"east"))
+    for knocker in (west, unbound):
+        assert [knocker.knock(host, p, d, now).granted for p, d in for_east] == [None, None]
+        assert knocker.stats["bad_mac"] == 2
+    assert [east.knock(host, p, d, now).granted for p, d in for_east][-1] == host
+    # And an unbound knock does not open a bound server.
+    plain = list(k.make_client_knocks(seq, secret, host, now))
+    fresh = k.Knocker(seq, secret=secret, server_id=b"east")
+    assert [fresh.knock(host, p, d, now).granted for p, d in plain] == [None, None]
+
+
+def test_knock_server_id_options(tmp_path):
+    from twisted.python import usage
+    from gamesession.knock import rule as k
+    from gamesession.server.tap import Options, makeService
+    from fakes import MemoryReactorUDP
+    k.write_secret_file(str(tmp_path / "s"))
+    base = ["--key-file", str(tmp_path / "k"), "--knock", "7102,7101"]
+    options = Options()
+    options.parseOptions(base + ["--knock-secret", str(tmp_path / "s"), "--knock-server-id", "eu-1"])
+    service = makeService(options, MemoryReactorUDP())
+    assert service.login_factory.gate.knocker.server_id == b"eu-1"
+    for bad in (base + ["--knock-server-id", "eu-1"],  # classic knocks have no MAC
+                base + ["--knock-secret", str(tmp_path / "s"), "--knock-server-id", "x" * 65]):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(bad)

@@ -51,6 +51,7 @@ CONTEXT = b"gamesession-knock v1"
 HEADER = struct.Struct("!BBQ16s")  # version, position, timestamp, nonce
 AUTH_KNOCK_BYTES = HEADER.size + MAC_BYTES  # 58
 REPLY = struct.Struct("!H")
+MAX_SERVER_ID = 64
 
 Ports = Tuple[int, ...]
 T = TypeVar("T")
@@ -236,24 +237,38 @@ def _packed(host: str) -> bytes:
 _PORT = struct.Struct("!H").pack
 
 
-def knock_mac(secret: bytes, host: str, port: int, header: bytes) -> bytes:
-    """BLAKE2b-256 keyed with the secret, over context, address, port, header.
+def server_binding(server_id: bytes) -> bytes:
+    """What a server id adds to the MAC input after the context (nothing when empty).
+
+    A zero byte (an address length is 4 or 16, never 0), the id's length,
+    the id: a knock made for one server id never verifies for another.
+    """
+    if not server_id:
+        return b""
+    if len(server_id) > MAX_SERVER_ID:
+        raise KnockError(f"a knock server id is at most {MAX_SERVER_ID} bytes")
+    return b"\x00" + bytes([len(server_id)]) + server_id
+
+
+def knock_mac(secret: bytes, host: str, port: int, header: bytes, server_id: bytes = b"") -> bytes:
+    """BLAKE2b-256 keyed with the secret, over context, [server id,] address, port, header.
 
     hashlib's BLAKE2b: the same function as libsodium's, a tenth of the cost
     of PyNaCl's wrapper per call (it is on the reject path of every knock).
     """
-    msg = CONTEXT + _packed(host) + _PORT(port) + header
+    msg = CONTEXT + server_binding(server_id) + _packed(host) + _PORT(port) + header
     return hashlib.blake2b(msg, digest_size=MAC_BYTES, key=secret).digest()
 
 
 def encode_knock(
-    secret: bytes, host: str, port: int, position: int, timestamp: int, nonce: bytes
+    secret: bytes, host: str, port: int, position: int, timestamp: int, nonce: bytes,
+    server_id: bytes = b"",
 ) -> bytes:
     """The datagram a client at ``host`` sends to ``port`` (see docs/knocking.md)."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
     header = HEADER.pack(VERSION, position, timestamp, nonce)
-    return header + knock_mac(secret, host, port, header)
+    return header + knock_mac(secret, host, port, header, server_id)
 
 
 @attrs.frozen
@@ -263,7 +278,8 @@ class AuthKnock:
     nonce: bytes
 
 
-def verify_knock(secret: bytes, host: str, port: int, data: bytes) -> Optional[AuthKnock]:
+def verify_knock(secret: bytes, host: str, port: int, data: bytes,
+                 server_id: bytes = b"") -> Optional[AuthKnock]:
     """The decoded knock if its MAC is good for this sender and port, else None.
 
     Only the format and the MAC are checked: freshness and replay are state,
@@ -272,7 +288,7 @@ def verify_knock(secret: bytes, host: str, port: int, data: bytes) -> Optional[A
     if len(data) != AUTH_KNOCK_BYTES:
         return None
     header, mac = data[: HEADER.size], data[HEADER.size :]
-    if not hmac.compare_digest(mac, knock_mac(secret, host, port, header)):
+    if not hmac.compare_digest(mac, knock_mac(secret, host, port, header, server_id)):
         return None
     version, position, timestamp, nonce = HEADER.unpack(header)
     if version != VERSION:
@@ -545,6 +561,7 @@ class Knocker:
         max_tracked: int = DEFAULT_MAX_TRACKED,
         reply_port: Optional[int] = None,
         per_host: Optional[int] = None,
+        server_id: bytes = b"",
     ) -> None:
         if not sequence:
             raise KnockError("a knock sequence needs at least one port")
@@ -554,6 +571,9 @@ class Knocker:
         self.sequence = tuple(sequence)
         self.secret = secret
         self.skew = skew
+        # Knocks must be made for this server id (--knock-server-id); b"": unbound.
+        self.server_id = server_id
+        server_binding(server_id)  # refuses an id that is too long
         # Knocks dated in the future live up to skew + future_skew in the cache.
         self.future_skew = min(skew, DEFAULT_FUTURE_SKEW if future_skew is None else future_skew)
         self.reply_port = reply_port
@@ -600,7 +620,7 @@ class Knocker:
                 or not self.replay.fresh(expires, host)):
             self.stats["stale"] += 1
             return False
-        knock = verify_knock(self.secret, host, port, data)
+        knock = verify_knock(self.secret, host, port, data, self.server_id)
         if knock is None:
             self.stats["bad_mac"] += 1
             return False
@@ -648,6 +668,7 @@ def make_client_knocks(
     host: str,
     now: float,
     nonce: Callable[[int], bytes] = os.urandom,
+    server_id: bytes = b"",
 ) -> Iterable[Tuple[int, bytes]]:
     """(port, datagram) pairs a client at ``host`` sends, in order.
 
@@ -658,5 +679,5 @@ def make_client_knocks(
             yield port, b"\x00"
         else:
             yield port, encode_knock(
-                secret, host, port, position, int(now), nonce(NONCE_BYTES)
+                secret, host, port, position, int(now), nonce(NONCE_BYTES), server_id
             )
