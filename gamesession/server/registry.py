@@ -14,6 +14,7 @@ from twisted.internet import udp
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from gamesession.server.admission import LOCAL
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
@@ -164,6 +165,7 @@ class SessionRegistry:
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
         max_sessions_per_address: int = 0,
+        admission=LOCAL,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -183,6 +185,8 @@ class SessionRegistry:
         # max_sessions_per_address is set (0: no limit, nothing counted).
         self.max_sessions_per_address = max_sessions_per_address
         self.by_host = {}
+        # admission.ILoginAdmission: told of every session opened and ended (cluster membership).
+        self.admission = admission
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
         # Rooms with the default limits; the tap replaces it with the configured one.
@@ -282,6 +286,7 @@ class SessionRegistry:
             session.logout()
         except Exception:
             self.log.failure("avatar logout failed for {user}", user=loggable(session.user))
+        self.admission.ended(session, reason)
         self.notify_application("session_ended", session, reason)
 
     def control_lost(self, control) -> None:
