@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import need, run_cli
+from gamesession import mmsg
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 
@@ -28,6 +29,8 @@ def test_bench_udp(plugin_path, tmp_path):
         assert figures[key] is not None and figures[key] > 0, key
     assert figures["payload"] == 512
     assert figures["server_log_tracebacks"] == 0
+    assert figures["udp_io"] == ("batched" if mmsg.available() else "plain")
+    assert "server udp i/o" in result.stdout
     assert "throughput (pps)" in result.stdout
     assert len(figures["detail"]["rounds"]) == 2
     assert "gamesession round 2/2" in result.stderr  # the progress line

@@ -366,6 +366,18 @@ class Bench:
         except OSError:
             return 0
 
+    def udp_io(self, server) -> str:
+        """Which game-port path the server says it runs (its ``game_port`` log line)."""
+        try:
+            with open(server.log_path) as f:
+                text = f.read()
+        except OSError:
+            return "unknown"
+        for path in ("batched", "plain"):
+            if " I/O {}".format(path) in text:
+                return path
+        return "unknown"
+
     def header(self, name: str, settings: dict) -> dict:
         return {
             "benchmark": name,
@@ -398,6 +410,7 @@ def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, rou
         timeout = 4 * (rounds * 2 * (seconds + warmup + 1) + 2 * latency_seconds) + 60
         detail = run_loadgen(udp_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     # On a shared machine other work steals cycles: the best round of each
     # server is the one least disturbed.
     gs = max((r["gamesession"] for r in detail["rounds"]), key=lambda r: r["pps"])
@@ -464,6 +477,7 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
         plan = bench.plan(server, nofile=concurrency * 4 + 256, **settings)
         detail = run_loadgen(login_job, plan, progress, 4 * (seconds + warmup) + 60)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     result.update(detail)
     result["load_before"] = load_before
     result["load_after"] = loadavg()
@@ -500,6 +514,7 @@ def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64,
         timeout = 6 * rounds * (seconds + warmup + 1) + max(60.0, sessions / 50.0) + 60
         detail = run_loadgen(sessions_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     result.update(detail)
     result["fd_limit"] = {"soft": soft, "hard": hard}
     result["notes"] = notes
@@ -583,6 +598,8 @@ def summary(result: dict) -> str:
             ("sessions alive at end", "{:,}".format(result["sessions_alive_at_end"])),
         ]
         rows += [("note", note) for note in result.get("notes", [])]
+    if "udp_io" in result:
+        rows.append(("server udp i/o", result["udp_io"]))
     rows.append(("machine", "{} cpus, {}; {}".format(
         result["machine"].get("cpus"), result["pinning"], load)))
     if result.get("server_log_tracebacks"):

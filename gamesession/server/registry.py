@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from gamesession.server.application import EchoApplication, ISession
+from gamesession.server.gameport import BatchedPort
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
 from gamesession.ops.stats import ServerStats
@@ -38,8 +39,12 @@ def datagram_sender(transport):
     three times per datagram (a third of the per-packet cost of an echo), and
     the game port only ever answers addresses that ``recvfrom`` on the same
     socket returned.  Like ``Port.write`` it ignores ECONNREFUSED; other
-    errors raise OSError.  Any other transport (tests' fakes) keeps ``write``.
+    errors raise OSError.  A ``BatchedPort`` gives its own ``send``, which
+    queues replies for the ``sendmmsg`` at the end of the current read batch.
+    Any other transport (tests' fakes) keeps ``write``.
     """
+    if isinstance(transport, BatchedPort):
+        return transport.send
     sock = getattr(transport, "socket", None)
     if not isinstance(transport, udp.Port) or sock is None or transport._connectedAddr:
         return transport.write

@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
-from gamesession.server.gameport import GamePort
+from gamesession.server.gameport import UDP_IO_CHOICES, GamePort, GamePortService
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
 from gamesession.server import limits
@@ -66,6 +66,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
         ["udp", None, 7001, "UDP game port to listen on.", _port],
         ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
+        ["udp-io", None, "auto",
+         "UDP system calls of the game port: batched (recvmmsg/sendmmsg, Linux), plain "
+         "(Twisted's udp.Port, one call per datagram) or auto (batched where available)."],
         ["public-udp-port", None, None,
          "UDP port clients are told to use (default: --udp); set it when a NAT or "
          "docker -p publishes the UDP port under another number.", _port],
@@ -115,6 +118,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
             raise usage.UsageError("--framing must be int16 or line")
+        if self["udp-io"] not in UDP_IO_CHOICES:
+            raise usage.UsageError("--udp-io must be one of " + ", ".join(UDP_IO_CHOICES))
         if self["duplicate-login"] not in ("kick", "reject"):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
@@ -236,8 +241,11 @@ def makeService(config, reactor=None):
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
-    udp = internet.UDPServer(config["udp"], GamePort(registry),
-                             interface=config["interface"], reactor=reactor)
+    try:
+        udp = GamePortService(config["udp"], GamePort(registry), interface=config["interface"],
+                              reactor=reactor, udp_io=config.get("udp-io", "auto"))
+    except ValueError as e:
+        raise usage.UsageError(str(e))
     udp.setServiceParent(top)
 
     sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
