@@ -18,10 +18,18 @@ from gamesession.server.application import EchoApplication, ISession
 from gamesession.server.gameport import BatchedPort
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
+from gamesession.server.timers import DeadlineWheel
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
+
+# Sessions one bounded timer step looks at (``sweep(limit=...)``).
+SWEEP_STEP = 256
+# Timer checks file a session this much before its deadline, so that
+# rounding in ``last_seen + timeout`` never files it after the moment the
+# exact check (``now - last_seen >= timeout``) says it is due.
+_EARLY = 1e-6
 
 # Plain ints for the per-packet comparisons: an IntEnum attribute costs ~100 ns.
 _DATA = int(Kind.DATA)
@@ -168,6 +176,9 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # Every live session is filed once, under the time of its next timer check.
+        self.timer_resolution = min(keepalive, session_timeout) / 20
+        self.timers = DeadlineWheel(self.timer_resolution)
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
 
@@ -208,6 +219,7 @@ class SessionRegistry:
         self.by_token[token] = session
         self.by_user[user] = session
         self.by_control[control] = session
+        self.timers.add(session, self._next_check(session))
         self.stats.logins["ok"] += 1
         return session
 
@@ -320,16 +332,56 @@ class SessionRegistry:
 
     # -- timers -----------------------------------------------------------------
 
-    def sweep(self) -> None:
-        """End silent sessions and send keepalives (measuring PINGs) to idle ones."""
+    def _next_check(self, session) -> float:
+        return min(session.last_seen + self.session_timeout,
+                   session.last_sent + self.keepalive) - _EARLY
+
+    def sweep(self, limit: "int | None" = None) -> bool:
+        """End silent sessions and send keepalives (measuring PINGs) to idle ones.
+
+        Only the sessions filed as due now are looked at (``self.timers``), not
+        every session.  Without ``limit`` all due work is done; with one, at
+        most ``limit`` sessions are looked at and at most a fair share of
+        keepalives is sent (twice the average rate over the keepalive
+        interval), so a crowd of sessions due at once is spread over several
+        steps instead of stalling the reactor.  Returns True when due work is
+        left for another step.
+        """
         now = self.clock.seconds()
+        timers = self.timers
         timeout = self.session_timeout
         keepalive = self.keepalive
-        for session in list(self.by_token.values()):
-            if now - session.last_seen >= timeout:
-                self.end(session, "timeout")
-            elif now - session.last_sent >= keepalive:
-                session.keepalive_ping(now)
+        if limit is None:
+            batch_size, keepalives = 4096, None
+        else:
+            batch_size = limit
+            keepalives = max(64, int(2 * len(self.by_token) * self.timer_resolution / keepalive) + 1)
+        while True:
+            batch = timers.due(now, batch_size)
+            if not batch:
+                return False
+            for session in batch:
+                if session.ended:
+                    continue  # dropped from the timers
+                if now - session.last_seen >= timeout:
+                    self.end(session, "timeout")
+                    continue
+                if now - session.last_sent >= keepalive:
+                    if keepalives is not None and keepalives <= 0:
+                        # Over this step's share: the next step sends it.
+                        timers.add(session, now, now)
+                        continue
+                    session.keepalive_ping(now)
+                    if keepalives is not None:
+                        keepalives -= 1
+                    if session.address is None:
+                        # Nowhere to send yet: look again in a while.
+                        timers.add(session, min(session.last_seen + timeout, now + keepalive / 4),
+                                   now)
+                        continue
+                timers.add(session, self._next_check(session), now)
+            if limit is not None:
+                return timers.pending(now)
 
     def notify_application(self, method: str, *args) -> None:
         try:

@@ -19,7 +19,7 @@ from gamesession.keys import KeyFileError, load_or_create_private_key, public_ke
 from gamesession.knock import options as knocktap
 from gamesession.server import limits
 from gamesession.server.login import LoginFactory
-from gamesession.server.registry import SessionRegistry
+from gamesession.server.registry import SWEEP_STEP, SessionRegistry
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
@@ -198,6 +198,38 @@ class GameSessionService(service.MultiService):
         return d
 
 
+class SweepService(internet.TimerService):
+    """The registry's timer checks, in bounded steps (``SessionRegistry.sweep``).
+
+    Every ``registry.timer_resolution`` seconds it looks at the sessions due
+    then, at most ``SWEEP_STEP`` per reactor turn, and goes on in the next
+    turn (``callLater(0)``) while some are left, so that timers never hold
+    the game port for long.  ``clock`` is the injected ``IReactorTime``.
+    """
+
+    def __init__(self, registry, clock, limit=SWEEP_STEP):
+        super().__init__(registry.timer_resolution, self._tick)
+        self.clock = clock
+        self.registry = registry
+        self.limit = limit
+        self._more = None
+
+    def _tick(self):
+        if self._more is None:
+            self._step()
+
+    def _step(self):
+        self._more = None
+        if self.registry.sweep(limit=self.limit):
+            self._more = self.clock.callLater(0, self._step)
+
+    def stopService(self):
+        if self._more is not None and self._more.active():
+            self._more.cancel()
+        self._more = None
+        return super().stopService()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -248,10 +280,7 @@ def makeService(config, reactor=None):
         raise usage.UsageError(str(e))
     udp.setServiceParent(top)
 
-    sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
-                                    registry.sweep)
-    sweeper.clock = reactor
-    sweeper.setServiceParent(top)
+    SweepService(registry, reactor).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
