@@ -56,6 +56,15 @@ def _labelled_counter(name, documentation, label, counts, documented=()):
     return family
 
 
+def _histogram(name, documentation, bounds, counts, total):
+    buckets, cumulative = [], 0
+    for bound, count in zip(bounds, counts):
+        cumulative += count
+        buckets.append((repr(float(bound)), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return HistogramMetricFamily(PREFIX + name, documentation, buckets=buckets, sum_value=total)
+
+
 def _knock_stats(knock):
     """The knock gate's Counter: ``knock.stats``, or its knocker's."""
     stats = getattr(knock, "stats", None)
@@ -127,14 +136,15 @@ class ServerCollector:
                                   "Sessions whose UDP address moved (NAT rebinding, network change).",
                                   value=stats.roams)
 
-        buckets, cumulative = [], 0
-        for bound, count in zip(rtt.bounds, rtt_counts):
-            cumulative += count
-            buckets.append((repr(float(bound)), cumulative))
-        buckets.append(("+Inf", cumulative + rtt_counts[-1]))
-        yield HistogramMetricFamily(
-            PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
-            buckets=buckets, sum_value=rtt_total)
+        yield _histogram("rtt_seconds", "Round trip of the server's keepalive pings to clients.",
+                         rtt.bounds, rtt_counts, rtt_total)
+        stalls = stats.stalls
+        yield _histogram("reactor_stall_seconds",
+                         "How late the --stall-probe timer fired: how long the reactor was held.",
+                         stalls.bounds, list(stalls.counts), stalls.total)
+        yield GaugeMetricFamily(PREFIX + "reactor_stall_max_seconds",
+                                "Longest reactor stall seen by --stall-probe since start.",
+                                value=stats.max_stall)
 
         knock_stats = _knock_stats(self.knock)
         if knock_stats is not None:

@@ -20,6 +20,7 @@ from gamesession.knock import options as knocktap
 from gamesession.server import limits
 from gamesession.server.login import LoginFactory
 from gamesession.server.registry import SWEEP_STEP, SessionRegistry
+from gamesession.ops.stalls import StallProbe
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
@@ -113,7 +114,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
     ] + knocktap.OPT_PARAMETERS
-    optFlags = knocktap.OPT_FLAGS
+    optFlags = knocktap.OPT_FLAGS + [
+        ["stall-probe", None,
+         "Measure reactor stalls (a timer every 2 ms; figures on --metrics). For benchmarks."],
+    ]
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -230,6 +234,19 @@ class SweepService(internet.TimerService):
         return super().stopService()
 
 
+class StallProbeService(service.Service):
+    def __init__(self, probe):
+        self.probe = probe
+
+    def startService(self):
+        super().startService()
+        self.probe.start()
+
+    def stopService(self):
+        self.probe.stop()
+        return super().stopService()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -281,6 +298,9 @@ def makeService(config, reactor=None):
     udp.setServiceParent(top)
 
     SweepService(registry, reactor).setServiceParent(top)
+
+    if config.get("stall-probe"):
+        StallProbeService(StallProbe(reactor, stats)).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
