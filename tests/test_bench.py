@@ -55,6 +55,8 @@ def test_bench_sessions(plugin_path, tmp_path):
     assert figures["rss_all_sessions"] > 0
     assert "bytes_per_session" in figures
     assert "pps_ratio" in result.stdout
+    assert figures["max_stall_ms_since_start"] is not None and figures["max_stall_ms_since_start"] >= 0
+    assert "max_stall_ms" in figures and "max_stall_ms" in result.stdout
 
 
 def test_bench_hotpath(plugin_path, tmp_path):

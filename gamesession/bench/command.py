@@ -11,6 +11,11 @@ def _payload(text):
     return value
 
 
+def _server_udp_io(parser):
+    parser.add_argument("--udp-io", choices=("auto", "batched", "plain"), default="auto",
+                        help="the server's --udp-io (which game-port path to measure)")
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     sub.required = True
@@ -26,6 +31,7 @@ def add_arguments(parser) -> None:
                    help="length of the light-load RTT phase (one packet in flight; default seconds/2)")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
@@ -33,6 +39,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
@@ -43,6 +50,10 @@ def add_arguments(parser) -> None:
     p.add_argument("--payload", type=_payload, default=64)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--in-process", action="store_true",
+                   help="no sockets: the real server objects over fake transports in this "
+                        "process, memory by tracemalloc and RSS (any --sessions)")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
@@ -65,14 +76,25 @@ def run(args):
     if args.benchmark == "udp":
         result = runner.bench_udp(args.seconds, args.payload, window=args.window,
                                   latency_seconds=args.latency_seconds, rounds=args.rounds,
-                                  profile_server=args.profile_server)
+                                  profile_server=args.profile_server, udp_io=args.udp_io)
     elif args.benchmark == "login":
         result = runner.bench_login(args.seconds, concurrency=args.concurrency,
-                                    profile_server=args.profile_server)
+                                    profile_server=args.profile_server, udp_io=args.udp_io)
+    elif args.benchmark == "sessions" and args.in_process:
+        from gamesession.bench import inprocess
+
+        progress = runner.Progress()
+        result = inprocess.run(args.sessions, progress=progress.show)
+        progress.done()
+        print(runner.table([(k, str(v)) for k, v in result.items() if k != "by_allocation_site"]
+                           + [(site["where"], str(site["bytes_per_session"]))
+                              for site in result["by_allocation_site"]]))
+        runner.write_json(result, args.json)
+        return 0
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
-                                       rounds=args.rounds)
+                                       rounds=args.rounds, udp_io=args.udp_io)
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 

@@ -233,6 +233,34 @@ def login_job(plan, progress):
     return result
 
 
+def _stalls(plan):
+    """Cumulative buckets of the server's reactor stalls (``--stall-probe``), or None."""
+    from gamesession.client import status
+
+    if not plan.get("metrics_url"):
+        return None
+    figures = status.Figures(status.fetch(plan["metrics_url"]))
+    return {"buckets": figures.buckets("reactor_stall_seconds"),
+            "max": figures.get("reactor_stall_max_seconds")}
+
+
+def longest_stall_ms(before, after):
+    """Upper bound (ms) of the bucket of the longest stall between two scrapes.
+
+    None without samples; ``inf`` when it was above every bucket.
+    """
+    if not before or not after:
+        return None
+    longest = None
+    previous = 0
+    for (bound, a), (_, b) in zip(after["buckets"], before["buckets"]):
+        delta = a - b
+        if delta > previous:
+            longest = bound
+        previous = delta
+    return None if longest is None else round(longest * 1000, 1)
+
+
 def _best_of(rounds, measure):
     runs = [measure(n) for n in range(rounds)]
     best = max(runs, key=lambda r: r["pps"])
@@ -256,6 +284,7 @@ def sessions_job(plan, progress):
     fleet.touch_all()
     fleet.run(0.3)
     rss_one = procs.rss_bytes(pid)
+    stalls_start = _stalls(plan)
     extra = plan["sessions"] - 1
     begin = time.monotonic()
     if extra:
@@ -264,6 +293,7 @@ def sessions_job(plan, progress):
     login_seconds = time.monotonic() - begin
     fleet.run(0.5)
     rss_many = procs.rss_bytes(pid)
+    stalls_held = _stalls(plan)
     cores = [login.core for login in fleet.ready]
 
     # With all N held, alternate traffic over one of them and over all of
@@ -282,6 +312,7 @@ def sessions_job(plan, progress):
     one_of_n = _best_of(rounds, lambda n: runs["one_of_n"][n])
     fleet.run(0.3)
     rss_after = procs.rss_bytes(pid)
+    stalls_end = _stalls(plan)
     alive = len(fleet.by_token)
     fleet.close_all()
     return {
@@ -303,6 +334,11 @@ def sessions_job(plan, progress):
         "pps_one_of_n": one_of_n["pps"],
         "pps_ratio_interleaved": round(many["pps"] / one_of_n["pps"], 3)
         if one_of_n["pps"] else None,
+        # Longest reactor stall (upper bound of its bucket) while N sessions were held
+        # and traffic ran, and while they logged in; the exact maximum since start.
+        "max_stall_ms": longest_stall_ms(stalls_held, stalls_end),
+        "max_stall_ms_logins": longest_stall_ms(stalls_start, stalls_held),
+        "max_stall_ms_since_start": round(stalls_end["max"] * 1000, 2) if stalls_end else None,
     }
 
 
@@ -312,8 +348,9 @@ def sessions_job(plan, progress):
 class Bench:
     """Servers of one benchmark run, started in a temporary directory and always stopped."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, udp_io: str = "auto"):
         self.progress = progress
+        self.udp_io_option = ("--udp-io", udp_io)
         self.servers = []
         self.tmp = tempfile.TemporaryDirectory(prefix="gamesession-bench-")
         self.server_cpu, self.loadgen_cpu, self.pinning = procs.cpu_plan()
@@ -329,14 +366,14 @@ class Bench:
     def gamesession(self, *options, nofile=0):
         self.progress.show("starting twistd gamesession")
         server = procs.start_gamesession(self.tmp.name, self.server_cpu,
-                                         procs.BENCH_OPTIONS + options, nofile)
+                                         procs.BENCH_OPTIONS + self.udp_io_option + options, nofile)
         self.servers.append(server)
         return server
 
     def gamesession_profiled(self, stats_path, *options, nofile=0):
         self.progress.show("starting twistd --profile gamesession")
         server = procs.start_gamesession(self.tmp.name, self.server_cpu,
-                                         procs.BENCH_OPTIONS + options, nofile,
+                                         procs.BENCH_OPTIONS + self.udp_io_option + options, nofile,
                                          twistd_options=("--profile=" + stats_path,
                                                          "--profiler=cprofile", "--savestats"))
         self.servers.append(server)
@@ -390,13 +427,13 @@ class Bench:
 
 
 def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, rounds=1,
-              progress=None, profile_server=None):
+              progress=None, profile_server=None, udp_io="auto"):
     progress = progress or Progress()
     if latency_seconds is None:
         latency_seconds = max(0.5, seconds / 2)
     settings = {"seconds": seconds, "payload": payload, "window": window, "rounds": rounds,
                 "latency_seconds": latency_seconds, "warmup": warmup}
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("udp", settings)
         load_before = loadavg()
         echo = bench.echo()
@@ -460,11 +497,12 @@ def scrypt_cost(rounds=5):
     return best
 
 
-def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None):
+def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None,
+                udp_io="auto"):
     progress = progress or Progress()
     settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup}
     auth = "memory:" + ":".join("u{}:pw".format(i) for i in range(concurrency))
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("login", settings)
         load_before = loadavg()
         options = ("--auth", auth, "--max-sessions", str(concurrency * 2 + 16))
@@ -492,7 +530,7 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
 
 
 def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64, warmup=0.5,
-                   rounds=3, progress=None):
+                   rounds=3, progress=None, udp_io="auto"):
     progress = progress or Progress()
     wanted = sessions + 256
     soft, hard = procs.raise_nofile(wanted)
@@ -506,11 +544,16 @@ def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64,
         sessions = usable
     settings = {"sessions": sessions, "seconds": seconds, "window": window, "payload": payload,
                 "concurrency": concurrency, "warmup": warmup, "rounds": rounds}
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("sessions", settings)
         load_before = loadavg()
-        server = bench.gamesession("--max-sessions", str(sessions + 16), nofile=wanted)
-        plan = bench.plan(server, nofile=wanted, **settings)
+        metrics_port = procs.free_port()
+        server = bench.gamesession("--max-sessions", str(sessions + 16), "--stall-probe",
+                                   "--metrics", "tcp:{}:interface={}".format(metrics_port, HOST),
+                                   nofile=wanted)
+        plan = bench.plan(server, nofile=wanted,
+                          metrics_url="http://{}:{}/metrics".format(HOST, metrics_port),
+                          **settings)
         timeout = 6 * rounds * (seconds + warmup + 1) + max(60.0, sessions / 50.0) + 60
         detail = run_loadgen(sessions_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
@@ -596,6 +639,10 @@ def summary(result: dict) -> str:
             ("rtt p50 loaded 1 | N (us)", "{} | {}".format(_fmt(result["one"]["p50_us"]),
                                                           _fmt(result["many"]["p50_us"]))),
             ("sessions alive at end", "{:,}".format(result["sessions_alive_at_end"])),
+            ("max_stall_ms (N held, traffic)", _fmt(result.get("max_stall_ms"))),
+            ("max stall logins | since start (ms)", "{} | {}".format(
+                _fmt(result.get("max_stall_ms_logins")),
+                _fmt(result.get("max_stall_ms_since_start")))),
         ]
         rows += [("note", note) for note in result.get("notes", [])]
     if "udp_io" in result:

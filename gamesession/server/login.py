@@ -276,6 +276,7 @@ class LoginProtocol:
         except LoginRefused as refused:
             logout()
             return self._refused(refused)
+        self.keys = None  # the ciphers and the session hold what they need of them
         self._login_settled()
         if self.factory.limits is not None:
             self.factory.limits.attempts.succeeded(self.host)

@@ -17,7 +17,7 @@ from zope.interface import Interface, implementer
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.server.gameport import BatchedPort
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
-from gamesession.server.limits import TokenBucket
+from gamesession.server.limits import spend_token
 from gamesession.server.timers import DeadlineWheel
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode
@@ -86,22 +86,28 @@ class IControlChannel(Interface):
 
 
 @implementer(ISession)
-class Session:
-    """One logged-in player: identity, keys, UDP address and timers.
+class Session(DatagramChannel):
+    """One logged-in player: identity, keys, UDP address and timers, in one object.
 
-    Set every attribute in ``__init__``: one first set later (even over a
-    class default) turns the compact shared-key instance layout into a full
-    dict, about 600 bytes more per session (docs/benchmarks.md).
+    The session is its own UDP channel (``DatagramChannel``: token, keys,
+    counters, replay window) and keeps its rate-limit bucket as two numbers
+    (``tokens``, ``stamp``), all in ``__slots__``: the hot path touches one
+    object per datagram, and a session costs no instance dict.  Code that
+    sets attributes of its own on a session still can (``__dict__`` is one
+    of the slots, made on first use), at the cost of that dict.
     """
 
+    __slots__ = ("registry", "user", "avatar", "logout", "control", "address", "started",
+                 "last_seen", "last_sent", "ended", "ping_id", "ping_sent", "tokens", "stamp",
+                 "__dict__")
+
     def __init__(self, registry, token, user, avatar, logout, control, keys, now):
+        DatagramChannel.__init__(self, token, keys.udp_s2c, keys.udp_c2s)
         self.registry = registry
-        self.token = token
         self.user = user
         self.avatar = avatar
         self.logout = logout
         self.control = control
-        self.channel = DatagramChannel(token, keys.udp_s2c, keys.udp_c2s)
         self.address = None
         self.started = now
         self.last_seen = now
@@ -110,8 +116,14 @@ class Session:
         # The server's keepalive PING still waiting for its PONG, and when it left.
         self.ping_id = None
         self.ping_sent = 0.0
-        rate = registry.datagram_rate
-        self.bucket = TokenBucket(rate, registry.datagram_burst, now) if rate else None
+        # The per-session datagram rate limit (limits.spend_token): a full bucket.
+        self.tokens = registry.datagram_burst
+        self.stamp = now
+
+    @property
+    def channel(self) -> DatagramChannel:
+        """The session's UDP channel: the session itself."""
+        return self
 
     def __repr__(self):
         return "<Session {} {} {}>".format(self.user, self.token.hex(), self.address)
@@ -120,7 +132,7 @@ class Session:
         address = self.address
         if address is None or self.ended:
             return False
-        self.registry.transmit(self, self.channel.seal(kind, payload), address)
+        self.registry.transmit(self, self.seal(kind, payload), address)
         return True
 
     def send_datagram(self, payload: bytes) -> bool:
@@ -299,16 +311,20 @@ class SessionRegistry:
             stats.dropped["unknown_token"] += 1
             return
         try:
-            kind, payload, newest = session.channel.open(
+            kind, payload, newest = session.open(
                 _counter_at(packet, TOKEN_SIZE)[0], packet[HEADER_SIZE:])
         except Drop as drop:
             stats.dropped[drop.reason] += 1
             return
         now = self.clock.seconds()
-        bucket = session.bucket
-        if bucket is not None and not bucket.take(now):
-            stats.dropped["rate_limit"] += 1
-            return
+        rate = self.datagram_rate
+        if rate:
+            session.tokens, taken = spend_token(session.tokens, session.stamp, now, rate,
+                                                self.datagram_burst)
+            session.stamp = now
+            if not taken:
+                stats.dropped["rate_limit"] += 1
+                return
         session.last_seen = now
         if newest and address != session.address:
             if session.address is not None:
