@@ -38,11 +38,14 @@ def test_bench_udp(plugin_path, tmp_path):
 
 def test_bench_login(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "login", "--seconds", "0.5",
-                            "--concurrency", "4")
+                            "--concurrency", "4", "--storm", "30", "--storm-concurrency", "8")
     assert figures["logins"] > 0 and figures["logins_per_s"] > 0
     assert figures["failures"] == 0, figures["failure_kinds"]
     assert figures["scrypt_ms"] > 0
     assert "logins_per_s" in result.stdout
+    assert figures["storm"] == 30 and figures["storm_failures"] == 0, figures
+    assert figures["storm_s"] > 0 and "storm_10k_s" not in figures  # only for 10,000
+    assert "30 logins from cold" in result.stdout
 
 
 def test_bench_sessions(plugin_path, tmp_path):

@@ -37,6 +37,11 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--storm", type=int, default=10000,
+                   help="then this many clients log in to a fresh server and stay (storm_10k_s "
+                        "for 10,000; 0: no storm)")
+    p.add_argument("--storm-concurrency", type=int, default=512,
+                   help="storm logins in progress at once")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
     _server_udp_io(p)
@@ -79,7 +84,8 @@ def run(args):
                                   profile_server=args.profile_server, udp_io=args.udp_io)
     elif args.benchmark == "login":
         result = runner.bench_login(args.seconds, concurrency=args.concurrency,
-                                    profile_server=args.profile_server, udp_io=args.udp_io)
+                                    profile_server=args.profile_server, udp_io=args.udp_io,
+                                    storm=args.storm, storm_concurrency=args.storm_concurrency)
     elif args.benchmark == "sessions" and args.in_process:
         from gamesession.bench import inprocess
 

@@ -261,6 +261,31 @@ def longest_stall_ms(before, after):
     return None if longest is None else round(longest * 1000, 1)
 
 
+def storm_job(plan, progress):
+    """``storm`` clients log in to a cold server, ``concurrency`` at a time; all must succeed."""
+    fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"])
+    count = plan["storm"]
+    begin = time.monotonic()
+    cpu0 = procs.cpu_seconds(plan["server_pid"])
+    try:
+        _login_fleet(plan, "s", count=count, concurrency=plan["storm_concurrency"],
+                     progress=progress, fleet=fleet, timeout=max(60.0, count / 50.0))
+    except BenchError as e:
+        return {"storm_failed": str(e), "storm_failures": dict(fleet.failures)}
+    seconds = time.monotonic() - begin
+    result = {
+        "storm_s": round(seconds, 2),
+        "storm_logins_per_s": round(count / seconds, 1),
+        "storm_failures": sum(fleet.failures.values()),
+        "storm_failure_kinds": dict(fleet.failures),
+        "storm_ping_retries": fleet.ping_retries,
+        "storm_server_cpu": _server_cpu(plan["server_pid"], cpu0, seconds),
+    }
+    result.update({"storm_login_" + k: v for k, v in percentiles(fleet.latencies).items()})
+    fleet.close_all()
+    return result
+
+
 def _best_of(rounds, measure):
     runs = [measure(n) for n in range(rounds)]
     best = max(runs, key=lambda r: r["pps"])
@@ -498,9 +523,10 @@ def scrypt_cost(rounds=5):
 
 
 def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None,
-                udp_io="auto"):
+                udp_io="auto", storm=10000, storm_concurrency=512):
     progress = progress or Progress()
-    settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup}
+    settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup,
+                "storm": storm, "storm_concurrency": storm_concurrency}
     auth = "memory:" + ":".join("u{}:pw".format(i) for i in range(concurrency))
     with Bench(progress, udp_io) as bench:
         result = bench.header("login", settings)
@@ -517,6 +543,8 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
         result["server_log_tracebacks"] = bench.server_log_problems(server)
         result["udp_io"] = bench.udp_io(server)
     result.update(detail)
+    if storm and not profile_server:
+        result.update(_login_storm(progress, storm, storm_concurrency, udp_io))
     result["load_before"] = load_before
     result["load_after"] = loadavg()
     progress.show("timing scrypt")
@@ -527,6 +555,27 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
         result["logins_per_s_with_scrypt_estimate"] = round(
             1 / (1 / result["logins_per_s"] + cost), 1)
     return result
+
+
+def _login_storm(progress, storm, concurrency, udp_io):
+    """``storm_10k_s`` (for 10,000): a fresh server, ``storm`` users logging in from cold."""
+    wanted = storm + 512
+    soft, hard = procs.raise_nofile(wanted)
+    if soft < wanted:
+        return {"storm_failed": "RLIMIT_NOFILE hard limit {} is too low for a storm of {} "
+                                "(each login holds one fd in the server and one here)".format(
+                                    hard, storm)}
+    auth = "memory:" + ":".join("s{}:pw".format(i) for i in range(storm))
+    with Bench(progress, udp_io) as bench:
+        server = bench.gamesession("--auth", auth, "--max-sessions", str(storm + 16),
+                                   nofile=wanted)
+        plan = bench.plan(server, nofile=wanted, storm=storm, storm_concurrency=concurrency)
+        detail = run_loadgen(storm_job, plan, progress, max(60.0, storm / 50.0) + 60)
+        detail["storm_server_log_tracebacks"] = bench.server_log_problems(server)
+    detail["storm"] = storm
+    if storm == 10000 and "storm_s" in detail and not detail["storm_failures"]:
+        detail["storm_10k_s"] = detail["storm_s"]
+    return detail
 
 
 def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64, warmup=0.5,
@@ -622,6 +671,15 @@ def summary(result: dict) -> str:
             ("scrypt per check (ms)", _fmt(result["scrypt_ms"])),
             ("logins/s with scrypt (est.)", _fmt(result.get("logins_per_s_with_scrypt_estimate"))),
         ]
+        if "storm_s" in result:
+            rows.append(("storm: {:,} logins from cold".format(result["storm"]),
+                         "{} s, {} failures, {} concurrent".format(
+                             _fmt(result["storm_s"]), result["storm_failures"],
+                             result["settings"]["storm_concurrency"])))
+        if "storm_10k_s" in result:
+            rows.append(("storm_10k_s", _fmt(result["storm_10k_s"])))
+        if "storm_failed" in result:
+            rows.append(("storm FAILED", result["storm_failed"]))
     else:
         rounds = result["settings"].get("rounds", 1)
         best = ", best of {}".format(rounds) if rounds > 1 else ""
