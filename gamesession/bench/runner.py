@@ -219,18 +219,24 @@ def login_job(plan, progress):
     fleet.run(plan["seconds"], tick=tick)
     elapsed = time.monotonic() - begin
     counting[0] = None
+    result = _login_figures(fleet, plan, len(completed), elapsed, cpu0, failures_before)
+    result["seconds"] = round(elapsed, 3)
+    return result
+
+
+def _login_figures(fleet, plan, logins, seconds, cpu0, failures_before=0, prefix=""):
+    """Figures of a login phase (named with ``prefix``); closes the fleet."""
     result = {
-        "logins": len(completed),
-        "seconds": round(elapsed, 3),
-        "logins_per_s": round(len(completed) / elapsed, 1),
+        "logins": logins,
+        "logins_per_s": round(logins / seconds, 1),
         "failures": sum(fleet.failures.values()) - failures_before,
         "failure_kinds": dict(fleet.failures),
         "ping_retries": fleet.ping_retries,
-        "server_cpu": _server_cpu(plan["server_pid"], cpu0, elapsed),
+        "server_cpu": _server_cpu(plan["server_pid"], cpu0, seconds),
     }
     result.update({"login_" + k: v for k, v in percentiles(fleet.latencies).items()})
     fleet.close_all()
-    return result
+    return {prefix + k: v for k, v in result.items()}
 
 
 def _stalls(plan):
@@ -273,16 +279,8 @@ def storm_job(plan, progress):
     except BenchError as e:
         return {"storm_failed": str(e), "storm_failures": dict(fleet.failures)}
     seconds = time.monotonic() - begin
-    result = {
-        "storm_s": round(seconds, 2),
-        "storm_logins_per_s": round(count / seconds, 1),
-        "storm_failures": sum(fleet.failures.values()),
-        "storm_failure_kinds": dict(fleet.failures),
-        "storm_ping_retries": fleet.ping_retries,
-        "storm_server_cpu": _server_cpu(plan["server_pid"], cpu0, seconds),
-    }
-    result.update({"storm_login_" + k: v for k, v in percentiles(fleet.latencies).items()})
-    fleet.close_all()
+    result = _login_figures(fleet, plan, count, seconds, cpu0, prefix="storm_")
+    result["storm_s"] = round(seconds, 2)
     return result
 
 
