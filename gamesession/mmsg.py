@@ -241,6 +241,7 @@ class AddressedBatch:
         self._by_raw = {}  # raw sockaddr key -> (host, port)
         self._sockaddr = {}  # (host, port) -> sockaddr bytes
         self.truncated = 0
+        self._filled = 0
 
     # addresses
 
@@ -303,9 +304,11 @@ class AddressedBatch:
         vector = self._recv
         words, step = vector.words, vector.step
         namelen_at, len_at = vector.namelen_at, vector.len_at
-        for i in range(self.batch):
+        # The kernel shortened msg_namelen of the messages it filled last time.
+        for i in range(self._filled):
             words[i * step + namelen_at] = _SOCKADDR_SIZE
         got = _LIBC.recvmmsg(self.fd, vector.address, self.batch, MSG_DONTWAIT, None)
+        self._filled = max(got, 0)
         if got <= 0:
             if got < 0:
                 err = ctypes.get_errno()
@@ -313,21 +316,26 @@ class AddressedBatch:
                                errno.ENOBUFS, errno.ENOMEM):
                     raise OSError(err, "recvmmsg: " + errno.errorcode.get(err, str(err)))
             return []
-        view, slot, flags_at = vector.view, self.slot, vector.flags_at
-        by_raw, names = self._by_raw, vector.name_words
-        v4 = self.family == socket.AF_INET
+        view, slot = vector.view, self.slot
+        # Lengths and (IPv4) address keys of all messages, each in one C call.
+        lengths = words[len_at:len_at + got * step:step].tolist()
+        by_raw = self._by_raw
+        if self.family == socket.AF_INET:
+            keys = vector.name_words[0:got * (_SOCKADDR_SIZE // 8):_SOCKADDR_SIZE // 8].tolist()
+        else:
+            keys = [None] * got
         out = []
-        for i in range(got):
-            base = i * step
-            if words[base + flags_at] & MSG_TRUNC:
+        offset = 0
+        for i, (size, key) in enumerate(zip(lengths, keys)):
+            if size >= slot and words[i * step + vector.flags_at] & MSG_TRUNC:
                 # Larger than any datagram of the protocol: counted, never delivered.
                 self.truncated += 1
-                continue
-            offset = i * slot
-            address = by_raw.get(names[i * 16]) if v4 else None
-            if address is None:
-                address = self._received_address(i)
-            out.append((view[offset:offset + words[base + len_at]].tobytes(), address))
+            else:
+                address = by_raw.get(key) if key is not None else None
+                if address is None:
+                    address = self._received_address(i)
+                out.append((view[offset:offset + size].tobytes(), address))
+            offset += slot
         return out
 
     def send(self, items) -> int:
