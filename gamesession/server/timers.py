@@ -33,8 +33,13 @@ class DeadlineWheel:
         return math.floor(when / self.resolution)
 
     def add(self, item, when: float, now: "float | None" = None) -> None:
-        """File ``item`` under ``when`` (never under a bucket already taken at ``now``)."""
-        index = self._index(when)
+        """File ``item`` under ``when`` (never under a bucket already taken at ``now``).
+
+        Bucket ``k`` is taken out once ``now >= k * resolution``; an item goes
+        to the first bucket taken out at or after ``when``, so it is due when
+        it comes out, at most one ``resolution`` late.
+        """
+        index = math.ceil(when / self.resolution)
         if now is not None:
             index = max(index, self._index(now) + 1)
         bucket = self._buckets.get(index)
