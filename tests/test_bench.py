@@ -90,3 +90,19 @@ def test_bench_report(plugin_path, tmp_path):
     result = run_cli(plugin_path, "bench", "report", str(udp), str(sessions), "--out", str(png))
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_sessions_in_process(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "sessions", "--in-process", "--sessions", "40")
+    assert figures["sessions"] == 40 and figures["sessions_alive_after_timers"] == 40
+    assert figures["traced_bytes_per_session"] > 0
+    assert figures["timer_turn_max_ms"] is not None and figures["one_block_ms"] >= 0
+    assert "traced_bytes_per_session" in result.stdout
+
+
+def test_bench_hotpath_through_the_port(plugin_path, tmp_path):
+    for udp_io in ("plain", "batched") if mmsg.available() else ("plain",):
+        figures, _ = bench(plugin_path, tmp_path, "hotpath", "--port", udp_io, "--packets", "256",
+                           "--rounds", "1", "--sessions", "3")
+        assert figures["udp_io"] == udp_io and figures["echoed"] == 256
+        assert figures["ns_per_packet"] > 0

@@ -67,6 +67,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--sessions", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="print a cProfile of one round")
+    p.add_argument("--port", choices=("batched", "plain"),
+                   help="time the whole game port on loopback in-process (system calls "
+                        "included) on this path, instead of the registry alone")
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("report", help="draw the chart of docs/benchmarks.md from JSON results")
@@ -104,7 +107,12 @@ def run(args):
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 
-        result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions, args.profile)
+        if args.port:
+            result = hotpath.run_port(args.packets, args.payload, args.rounds, args.sessions,
+                                      args.port, profile=args.profile)
+        else:
+            result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions,
+                                 args.profile)
         profile = result.pop("profile", None)
         if profile:
             print(profile)

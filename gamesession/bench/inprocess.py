@@ -120,6 +120,54 @@ def log_in(factory, registry, server_public, index):
     registry.datagram_received(core.datagram(Kind.KEEPALIVE), address)
 
 
+def timer_turns(registry, seconds=6.0):
+    """CPU time of the registry's timer work per reactor turn, with every session due at once.
+
+    All sessions logged in at the same clock time, so all their keepalives
+    fall due together: the worst case.  The real ``SweepService`` runs on the
+    registry's ``task.Clock`` for ``seconds``; each of its turns (a tick, or a
+    ``callLater(0)`` continuation) is timed in process CPU time.  For
+    comparison, ``one_block_ms`` is the same due work done in one call
+    (``sweep()`` without a limit), which is what a single sweep over every
+    session costs the reactor in one turn.
+    """
+    from gamesession.server.tap import SweepService
+
+    clock = registry.clock
+    service = SweepService(registry, clock)
+    turns = []
+    step = service._step
+
+    def timed_step():
+        t0 = time.process_time_ns()
+        step()
+        turns.append(time.process_time_ns() - t0)
+
+    service._step = timed_step
+    service.startService()
+    end = clock.seconds() + seconds
+    while clock.seconds() < end:
+        clock.advance(registry.timer_resolution)
+        while clock.getDelayedCalls() and min(c.getTime() for c in clock.getDelayedCalls()) \
+                <= clock.seconds():
+            clock.advance(0)
+    service.stopService()
+    # The same due work in one block: every session's keepalive at once.
+    clock.advance(registry.keepalive)
+    t0 = time.process_time_ns()
+    registry.sweep()
+    one_block = time.process_time_ns() - t0
+    turns.sort()
+    return {
+        "timer_turns": len(turns),
+        "timer_turn_max_ms": round(turns[-1] / 1e6, 2) if turns else None,
+        "timer_turn_p99_ms": round(turns[int(len(turns) * 0.99)] / 1e6, 2) if turns else None,
+        "timer_cpu_ms_per_s": round(sum(turns) / 1e6 / seconds, 1),
+        "one_block_ms": round(one_block / 1e6, 1),
+        "sessions_alive_after_timers": len(registry),
+    }
+
+
 def _populate(sessions, progress, label):
     """A server with ``sessions`` sessions: (registry, seconds the logins after the first took)."""
     clock, registry, factory, public = build_server(sessions)
@@ -152,6 +200,7 @@ def run(sessions=100_000, progress=None):
     seconds = _log_in_rest(registry, factory, public, sessions, progress, "rss pass:")
     gc.collect()
     rss_after = _rss_bytes()
+    timers = timer_turns(registry)
     del registry, factory
     gc.collect()
     # Pass 2: tracemalloc, every Python allocation the server keeps.
@@ -165,11 +214,12 @@ def run(sessions=100_000, progress=None):
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
     top = []
+    result = None
     for stat in snapshot.statistics("lineno")[:15]:
         frame = stat.traceback[0]
         top.append({"where": "{}:{}".format(os.path.relpath(frame.filename), frame.lineno),
                     "bytes_per_session": round(stat.size / extra, 1)})
-    return {
+    result = {
         "benchmark": "sessions-in-process",
         "sessions": sessions,
         "login_seconds": round(seconds, 2),
@@ -178,3 +228,5 @@ def run(sessions=100_000, progress=None):
         "rss_bytes_per_session": round((rss_after - rss_before) / extra, 1),
         "by_allocation_site": top,
     }
+    result.update(timers)
+    return result

@@ -6,6 +6,7 @@ shows them as one updating line on stderr, then prints a summary table and
 writes the JSON file.
 """
 
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -428,14 +429,16 @@ class Bench:
 
     def udp_io(self, server) -> str:
         """Which game-port path the server says it runs (its ``game_port`` log line)."""
-        try:
-            with open(server.log_path) as f:
-                text = f.read()
-        except OSError:
-            return "unknown"
-        for path in ("batched", "plain"):
-            if " I/O {}".format(path) in text:
-                return path
+        # twistd rotates its log at 1 MB: the line is in the oldest file.
+        for name in sorted(glob.glob(server.log_path + "*"), reverse=True):
+            try:
+                with open(name) as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for path in ("batched", "plain"):
+                if " I/O {}".format(path) in text:
+                    return path
         return "unknown"
 
     def header(self, name: str, settings: dict) -> dict:
