@@ -16,6 +16,9 @@ def _mask(size: int) -> int:
     return mask
 
 
+_DEFAULT_MASK = _mask(WINDOW_SIZE)
+
+
 def fresh(highest: int, bits: int, counter: int, size: int = WINDOW_SIZE) -> bool:
     """True when ``counter`` is new to the window (``highest``, ``bits``) and not too old."""
     if counter > highest:
@@ -36,7 +39,8 @@ def mark(highest: int, bits: int, counter: int, size: int = WINDOW_SIZE):
         shift = counter - highest
         if shift >= size:
             return counter, 1, True
-        return counter, ((bits << shift) | 1) & _mask(size), True
+        mask = _DEFAULT_MASK if size == WINDOW_SIZE else _mask(size)
+        return counter, ((bits << shift) | 1) & mask, True
     return highest, bits | (1 << (highest - counter)), False
 
 
