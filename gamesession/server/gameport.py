@@ -110,11 +110,9 @@ class BatchedPort(udp.Port):
         self._in_batch = True
         try:
             for _ in range(self.max_batches):
-                try:
-                    datagrams = recv()
-                except OSError:
-                    legacy_log.err(None, "recvmmsg failed on the game port")
-                    return
+                # An unexpected OSError goes to the reactor, which closes the port, as
+                # udp.Port's does; the transient ones (EAGAIN, EINTR, ENOBUFS, ...) read as [].
+                datagrams = recv()
                 deliver = self.protocol.datagramReceived
                 for datagram, address in datagrams:
                     try:
