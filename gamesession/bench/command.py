@@ -25,10 +25,7 @@ POSITIVE_INT, POSITIVE_FLOAT = _positive(int), _positive(float)
 
 
 def _count(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
+    return 0 if text.strip() == "0" else POSITIVE_INT(text)
 
 
 def _server_udp_io(parser):

@@ -73,6 +73,12 @@ def sealed_packets(clients, count, payload_size):
             for i in range(count)]
 
 
+def _profile_text(profiler) -> str:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    return out.getvalue()
+
+
 def run(packets=50_000, payload=64, rounds=5, sessions=1, profile=False):
     best = None
     stats_text = None
@@ -90,9 +96,7 @@ def run(packets=50_000, payload=64, rounds=5, sessions=1, profile=False):
         took = time.process_time_ns() - t0
         if profiler is not None:
             profiler.disable()
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
-            stats_text = out.getvalue()
+            stats_text = _profile_text(profiler)
             profile = False
         assert registry.transport.count == packets, registry.stats
         if best is None or took < best:
@@ -174,9 +178,7 @@ def run_port(packets=50_000, payload=64, rounds=5, sessions=1, udp_io="batched",
             port.stopListening()
             client.close()
         if profiler is not None:
-            out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
-            stats_text = out.getvalue()
+            stats_text = _profile_text(profiler)
             profile = False
         reads.sort()
         took = reads[len(reads) // 2]
