@@ -448,18 +448,29 @@ def test_bounded_port_reads_at_most_n_datagrams_per_turn(payload):
         port.socket.close()
 
 
-def test_knock_ports_and_game_port_listen_bounded(tmp_path):
+def test_knock_ports_listen_bounded(tmp_path):
     from gamesession.knock import listeners
     from gamesession.server import tap
     options = tap.Options()
     options.parseOptions(["--key-file", str(tmp_path / "k"), "--knock", "7102,7101"])
     from fakes import MemoryReactorUDP
     service = tap.makeService(options, MemoryReactorUDP())
-    servers = [s for s in service if isinstance(s, BoundedUDPServer)]
-    assert [s.max_datagrams for s in servers] == [tap.GAME_DATAGRAMS_PER_READ]
     knock = [s for s in service if isinstance(s, listeners.KnockService)][0]
     bounded = [s for s in knock if isinstance(s, BoundedUDPServer)]
     assert [s.max_datagrams for s in bounded] == [listeners.KNOCKS_PER_READ] * 2
+
+
+def test_the_plain_game_port_reads_bounded_too():
+    """The batched game port reads at most 4 x 64 datagrams per turn; the plain one as many."""
+    from twisted.internet import reactor
+    from gamesession.server.gameport import GamePortService, PLAIN_DATAGRAMS_PER_READ
+    service = GamePortService(0, CountingProtocol(), interface="127.0.0.1", reactor=reactor,
+                              udp_io="plain")
+    port = service._getPort()
+    try:
+        assert isinstance(port, BoundedPort) and port.max_datagrams == PLAIN_DATAGRAMS_PER_READ
+    finally:
+        port.stopListening()
 
 
 def test_junk_knocks_are_refused_before_the_mac():

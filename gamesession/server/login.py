@@ -387,6 +387,7 @@ class LoginProtocol:
             registry.admission.abandoned(self.user, claim)
             return self._refused(refused)
         registry.admission.opened(self.session, claim)
+        self.keys = None  # the ciphers and the session hold what they need of them
         self._login_settled()
         limits = self.factory.limits
         if limits is not None:
