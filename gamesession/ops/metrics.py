@@ -34,10 +34,11 @@ PREFIX = "gamesession_"
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
-LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
-                  "directory_unavailable", "error")
+LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_logged_in",
+                  "too_many_attempts", "directory_unavailable", "error")
 CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore")
-LIMITS = ("pending_total", "pending_per_address", "send_buffer")
+LIMITS = ("pending_total", "pending_per_address", "pending_per_subnet", "pending_evicted",
+          "hello_timeout", "hello_rate", "hello_rate_subnet", "message_rate", "send_buffer")
 LOGOUT_REASONS = END_REASONS
 # Fatal codes only: the room refusals (460-469) never close a connection.
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode if not 460 <= code < 470)
@@ -152,6 +153,14 @@ class ServerCollector:
         yield HistogramMetricFamily(
             PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
             buckets=_buckets(rtt, rtt_counts), sum_value=rtt_total)
+        stalls = stats.stalls
+        yield HistogramMetricFamily(
+            PREFIX + "reactor_stall_seconds",
+            "How late the --stall-probe timer fired: how long the reactor was held.",
+            buckets=_buckets(stalls, list(stalls.counts)), sum_value=stalls.total)
+        yield GaugeMetricFamily(PREFIX + "reactor_stall_max_seconds",
+                                "Longest reactor stall seen by --stall-probe since start.",
+                                value=stats.max_stall)
 
         yield from _room_families(registry.rooms, stats.rooms)
 

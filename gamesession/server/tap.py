@@ -1,5 +1,6 @@
 """``twistd gamesession``: options and the service tree."""
 
+import gc
 import signal
 import threading
 
@@ -14,13 +15,14 @@ from twisted.python import usage
 
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
-from gamesession.server.gameport import GamePort
+from gamesession.server.gameport import UDP_IO_CHOICES, GamePort, GamePortService
 from gamesession.cluster import options as clustertap
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
 from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
-from gamesession.server.registry import SessionRegistry
+from gamesession.server.registry import SWEEP_STEP, SessionRegistry
+from gamesession.ops.stalls import StallProbe
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
@@ -57,6 +59,21 @@ def _port(value):
     return port
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """``endpoint`` with ``:backlog=N`` added, for the stream kinds that take one.
+
+    Twisted's own default is 50: a burst of connections (a server restart
+    with thousands of players reconnecting) overflows that in milliseconds,
+    and every refused SYN costs its client a one-second retransmit.
+    """
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return endpoint
+    if any(part.startswith("backlog=") for part in endpoint.split(":")[1:]):
+        return endpoint
+    return "{}:backlog={}".format(endpoint, backlog)
+
+
 class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
@@ -65,8 +82,15 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
 
     optParameters = [
         ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
+        ["listen-backlog", None, limits.DEFAULT_LISTEN_BACKLOG,
+         "Length of the login port's accept queue (the kernel caps it at net.core.somaxconn); "
+         "applied to tcp:/tcp6:/ssl: endpoints that do not set backlog= themselves.",
+         _positive(int)],
         ["udp", None, 7001, "UDP game port to listen on.", _port],
         ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
+        ["udp-io", None, "auto",
+         "UDP system calls of the game port: batched (recvmmsg/sendmmsg, Linux), plain "
+         "(Twisted's udp.Port, one call per datagram) or auto (batched where available)."],
         ["public-udp-port", None, None,
          "UDP port clients are told to use (default: --udp); set it when a NAT or "
          "docker -p publishes the UDP port under another number.", _port],
@@ -78,6 +102,9 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          "Seconds without authenticated traffic after which a session ends.", _positive(float)],
         ["keepalive", None, 2.0, "Seconds of idleness after which a keepalive is sent.", _positive(float)],
         ["max-sessions", None, 10000, "Most sessions at once; further logins are refused.", _positive(int)],
+        ["max-sessions-per-address", None, limits.DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+         "Most sessions at once from one source address (guests and accounts alike; 0: no limit).",
+         _count],
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP,
@@ -101,23 +128,48 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          _positive(int)],
         ["max-pending-per-address", None, limits.DEFAULT_MAX_PENDING_PER_ADDRESS,
          "Most TCP connections not logged in yet from one source address.", _positive(int)],
+        ["max-pending-per-subnet", None, limits.DEFAULT_MAX_PENDING_PER_SUBNET,
+         "Most TCP connections not logged in yet from one /24 (IPv4) or /64 (IPv6).",
+         _positive(int)],
+        ["hello-timeout", None, limits.DEFAULT_HELLO_TIMEOUT,
+         "Seconds a new TCP connection has to send its hello (then error 408).", _positive(float)],
+        ["hello-rate", None, limits.DEFAULT_HELLO_RATE,
+         "Handshakes (hellos) per second one address may start; more get error 429 "
+         "before any key work (0: no limit).", _non_negative],
+        ["hello-burst", None, limits.DEFAULT_HELLO_BURST,
+         "Hellos one address may send at once above --hello-rate (its subnet: 4 times this).",
+         _positive(float)],
+        ["hello-rate-per-subnet", None, limits.DEFAULT_HELLO_RATE_PER_SUBNET,
+         "Hellos per second from one /24 (IPv4) or /64 (IPv6) (0: no limit).", _non_negative],
         ["max-login-failures", None, limits.DEFAULT_MAX_LOGIN_FAILURES,
-         "Failed logins an address may make before it must wait (then TOO_MANY_ATTEMPTS, 429).",
+         "Failed logins from an address after which it must wait (attempts meanwhile get TOO_MANY_ATTEMPTS, 429).",
          _count],
         ["login-backoff", None, limits.DEFAULT_LOGIN_BACKOFF,
          "Seconds an address waits after its first failure over the limit; doubles per failure.",
          _positive(float)],
         ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
          "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["max-message-rate", None, limits.DEFAULT_MESSAGE_RATE,
+         "TCP messages per second a logged-in session may send; beyond it (after a burst of "
+         "2 s worth) the server stops reading its connection until it is back under (0: no limit).",
+         _non_negative],
+        ["max-message-bytes", None, limits.DEFAULT_MESSAGE_BYTES_RATE,
+         "TCP bytes per second a logged-in session may send, enforced the same way (0: no limit).",
+         _non_negative],
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
     ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS + clustertap.OPT_PARAMETERS
-    optFlags = knocktap.OPT_FLAGS
+    optFlags = knocktap.OPT_FLAGS + [
+        ["stall-probe", None,
+         "Measure reactor stalls (a timer every 2 ms; figures on --metrics). For benchmarks."],
+    ]
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
             raise usage.UsageError("--framing must be int16 or line")
+        if self["udp-io"] not in UDP_IO_CHOICES:
+            raise usage.UsageError("--udp-io must be one of " + ", ".join(UDP_IO_CHOICES))
         if self["duplicate-login"] not in ("kick", "reject"):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
@@ -140,6 +192,20 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
             self["application"] = load_application(self["app"])
         except Exception as e:
             raise usage.UsageError("--app {}: {}".format(self["app"], e))
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after startup out of the garbage collector's sight.
+
+    A full collection walks every tracked object: Twisted, PyNaCl, cred and
+    the plugin system leave some 50,000 behind at startup, which made each
+    full collection a pause of tens of milliseconds (more on a busy machine)
+    during which the login port accepted nothing; a burst of connections then
+    overflowed its accept queue (SECURITY.md, review finding 12).  Frozen
+    objects are never collected, so this runs once, after a collection.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class GameSessionService(service.MultiService):
@@ -167,6 +233,8 @@ class GameSessionService(service.MultiService):
                           event="guest_mode")
         self._stop_on_early_sigterm()
         super().startService()
+        if isinstance(self.reactor, ReactorBase):
+            self.reactor.callWhenRunning(freeze_startup_heap)
 
     def _stop_on_early_sigterm(self):
         """Make a SIGTERM that arrives before the reactor runs a clean stop too.
@@ -198,6 +266,51 @@ class GameSessionService(service.MultiService):
         return d
 
 
+class SweepService(internet.TimerService):
+    """The registry's timer checks, in bounded steps (``SessionRegistry.sweep``).
+
+    Every ``registry.timer_resolution`` seconds it looks at the sessions due
+    then, at most ``SWEEP_STEP`` per reactor turn, and goes on in the next
+    turn (``callLater(0)``) while some are left, so that timers never hold
+    the game port for long.  ``clock`` is the injected ``IReactorTime``.
+    """
+
+    def __init__(self, registry, clock, limit=SWEEP_STEP):
+        super().__init__(registry.timer_resolution, self._tick)
+        self.clock = clock
+        self.registry = registry
+        self.limit = limit
+        self._more = None
+
+    def _tick(self):
+        if self._more is None:
+            self._step()
+
+    def _step(self):
+        self._more = None
+        if self.registry.sweep(limit=self.limit):
+            self._more = self.clock.callLater(0, self._step)
+
+    def stopService(self):
+        if self._more is not None and self._more.active():
+            self._more.cancel()
+        self._more = None
+        return super().stopService()
+
+
+class StallProbeService(service.Service):
+    def __init__(self, probe):
+        self.probe = probe
+
+    def startService(self):
+        super().startService()
+        self.probe.start()
+
+    def stopService(self):
+        self.probe.stop()
+        return super().stopService()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -213,6 +326,7 @@ def makeService(config, reactor=None):
         session_timeout=config["session-timeout"],
         keepalive=config["keepalive"],
         max_sessions=config["max-sessions"],
+        max_sessions_per_address=config["max-sessions-per-address"],
         duplicate_login=config["duplicate-login"],
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
@@ -235,26 +349,36 @@ def makeService(config, reactor=None):
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
         limits=limits.Limits(
-            pending=limits.PendingLogins(config["max-pending"], config["max-pending-per-address"]),
+            pending=limits.PendingLogins(config["max-pending"], config["max-pending-per-address"],
+                                         config["max-pending-per-subnet"]),
+            hello_timeout=config["hello-timeout"],
+            hellos=limits.HelloLimiter(config["hello-rate"], config["hello-burst"],
+                                       config["hello-rate-per-subnet"], 4 * config["hello-burst"]),
             attempts=limits.LoginAttempts(config["max-login-failures"], config["login-backoff"],
                                           config["login-backoff-max"]),
             max_send_buffer=config["max-send-buffer"],
+            message_rate=config["max-message-rate"],
+            message_bytes_rate=config["max-message-bytes"],
         ),
         gate=knocking.gate if knocking is not None else None,
     )
     login = StreamServerEndpointService(
-        endpoints.serverFromString(reactor, config["login"]), factory)
+        endpoints.serverFromString(reactor, with_backlog(config["login"], config["listen-backlog"])),
+        factory)
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
-    udp = internet.UDPServer(config["udp"], GamePort(registry),
-                             interface=config["interface"], reactor=reactor)
+    try:
+        udp = GamePortService(config["udp"], GamePort(registry), interface=config["interface"],
+                              reactor=reactor, udp_io=config.get("udp-io", "auto"))
+    except ValueError as e:
+        raise usage.UsageError(str(e))
     udp.setServiceParent(top)
 
-    sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
-                                    registry.sweep)
-    sweeper.clock = reactor
-    sweeper.setServiceParent(top)
+    SweepService(registry, reactor).setServiceParent(top)
+
+    if config.get("stall-probe"):
+        StallProbeService(StallProbe(reactor, stats)).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
