@@ -580,3 +580,12 @@ def test_the_stream_cipher_counts_one_per_frame_from_zero():
     assert [sender.seal(b"x"), sender.seal(b"y")] == [handshake.seal(key, 5, b"x"),
                                                       handshake.seal(key, 6, b"y")]
     assert sender.counter == 7
+
+
+def test_every_roam_is_counted():
+    harness = Harness()
+    connection, session = harness.logged_in("alice", "")
+    for port in (40000, 40001, 40002):
+        harness.registry.datagram_received(connection.core.datagram(Kind.KEEPALIVE),
+                                           ("198.51.100.7", port))
+    assert session.address == ("198.51.100.7", 40002) and harness.stats.roams == 2
