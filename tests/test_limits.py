@@ -193,7 +193,7 @@ def test_the_attempt_table_forgets_after_ten_times_the_longest_wait_or_a_minute(
 
 
 def test_an_entry_expires_at_exactly_its_expiry():
-    attempts = L.LoginAttempts(free=1, backoff=1.0, expiry=10.0)
+    attempts = L.LoginAttempts(free=2, backoff=1.0, expiry=10.0)
     attempts.failed("h", 0.0)
     attempts.failed("h", 10.0)  # the first failure is forgotten at 10.0 itself
     assert attempts.wait("h", 10.0) == 0.0
