@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys, a ping client, status, healthcheck and benchmarks."""
+"""The ``gamesession`` command: keys, a ping client, rooms, status, healthcheck and benchmarks."""
 
 import argparse
 import sys
@@ -40,11 +40,9 @@ def cmd_knock_secret(args):
     print("wrote a knock secret to {} (mode 0600)".format(args.file))
 
 
-def cmd_ping(args):
-    from twisted.internet import task
-
+def _login_options(args):
+    """The server key of the login options, with --knock/--knock-secret parsed in place."""
     from gamesession.knock.rule import KnockError, load_secret, parse_ports
-    from gamesession.client.ping import ping_main
 
     try:
         server_key = read_public_key(args.server_key)
@@ -57,7 +55,25 @@ def cmd_ping(args):
         raise CommandError(str(e))
     if args.knock_secret is not None and args.knock is None:
         raise CommandError("--knock-secret needs --knock")
+    return server_key
+
+
+def cmd_ping(args):
+    from twisted.internet import task
+
+    from gamesession.client.ping import ping_main
+
+    server_key = _login_options(args)
     return task.react(lambda reactor: ping_main(reactor, args, server_key))
+
+
+def cmd_room(args):
+    from twisted.internet import task
+
+    from gamesession.client.roomcli import room_main
+
+    server_key = _login_options(args)
+    return task.react(lambda reactor: room_main(reactor, args, server_key))
 
 
 def cmd_status(args):
@@ -104,6 +120,23 @@ def cmd_bench(args):
         raise CommandError(str(e))
 
 
+def _add_login_arguments(p) -> None:
+    """The options of every command that logs in (ping, room)."""
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--server-key", required=True,
+                   help="the server's public key (base64) or @FILE holding it")
+    p.add_argument("--user", default="guest")
+    p.add_argument("--password", default="")
+    p.add_argument("--udp-port", type=int, default=None,
+                   help="UDP port to send to instead of the one the server advertises")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the login and for each reply")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
+                   help="knock on these UDP ports first (resent if the login port stays shut)")
+    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -119,22 +152,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pubkey)
 
     p = sub.add_parser("ping", help="log in, ping over the session's UDP channel, log out")
-    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
-    p.add_argument("--server-key", required=True,
-                   help="the server's public key (base64) or @FILE holding it")
-    p.add_argument("--user", default="guest")
-    p.add_argument("--password", default="")
+    _add_login_arguments(p)
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
-    p.add_argument("--udp-port", type=int, default=None,
-                   help="UDP port to send to instead of the one the server advertises")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds to wait for the login and for each pong")
-    p.add_argument("--framing", choices=["int16", "line"], default="int16")
-    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
-                   help="knock on these UDP ports first (resent if the login port stays shut)")
-    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
     p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser(
+        "room", help="join a room; print its events, send stdin lines to it",
+        description="Join (or create) a room, print one line per event (joined ROOM as USER "
+        "(members: a, b), + USER joined, - USER left (REASON), <USER> TEXT) and send each "
+        "line of stdin to the room; at end of input leave, log out and exit 0.")
+    _add_login_arguments(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--room", metavar="NAME",
+                       help="join the fullest open room of type NAME with a free seat, or "
+                            "create one (join_or_create; the default, with NAME lobby)")
+    which.add_argument("--join", metavar="ID", help="join the room with this id (16 hex digits)")
+    which.add_argument("--create", metavar="TYPE", help="create a new room of this type")
+    p.add_argument("--private", action="store_true",
+                   help="with --create: leave the room out of room lists (joinable by id)")
+    p.add_argument("--max-members", type=int, default=None,
+                   help="with --create or --room: seats in a room this creates")
+    p.add_argument("--udp", action="store_true",
+                   help="send stdin lines as room datagrams (UDP) instead of messages (TCP)")
+    p.set_defaults(func=cmd_room)
 
     p = sub.add_parser("knock-secret", help="create a secret file for authenticated knocks (mode 0600)")
     p.add_argument("--file", required=True)

@@ -70,10 +70,16 @@ async def run_pings(reactor, client, count, interval, timeout, out=print):
     return rtts
 
 
-async def ping_main(reactor, args, server_key):
+async def connect_from_args(reactor, args, server_key, command: str):
+    """Log in as the command-line options ``args`` say (knocking first with
+    ``--knock``); returns the GameClient.
 
+    On failure prints one line on stderr, ``gamesession COMMAND: ...`` (see
+    ``describe_failure``), and exits 1.  ``ping`` and ``room`` share it.
+    """
     host, port = split_host_port(args.server, 7000)
     server = "{}:{}".format(host, port)
+
     def connect():
         return GameClient.connect(
             reactor, host, port, server_key, args.user, args.password,
@@ -81,15 +87,19 @@ async def ping_main(reactor, args, server_key):
 
     try:
         if getattr(args, "knock", None):
-            client = await knock_and_connect(reactor, host, args.knock, connect,
-                                             secret=args.knock_secret)
-        else:
-            client = await connect()
+            return await knock_and_connect(reactor, host, args.knock, connect,
+                                           secret=args.knock_secret)
+        return await connect()
     except Exception as e:
-        print("gamesession ping: " + describe_failure(e, server), file=sys.stderr)
+        print("gamesession {}: {}".format(command, describe_failure(e, server)), file=sys.stderr)
         raise SystemExit(1)
-    print("logged in to {} as {}; UDP to {}:{}".format(
-        server, client.welcome.user, client.server_udp[0], client.server_udp[1]))
+
+
+async def ping_main(reactor, args, server_key):
+    client = await connect_from_args(reactor, args, server_key, "ping")
+    host, port = split_host_port(args.server, 7000)
+    print("logged in to {}:{} as {}; UDP to {}:{}".format(
+        host, port, client.welcome.user, client.server_udp[0], client.server_udp[1]))
     rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)
     if client.end_reason is None:
         await client.logout().addTimeout(args.timeout, reactor).addErrback(lambda _: None)
