@@ -16,11 +16,23 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
+from gamesession.client.room import RoomOperations
 from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import ServerKeyMismatch
 from gamesession.protocol.wire import ProtocolError
+
+
+class SessionClosed(Exception):
+    """An operation on a client whose session has ended; ``reason`` says how."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self):
+        return "session ended ({})".format(self.reason)
 
 
 class _ControlProtocol:
@@ -49,7 +61,7 @@ class _DatagramProtocol(DatagramProtocol):
         self.client._datagram_received(datagram, addr)
 
 
-class GameClient:
+class GameClient(RoomOperations):
     log = Logger()
 
     def __init__(self, reactor, core: ClientCore, framing: str = "int16"):
@@ -69,6 +81,7 @@ class GameClient:
         self.on_datagram = None  # callable(payload)
         self.on_message = None  # callable(payload)
         self.dropped = 0
+        self._init_rooms()
 
     @classmethod
     async def connect(cls, reactor, host, port, server_key, user, password="",
@@ -125,6 +138,8 @@ class GameClient:
                 self._end(event.reason)
             elif isinstance(event, MessageData) and self.on_message is not None:
                 self.on_message(event.payload)
+            else:
+                self._room_event(event)
 
     def _fail(self, exc):
         if not self._logged_in.called:
@@ -148,8 +163,15 @@ class GameClient:
     def _send(self, kind, payload=b""):
         if self.end_reason is not None:
             return
-        self.udp.write(self.core.datagram(kind, payload), self.server_udp)
+        self._send_packet(self.core.datagram(kind, payload))
+
+    def _send_packet(self, packet: bytes) -> None:
+        self.udp.write(packet, self.server_udp)
         self.last_sent = self.reactor.seconds()
+
+    def _check_open(self) -> None:
+        if self.end_reason is not None:
+            raise SessionClosed(self.end_reason)
 
     def send_datagram(self, payload: bytes) -> None:
         self._send(Kind.DATA, payload)
@@ -170,6 +192,8 @@ class GameClient:
             self._send(Kind.PONG, payload)
         elif kind == Kind.DATA and self.on_datagram is not None:
             self.on_datagram(payload)
+        elif kind == Kind.ROOM_RELAY:
+            self._room_datagram(payload)
         elif kind == Kind.DISCONNECT:
             self._end(payload.decode("ascii", "replace") or "disconnected")
 
@@ -218,6 +242,7 @@ class GameClient:
         for _, d in list(self._pings.values()):
             d.cancel()
         self._abort()
+        self._rooms_ended(reason)
         self.closed.callback(reason)
 
     def _abort(self):
