@@ -62,6 +62,13 @@ def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
     wait_for_tcp(port, process, timeout)
 
 
+def login_endpoint(port: int, host: str = "127.0.0.1") -> str:
+    """The ``--login`` endpoint listening on ``host`` (IPv4 or IPv6)."""
+    if ":" in host:
+        return "tcp6:{}:interface={}".format(port, host.replace(":", "\\:"))
+    return "tcp:{}:interface={}".format(port, host)
+
+
 def child_env(plugin_path: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([plugin_path, ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -73,8 +80,11 @@ def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
     servers = []
 
-    def start(*options, wait=True):
-        login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    def start(*options, wait=True, host="127.0.0.1"):
+        """``host``: the loopback address both ports bind ("::1" for IPv6)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        login_port = free_port(family=family, host=host)
+        udp_port = free_port(socket.SOCK_DGRAM, family=family, host=host)
         key = PrivateKey.generate()
         key_file = str(tmp_path / "server-{}.key".format(len(servers)))
         write_private_key(key_file, key)
@@ -82,8 +92,8 @@ def start_server(plugin_path, tmp_path):
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
-            "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
-            "--udp", str(udp_port), "--interface", "127.0.0.1",
+            "--login", login_endpoint(login_port, host),
+            "--udp", str(udp_port), "--interface", host,
             "--key-file", key_file,
         ] + list(options)
         process = subprocess.Popen(argv, env=child_env(plugin_path), cwd=str(tmp_path),
@@ -93,7 +103,7 @@ def start_server(plugin_path, tmp_path):
         servers.append(server)
         if wait:
             try:
-                wait_for_port(login_port, process=process)
+                wait_for_tcp(login_port, process, 10.0, host=host)
             except RuntimeError:
                 raise RuntimeError("twistd did not start: {}".format(process.stderr.read().decode()))
         return server

@@ -1,14 +1,19 @@
 """The Twisted client: log in over TCP, then talk over the session's UDP channel.
 
-    client = await GameClient.connect(reactor, "127.0.0.1", 7000, server_key,
-                                      "alice", "pw")
+    client = await GameClient.connect(
+        reactor, "127.0.0.1", 7000, "SERVER_KEY_AS_PRINTED_BY_PUBKEY=", "alice", "pw",
+        on_message=handle_message, on_datagram=handle_datagram, on_closed=handle_end)
     rtt = await client.ping()
+    client.send_datagram(b"state")
     await client.logout()
 
-All protocol logic is in ``clientcore.ClientCore``; this module moves bytes
-and runs the timers (keepalive, timeout) on the injected reactor.
+Events are never lost: what arrives before a callback is set waits for it
+(see ``gamesession.client.events``).  All protocol logic is in
+``clientcore.ClientCore``; this module moves bytes and runs the timers
+(keepalive, timeout) on the injected reactor.
 """
 
+import ipaddress
 import os
 
 from twisted.internet import defer, error
@@ -16,8 +21,12 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
+from gamesession.client.events import EventSlot
 from gamesession.client.room import RoomOperations
-from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome
+from gamesession.keys import server_key_bytes
+from gamesession.protocol.clientcore import (
+    MAX_DATAGRAM, MAX_MESSAGE, ClientCore, LoginFailed, MessageData, PayloadTooLarge, SessionEnded,
+    Welcome)
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import ServerKeyMismatch
@@ -25,32 +34,40 @@ from gamesession.protocol.wire import ProtocolError
 
 
 class SessionClosed(Exception):
-    """An operation on a client whose session has ended; ``reason`` says how."""
+    """The session has ended (``reason`` says how); nothing more can be sent."""
 
     def __init__(self, reason: str):
-        super().__init__(reason)
+        super().__init__("session ended ({})".format(reason))
         self.reason = reason
 
-    def __str__(self):
-        return "session ended ({})".format(self.reason)
+
+class FramingMismatch(error.ConnectionClosed):
+    """The server answered bytes that never formed a frame in this client's framing."""
 
 
 class _ControlProtocol:
     """Mixed with a framing; forwards frames to the GameClient."""
 
     client = None
+    bytes_received = 0
+    frames_received = 0
 
     def connectionMade(self):
         self.sendFrame(self.client.core.hello())
 
+    def dataReceived(self, data):
+        self.bytes_received += len(data)
+        super().dataReceived(data)
+
     def frameReceived(self, frame):
+        self.frames_received += 1
         self.client._frame_received(frame)
 
     def frameTooLong(self):
         self.client._fail(ProtocolError(413, "server sent an oversized frame"))
 
     def connectionLost(self, reason):
-        self.client._control_lost(reason)
+        self.client._control_lost(reason, self.bytes_received and not self.frames_received)
 
 
 class _DatagramProtocol(DatagramProtocol):
@@ -62,9 +79,43 @@ class _DatagramProtocol(DatagramProtocol):
 
 
 class GameClient(RoomOperations):
+    """One player's session with a gamesession server, on a Twisted reactor.
+
+    Make one with ``await GameClient.connect(...)``.  Then ``send_message``
+    (TCP: reliable, in order), ``send_datagram`` (UDP: unreliable, fresh),
+    ``ping()``, ``logout()``; rooms: ``create_room``, ``join_room``,
+    ``join_or_create``, ``list_rooms`` (each returns a ``Room``, whose
+    ``members``, ``send_message``, ``send_datagram``, ``leave`` and event
+    callbacks are the multiplayer part); incoming messages, datagrams and the end of the
+    session go to the ``on_message``, ``on_datagram`` and ``on_closed``
+    callbacks (given to ``connect`` or set later: events wait until then).
+    After the session ended, sending or pinging raises SessionClosed.
+
+    Attributes: ``welcome`` (the server's Welcome: user, udp_port, timers),
+    ``server_udp`` (where datagrams go), ``end_reason`` (None while the
+    session lives), ``dropped`` (datagrams that failed authentication).
+    """
+
+    #: The largest ``send_message`` payload in bytes (larger raises PayloadTooLarge).
+    MAX_MESSAGE = MAX_MESSAGE
+    #: The largest ``send_datagram`` payload in bytes (keep to 1200 or less to avoid
+    #: IP fragmentation).
+    MAX_DATAGRAM = MAX_DATAGRAM
+
+    on_message = EventSlot(
+        "callable(payload: bytes): an application message from the server (TCP).\n\n"
+        "Messages that arrive before it is set wait and are delivered, in order, when it is.")
+    on_datagram = EventSlot(
+        "callable(payload: bytes): an application datagram from the server (UDP).\n\n"
+        "Datagrams that arrive before it is set wait and are delivered when it is.")
+    on_closed = EventSlot(
+        "callable(reason: str): the session ended (logout, kicked, timeout, shutdown...).\n\n"
+        "Called once; if the session ended before it was set, it is called when set.")
+
     log = Logger()
 
-    def __init__(self, reactor, core: ClientCore, framing: str = "int16"):
+    def __init__(self, reactor, core: ClientCore, framing: str = "int16", **handlers):
+        """Prefer ``GameClient.connect``; this makes a client that has not connected."""
         self.reactor = reactor
         self.core = core
         self.framing = framing
@@ -78,16 +129,38 @@ class GameClient(RoomOperations):
         self._pings = {}
         self._timer = None
         self.last_heard = self.last_sent = 0.0
-        self.on_datagram = None  # callable(payload)
-        self.on_message = None  # callable(payload)
         self.dropped = 0
         self._init_rooms()
+        for name, handler in handlers.items():
+            if not isinstance(getattr(type(self), name, None), EventSlot):
+                raise TypeError("unknown event callback {!r}".format(name))
+            setattr(self, name, handler)
+
+    def _emit(self, name: str, *args) -> None:
+        getattr(type(self), name).queue(self).emit(*args)
 
     @classmethod
     async def connect(cls, reactor, host, port, server_key, user, password="",
-                      framing="int16", udp_host=None, udp_port=None, timeout=10.0):
-        """Log in and open the UDP channel; raise LoginFailed, ServerKeyMismatch, ..."""
-        client = cls(reactor, ClientCore(bytes(server_key), user, password), framing)
+                      framing="int16", udp_host=None, udp_port=None, timeout=10.0,
+                      on_message=None, on_datagram=None, on_closed=None) -> "GameClient":
+        """Log in to ``host:port`` and open the session's UDP channel.
+
+        ``server_key`` is the server's public key as ``gamesession pubkey``
+        prints it (base64 ``str``), or its 32 raw bytes, or a PublicKey; a
+        malformed one raises KeyFileError (a ValueError).  ``host`` may be a
+        name, an IPv4 or an IPv6 address; UDP goes to the same address (or
+        ``udp_host``) and to the port the server advertises (or ``udp_port``).
+        ``framing`` is ``"int16"`` or ``"line"``, as the server's ``--framing``.
+        ``on_message``, ``on_datagram`` and ``on_closed`` are the callbacks
+        (see the attributes of the same names); none is required.
+
+        Raises LoginFailed (wrong password, server full...: ``.code``),
+        ServerKeyMismatch (the server did not prove ``server_key``),
+        FramingMismatch, twisted ``ConnectError``/``ConnectionClosed`` or
+        ``defer.TimeoutError`` after ``timeout`` seconds.
+        """
+        client = cls(reactor, ClientCore(server_key_bytes(server_key), user, password), framing,
+                     on_message=on_message, on_datagram=on_datagram, on_closed=on_closed)
         await client._login(HostnameEndpoint(reactor, host, port, timeout=timeout),
                             udp_host, udp_port, timeout)
         return client
@@ -107,8 +180,16 @@ class GameClient(RoomOperations):
             self._abort()
             raise
         peer = self.control.transport.getPeer()
-        self.server_udp = (udp_host or peer.host, udp_port or welcome.udp_port)
-        self.udp = self.reactor.listenUDP(0, _DatagramProtocol(self))
+        udp_ip = udp_host or peer.host
+        if udp_host is not None:
+            try:
+                ipaddress.ip_address(udp_host)
+            except ValueError:
+                udp_ip = await self.reactor.resolve(udp_host)
+        self.server_udp = (udp_ip, udp_port or welcome.udp_port)
+        # The UDP socket follows the server's address family.
+        interface = "::" if ipaddress.ip_address(udp_ip).version == 6 else ""
+        self.udp = self.reactor.listenUDP(0, _DatagramProtocol(self), interface=interface)
         self.last_heard = self.reactor.seconds()
         self._send(Kind.KEEPALIVE)  # the first authenticated packet: tells the server our address
         self._timer = self.reactor.callLater(self._tick_interval(), self._tick)
@@ -136,8 +217,8 @@ class GameClient(RoomOperations):
                 self._logged_in.callback(event)
             elif isinstance(event, SessionEnded):
                 self._end(event.reason)
-            elif isinstance(event, MessageData) and self.on_message is not None:
-                self.on_message(event.payload)
+            elif isinstance(event, MessageData):
+                self._emit("on_message", event.payload)
             else:
                 self._room_event(event)
 
@@ -149,31 +230,46 @@ class GameClient(RoomOperations):
         if self.control is not None:
             self.control.transport.loseConnection()
 
-    def _control_lost(self, reason):
+    def _control_lost(self, reason, unframed=False):
         if not self._logged_in.called:
-            self._logged_in.errback(error.ConnectionClosed(
-                "connection closed by the server before the login completed"))
+            if unframed:
+                self._logged_in.errback(FramingMismatch(
+                    "the server answered bytes that are not {}-framed and closed the connection:"
+                    " its framing may not be {}".format(self.framing, self.framing)))
+            else:
+                self._logged_in.errback(error.ConnectionClosed(
+                    "connection closed by the server before the login completed"))
         self._end(self.end_reason or "disconnected")
 
+    def _check_open(self):
+        if self.end_reason is not None:
+            raise SessionClosed(self.end_reason)
+
     def send_message(self, payload: bytes) -> None:
+        """Send an application message over TCP (reliable, in order).
+
+        Raises PayloadTooLarge over MAX_MESSAGE bytes and SessionClosed after
+        the session ended; nothing is sent then.
+        """
+        self._check_open()
         self.control.sendFrame(self.core.data_message(payload))
 
     # -- UDP -----------------------------------------------------------------------
 
     def _send(self, kind, payload=b""):
-        if self.end_reason is not None:
-            return
+        self._check_open()
         self._send_packet(self.core.datagram(kind, payload))
 
     def _send_packet(self, packet: bytes) -> None:
         self.udp.write(packet, self.server_udp)
         self.last_sent = self.reactor.seconds()
 
-    def _check_open(self) -> None:
-        if self.end_reason is not None:
-            raise SessionClosed(self.end_reason)
-
     def send_datagram(self, payload: bytes) -> None:
+        """Send an application datagram over UDP (unreliable; may be lost or reordered).
+
+        Raises PayloadTooLarge over MAX_DATAGRAM bytes and SessionClosed after
+        the session ended.
+        """
         self._send(Kind.DATA, payload)
 
     def _datagram_received(self, packet, addr):
@@ -189,16 +285,22 @@ class GameClient(RoomOperations):
                 sent, d = waiting
                 d.callback(self.reactor.seconds() - sent)
         elif kind == Kind.PING:
-            self._send(Kind.PONG, payload)
-        elif kind == Kind.DATA and self.on_datagram is not None:
-            self.on_datagram(payload)
+            if self.end_reason is None:
+                self._send(Kind.PONG, payload)
+        elif kind == Kind.DATA:
+            self._emit("on_datagram", payload)
         elif kind == Kind.ROOM_RELAY:
             self._room_datagram(payload)
         elif kind == Kind.DISCONNECT:
             self._end(payload.decode("ascii", "replace") or "disconnected")
 
     def ping(self, timeout: float = 1.0) -> defer.Deferred:
-        """Send a ping; fires with the round trip in seconds, or TimeoutError."""
+        """Send a ping over UDP; fires with the round trip in seconds.
+
+        Fails with ``defer.TimeoutError`` after ``timeout`` seconds without a
+        pong; raises SessionClosed at once after the session ended.
+        """
+        self._check_open()
         ping_id = os.urandom(8)
         d = defer.Deferred(lambda _: self._pings.pop(ping_id, None))
         self._pings[ping_id] = (self.reactor.seconds(), d)
@@ -217,17 +319,21 @@ class GameClient(RoomOperations):
         if now - self.last_heard >= self.welcome.session_timeout:
             self._end("timeout")
             return
-        if now - self.last_sent >= self.welcome.keepalive:
+        if now - self.last_sent >= self.welcome.keepalive and self.end_reason is None:
             self._send(Kind.KEEPALIVE)
         self._timer = self.reactor.callLater(self._tick_interval(), self._tick)
 
     def logout(self) -> defer.Deferred:
-        """End the session politely; fires when the server closed the connection."""
+        """End the session politely; fires with the reason when it has ended.
+
+        Harmless after the session ended: it then fires with the reason at once.
+        """
         if self.end_reason is None and self.control is not None:
             self.control.sendFrame(self.core.logout())
         return self.wait_closed()
 
     def wait_closed(self) -> defer.Deferred:
+        """A Deferred that fires with the reason (a str) when the session has ended."""
         d = defer.Deferred()
         self.closed.addBoth(lambda r: (d.callback(r), r)[1])
         return d
@@ -243,6 +349,7 @@ class GameClient(RoomOperations):
             d.cancel()
         self._abort()
         self._rooms_ended(reason)
+        self._emit("on_closed", reason)  # before the Deferred, whose waiters may run on
         self.closed.callback(reason)
 
     def _abort(self):

@@ -2,7 +2,7 @@
 
     room = await client.join_or_create("deathmatch", max_members=4)
     room.on_presence = lambda e: print(e.user, e.event)    # RoomPresence
-    room.on_message = lambda e: print(e.user, e.data)      # RoomMessage (TCP)
+    room.on_message = lambda e: print(room.user(e.sender), e.data)  # RoomMessage (TCP)
     room.on_datagram = lambda e: ...                       # RoomDatagram (UDP)
     room.send_datagram(b"pos 3 4")                         # to all other members
     room.send_message(b"gg", to=[2])                       # to member 2 only
@@ -18,6 +18,7 @@ from twisted.internet import defer
 from gamesession.client.events import EventSlot
 from gamesession.protocol.clientcore import (
     RoomDatagram, RoomError, RoomJoined, RoomLabel, RoomLeft, RoomList, RoomMessage, RoomPresence)
+from gamesession.protocol.rooms import HANDLER, RoomRefused
 
 
 class RoomClosed(Exception):
@@ -56,7 +57,9 @@ class Room:
     def __init__(self, client, joined: RoomJoined):
         self._client = client
         self._state = client.core.rooms[joined.room]
-        self.id = joined.room
+        self.id = joined.room.hex()
+        #: The id as 8 bytes, as the events (``event.room``) carry it.
+        self.room_id = joined.room
         self.room_type = joined.room_type
         self.member = joined.member
         self.created = joined.created
@@ -80,8 +83,9 @@ class Room:
         return self._state.label
 
     def user(self, member: int) -> str:
-        """The user name of member id ``member`` ('' for 0, the room's handler)."""
-        return self._state.members.get(member, "")
+        """The user name of member id ``member``: '' for 0 (HANDLER, the room's
+        server-side handler) and for a member no longer in the room."""
+        return self._state.members.get(member, "") if member != HANDLER else ""
 
     def _check_open(self):
         if self.left is not None:
@@ -146,24 +150,11 @@ class Room:
         getattr(type(self), slot).queue(self).emit(event)
 
 
-class RoomRefused(Exception):
-    """The server refused a room request: ``code`` (460-468, see
-    docs/protocol.md) and ``reason`` say why.  The session goes on."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-    def __str__(self):
-        return "{} ({})".format(self.reason, self.code)
-
-
 class RoomOperations:
     """The room half of GameClient (mixed into it): requests and their events."""
 
     def _init_rooms(self):
-        #: Room id -> Room of every room this client is in.
+        #: Room id (16 hex digits) -> Room, for every room this client is in.
         self.rooms = {}
         self._requests = {}  # rid -> Deferred
 
@@ -221,7 +212,7 @@ class RoomOperations:
             self.rooms[room.id] = room
             self._answer(event.rid, room)
         elif kind is RoomLeft:
-            room = self.rooms.pop(event.room, None)
+            room = self.rooms.pop(event.room.hex(), None)
             if room is not None:
                 room._gone(event)
             if event.rid is not None:
@@ -229,13 +220,13 @@ class RoomOperations:
         elif kind is RoomError:
             d = self._requests.pop(event.rid, None) if event.rid is not None else None
             if d is not None:
-                d.errback(RoomRefused(event.code, event.reason))
+                d.errback(RoomRefused(event.code, event.reason, event.rid))
             else:
                 self.log.warn("room error {code}: {reason}", code=event.code, reason=event.reason)
         elif kind is RoomList:
             self._answer(event.rid, event.rooms)
         elif kind in _ROOM_SLOTS:
-            room = self.rooms.get(event.room)
+            room = self.rooms.get(event.room.hex())
             if room is not None:
                 room._emit(_ROOM_SLOTS[kind], event)
         else:
@@ -248,21 +239,23 @@ class RoomOperations:
             d.callback(result)
 
     def _room_datagram(self, payload: bytes) -> None:
-        event = self.core.room_datagram_event(payload)
+        event = self.core.room_relay(payload)
         if event is not None:
-            room = self.rooms.get(event.room)
+            room = self.rooms.get(event.room.hex())
             if room is not None:
                 room._emit("on_datagram", event)
 
     def _rooms_ended(self, reason: str) -> None:
         """The session ended: every room is left with its reason, every request fails."""
+        from gamesession.client.gameclient import SessionClosed
+
         requests, self._requests = self._requests, {}
         for d in requests.values():
-            d.errback(RoomClosed("-", "session ended: {}".format(reason)))
+            d.errback(SessionClosed(reason))
         rooms, self.rooms = self.rooms, {}
         for room in rooms.values():
-            self.core.rooms.pop(room.id, None)
-            room._gone(RoomLeft(room=room.id, reason=reason))
+            self.core.rooms.pop(room.room_id, None)
+            room._gone(RoomLeft(room=room.room_id, reason=reason))
 
 
 _ROOM_SLOTS = {
