@@ -225,3 +225,13 @@ def test_codec_constructors_make_the_documented_json():
         "type": "room_create", "rid": 1, "room_type": "dm", "listed": False}
     assert rooms.send(ROOM, b"\x00", to=[2]) == {
         "type": "room_send", "room": "9f1c2e3d4c5b6a70", "data": "AA==", "to": [2]}
+
+
+def test_join_options_reach_the_request_and_are_bounded():
+    message = roundtrip(rooms.join(1, ROOM, options={"password": "sesame"}))
+    assert rooms.parse_request(message) == rooms.JoinRoom(1, ROOM, {"password": "sesame"})
+    assert rooms.parse_request(roundtrip(rooms.join_or_create(2, "dm", options={"team": "red"}))) \
+        .options == {"team": "red"}
+    with pytest.raises(rooms.RoomRefused) as caught:
+        rooms.parse_request({"type": "room_join", "rid": 3, "room": ROOM.hex(), "options": [1]})
+    assert caught.value.code == ErrorCode.BAD_LABEL and caught.value.rid == 3

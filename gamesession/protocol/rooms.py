@@ -144,12 +144,14 @@ class CreateRoom:
     label: dict
     max_members: "int | None"  # None: the server's --max-room-members
     listed: bool
+    options: dict = attrs.field(factory=dict)  # for the handler's join_attempt
 
 
 @attrs.frozen
 class JoinRoom:
     rid: int
     room: bytes
+    options: dict = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -158,6 +160,7 @@ class JoinOrCreateRoom:
     room_type: str
     label: dict
     max_members: "int | None"
+    options: dict = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -203,6 +206,17 @@ def _room_id(message: dict, rid, refusal: ErrorCode) -> bytes:
     return bytes.fromhex(value)
 
 
+def _options(message: dict, rid, max_label_bytes) -> dict:
+    options = message.get("options")
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or label_size(options) > max_label_bytes:
+        raise RoomRefused(ErrorCode.BAD_LABEL,
+                          "options must be a JSON object of at most {} bytes".format(max_label_bytes),
+                          rid)
+    return options
+
+
 def _creation(message: dict, rid, max_label_bytes):
     label = message.get("label", {})
     if label is None:
@@ -242,12 +256,15 @@ def parse_request(message: dict, max_label_bytes: int = DEFAULT_MAX_LABEL_BYTES)
         if not isinstance(listed, bool):
             raise ProtocolError(ErrorCode.BAD_FIELD, "listed must be true or false")
         room_type, label, max_members = _creation(message, rid, max_label_bytes)
-        return CreateRoom(rid, room_type, label, max_members, listed)
+        return CreateRoom(rid, room_type, label, max_members, listed,
+                          _options(message, rid, max_label_bytes))
     if kind == "room_join":
-        return JoinRoom(rid, _room_id(message, rid, ErrorCode.ROOM_NOT_FOUND))
+        room = _room_id(message, rid, ErrorCode.ROOM_NOT_FOUND)
+        return JoinRoom(rid, room, _options(message, rid, max_label_bytes))
     if kind == "room_join_or_create":
         room_type, label, max_members = _creation(message, rid, max_label_bytes)
-        return JoinOrCreateRoom(rid, room_type, label, max_members)
+        return JoinOrCreateRoom(rid, room_type, label, max_members,
+                                _options(message, rid, max_label_bytes))
     if kind == "room_leave":
         return LeaveRoom(rid, _room_id(message, rid, ErrorCode.NOT_IN_ROOM))
     if kind == "room_list":
@@ -255,7 +272,9 @@ def parse_request(message: dict, max_label_bytes: int = DEFAULT_MAX_LABEL_BYTES)
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type {!r}".format(str(kind)[:40]))
 
 
-def _creation_fields(message, label, max_members):
+def _creation_fields(message, label, max_members, options=None):
+    if options:
+        message["options"] = options
     if label is not None:
         message["label"] = label
     if max_members is not None:
@@ -264,24 +283,32 @@ def _creation_fields(message, label, max_members):
 
 
 def create(rid: int, room_type: str, label: "dict | None" = None,
-           max_members: "int | None" = None, listed: bool = True) -> dict:
-    """A ``room_create`` request: a new room of ``room_type``; ``listed=False`` is private."""
+           max_members: "int | None" = None, listed: bool = True,
+           options: "dict | None" = None) -> dict:
+    """A ``room_create`` request: a new room of ``room_type``; ``listed=False`` is private.
+
+    ``options`` (a JSON object) goes to the room handler's ``join_attempt``.
+    """
     message = {"type": "room_create", "rid": rid, "room_type": room_type}
     if not listed:
         message["listed"] = False
-    return _creation_fields(message, label, max_members)
+    return _creation_fields(message, label, max_members, options)
 
 
-def join(rid: int, room) -> dict:
+def join(rid: int, room, options: "dict | None" = None) -> dict:
     """A ``room_join`` request for the room with id ``room`` (bytes or hex)."""
-    return {"type": "room_join", "rid": rid, "room": room_hex(room_bytes(room))}
+    message = {"type": "room_join", "rid": rid, "room": room_hex(room_bytes(room))}
+    return _creation_fields(message, None, None, options)
 
 
 def join_or_create(rid: int, room_type: str, label: "dict | None" = None,
-                   max_members: "int | None" = None) -> dict:
-    """A ``room_join_or_create`` request: the fullest open listed room of the type, else a new one."""
+                   max_members: "int | None" = None, options: "dict | None" = None) -> dict:
+    """A ``room_join_or_create`` request: the fullest open listed room of the type, else a new one.
+
+    ``label`` and ``max_members`` are used only if it creates.
+    """
     message = {"type": "room_join_or_create", "rid": rid, "room_type": room_type}
-    return _creation_fields(message, label, max_members)
+    return _creation_fields(message, label, max_members, options)
 
 
 def leave(rid: int, room) -> dict:
@@ -525,6 +552,7 @@ _REFUSAL_TEXT = {
     ErrorCode.NOT_IN_ROOM: "not in that room",
     ErrorCode.ALREADY_IN_ROOM: "already in that room",
     ErrorCode.BAD_ROOM_TYPE: "bad room type",
+    ErrorCode.RELAY_LIMITED: "over the relay rate; not relayed",
 }
 
 

@@ -70,6 +70,7 @@ class ErrorCode(enum.IntEnum):
     NOT_IN_ROOM = 466
     ALREADY_IN_ROOM = 467
     BAD_ROOM_TYPE = 468
+    RELAY_LIMITED = 469  # a room_send over --max-relay-rate was not relayed
     BAD_BOX = 495  # a sealed frame that did not open
     INTERNAL = 500
     SERVER_FULL = 503
