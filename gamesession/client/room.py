@@ -169,33 +169,39 @@ class RoomOperations:
         return d
 
     async def create_room(self, room_type: str, label: "dict | None" = None,
-                          max_members: "int | None" = None, listed: bool = True) -> Room:
+                          max_members: "int | None" = None, listed: bool = True,
+                          options: "dict | None" = None) -> Room:
         """Create a room of ``room_type`` (1-32 characters of ``A-Za-z0-9_.-``) and join it.
 
         ``label``: a small JSON object shown in room lists; ``max_members``:
         its seats (default: the server's ``--max-room-members``);
-        ``listed=False``: a private room, joinable only by its id.
+        ``listed=False``: a private room, joinable only by its id;
+        ``options``: a small JSON object for the room handler's ``join_attempt``.
         Returns the Room; raises RoomRefused (463 too many rooms, 464 the
         server is full, 465 bad label, 462 refused by the room's handler).
         """
-        return await self._request(self.core.create_room(room_type, label, max_members, listed))
+        return await self._request(
+            self.core.create_room(room_type, label, max_members, listed, options))
 
-    async def join_room(self, room_id: str) -> Room:
-        """Join the room with id ``room_id`` (16 hex digits, ``Room.id``).
+    async def join_room(self, room_id: str, options: "dict | None" = None) -> Room:
+        """Join the room with id ``room_id`` (16 hex digits, ``Room.id``);
+        ``options`` go to the room handler's ``join_attempt``.
 
         Returns the Room; raises RoomRefused (460 no such room, 461 full,
         462 refused by its handler, 467 already in it, ...).
         """
-        return await self._request(self.core.join_room(room_id))
+        return await self._request(self.core.join_room(room_id, options))
 
     async def join_or_create(self, room_type: str, label: "dict | None" = None,
-                             max_members: "int | None" = None) -> Room:
+                             max_members: "int | None" = None,
+                             options: "dict | None" = None) -> Room:
         """Join the fullest open listed room of ``room_type`` with a free seat
         that accepts the join, else create one with ``label`` and ``max_members``.
 
         Returns the Room (``Room.created`` says which); raises RoomRefused.
         """
-        return await self._request(self.core.join_or_create(room_type, label, max_members))
+        return await self._request(
+            self.core.join_or_create(room_type, label, max_members, options))
 
     async def list_rooms(self, room_type: str) -> "list":
         """The listed open rooms of ``room_type``: a list of RoomInfo

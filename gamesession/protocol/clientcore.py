@@ -225,30 +225,33 @@ class ClientCore:
         return rid, self.seal_message(build(rid, *args))
 
     def create_room(self, room_type: str, label: "dict | None" = None,
-                    max_members: "int | None" = None, listed: bool = True):
+                    max_members: "int | None" = None, listed: bool = True,
+                    options: "dict | None" = None):
         """(rid, frame): create a room of ``room_type`` (1-32 of ``A-Za-z0-9_.-``) and join it.
 
         ``label``: a small JSON object others see in room lists; ``max_members``:
         seats (default: the server's --max-room-members); ``listed=False``
-        makes a private room, joinable by id only.  Answered by RoomJoined
-        (``created`` true) or RoomError.
+        makes a private room, joinable by id only; ``options`` (a small JSON
+        object) goes to the room handler's ``join_attempt``.  Answered by
+        RoomJoined (``created`` true) or RoomError.
         """
         return self._request(rooms.create, _room_type(room_type), _label(label),
-                             _seats(max_members), bool(listed))
+                             _seats(max_members), bool(listed), _label(options, "options"))
 
-    def join_room(self, room):
-        """(rid, frame): join the room with id ``room``; answered by RoomJoined or
-        RoomError (460 no such room, 461 full, 462 refused, 467 already in it...)."""
-        return self._request(rooms.join, rooms.room_bytes(room))
+    def join_room(self, room, options: "dict | None" = None):
+        """(rid, frame): join the room with id ``room`` (``options`` to its handler);
+        answered by RoomJoined or RoomError (460 no such room, 461 full, 462
+        refused by the handler, 467 already in it...)."""
+        return self._request(rooms.join, rooms.room_bytes(room), _label(options, "options"))
 
     def join_or_create(self, room_type: str, label: "dict | None" = None,
-                       max_members: "int | None" = None):
+                       max_members: "int | None" = None, options: "dict | None" = None):
         """(rid, frame): join the fullest open listed room of ``room_type`` with a
         free seat that accepts the join, else create one with ``label`` and
         ``max_members``.  Answered by RoomJoined (``created`` says which) or RoomError.
         """
         return self._request(rooms.join_or_create, _room_type(room_type), _label(label),
-                             _seats(max_members))
+                             _seats(max_members), _label(options, "options"))
 
     def leave_room(self, room):
         """(rid, frame): leave ``room``; answered by RoomLeft (reason ``left``) or RoomError."""
@@ -347,9 +350,9 @@ def _room_type(room_type: str) -> str:
     return room_type
 
 
-def _label(label):
+def _label(label, name="label"):
     if label is not None and not isinstance(label, dict):
-        raise ValueError("a room label is a JSON object (a dict), not {!r}".format(label))
+        raise ValueError("a room {} is a JSON object (a dict), not {!r}".format(name, label))
     return label
 
 
