@@ -71,8 +71,21 @@ def cmd_room(args):
     from twisted.internet import task
 
     from gamesession.client.roomcli import room_main
+    from gamesession.protocol.rooms import room_bytes, valid_room_type
 
     server_key = _login_options(args)
+    if args.join is not None:
+        try:
+            args.join = room_bytes(args.join).hex()
+        except ValueError:
+            raise CommandError("--join: a room id is 16 hex digits, not {!r}".format(args.join))
+    for option in ("room", "create"):
+        value = getattr(args, option)
+        if value is not None and not valid_room_type(value):
+            raise CommandError("--{}: a room type is 1-32 characters of A-Z a-z 0-9 _ . -, "
+                               "not {!r}".format(option, value))
+    if args.max_members is not None and args.max_members < 1:
+        raise CommandError("--max-members must be at least 1")
     return task.react(lambda reactor: room_main(reactor, args, server_key))
 
 
