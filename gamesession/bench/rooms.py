@@ -1,0 +1,349 @@
+"""``gamesession bench rooms``: room relay through the real server against a plain relay.
+
+R rooms of K bots; every bot sends HZ room datagrams per second to its room
+(all other members), paced over the whole fleet.  Each datagram carries its
+sequence number, send time, the sender's room and bot index, so every
+receiver measures send-to-receive latency at another member, counts what
+arrived, and checks that it came from its own room (``cross_room_leaks``)
+and from the member the server stamped (``misattributed``): both must be 0.
+
+The bots are real sessions: ``loadgen.Fleet`` logs them in with the real
+``ClientCore``, which also builds every room request, seals every ROOM_SEND
+and opens every ROOM_RELAY.  The same load then goes through
+``gamesession.bench.relay`` (plain Twisted, no crypto, no checks) in the same
+run: ``baseline_delivered_per_s`` and ``ratio``.
+"""
+
+import select
+import struct
+import time
+from array import array
+
+from gamesession.bench import procs
+from gamesession.bench.loadgen import percentiles, udp_socket
+from gamesession.protocol.clientcore import RoomJoined, RoomError
+from gamesession.protocol.datagram import Kind
+
+ROOM_TYPE = "bench"
+# seq, send time (perf_counter_ns), sender's room index, sender's bot index
+STAMP = struct.Struct("<QqII")
+MIN_PAYLOAD = STAMP.size
+DRAIN = 0.5  # seconds to wait for datagrams still in flight after sending stops
+
+
+class Tally:
+    """What the receivers saw of the datagrams sent in the measured window."""
+
+    def __init__(self, room_of, size):
+        self.room_of = room_of  # bot index -> room index
+        self.size = size
+        self.window = (0, 0)
+        self.sent = 0  # sent within the window
+        self.unsent = 0
+        self.delivered = 0
+        self.leaks = 0
+        self.misattributed = 0
+        self.strays = 0  # not a bench datagram at all
+        self.latencies = array("q")
+
+    def received(self, bot: int, data: bytes, sender_bot, now: int) -> None:
+        """``bot`` received ``data``; ``sender_bot`` is who the relay says sent it."""
+        if len(data) < STAMP.size:
+            self.strays += 1
+            return
+        _, sent_at, room, origin = STAMP.unpack_from(data)
+        if room != self.room_of[bot] or self.room_of.get(origin) != room:
+            self.leaks += 1
+            return
+        if sender_bot != origin:
+            self.misattributed += 1
+        start, end = self.window
+        if start <= sent_at < end:
+            self.delivered += 1
+            self.latencies.append(now - sent_at)
+
+    def figures(self, seconds: float, cpu: float) -> dict:
+        expected = self.sent * (self.size - 1)
+        result = {
+            "sent": self.sent,
+            "unsent": self.unsent,
+            "delivered": self.delivered,
+            "expected": expected,
+            "delivered_per_s": round(self.delivered / seconds, 1),
+            "expected_per_s": round(expected / seconds, 1),
+            "loss": round(1 - self.delivered / expected, 5) if expected else None,
+            "server_cpu": round(cpu / seconds, 3),
+            "cross_room_leaks": self.leaks,
+            "misattributed": self.misattributed,
+            "strays": self.strays,
+        }
+        result.update(percentiles(self.latencies, (50, 99)))
+        return result
+
+
+def paced(send, poll, bots: int, rate: float, seconds: float, warmup: float, tally, server_pid,
+          progress=None, label=""):
+    """Send ``rate`` datagrams per second per bot (round robin over ``bots``) for
+    warmup + seconds, polling for replies in between; then drain.  Returns the
+    server's CPU seconds over the measured window."""
+    perf = time.perf_counter_ns
+    total = bots * rate
+    start = perf()
+    measure_from = start + int(warmup * 1e9)
+    end = measure_from + int(seconds * 1e9)
+    tally.window = (measure_from, end)
+    cpu0 = None
+    seq = 0
+    bot = 0
+    next_report = start
+    while True:
+        now = perf()
+        if now >= end:
+            break
+        if cpu0 is None and now >= measure_from:
+            cpu0 = procs.cpu_seconds(server_pid)
+        due = int((now - start) * total / 1e9)
+        while seq < due:
+            now = perf()
+            if not send(bot, seq, now):
+                tally.unsent += 1
+            elif measure_from <= now < end:
+                tally.sent += 1
+            seq += 1
+            bot = (bot + 1) % bots
+        poll(0.001)
+        if progress is not None and now >= next_report:
+            next_report = now + 250_000_000
+            progress("{} {:.1f}/{:.0f}s {:,} delivered".format(
+                label, max(0.0, (now - measure_from) / 1e9), seconds, tally.delivered))
+    cpu = procs.cpu_seconds(server_pid) - (cpu0 if cpu0 is not None else 0.0)
+    drain_until = time.monotonic() + DRAIN
+    while time.monotonic() < drain_until:
+        poll(0.01)
+    return cpu
+
+
+def _stamp(seq, now, room, bot, pad):
+    return STAMP.pack(seq, now, room, bot) + pad
+
+
+# -- through the real server ---------------------------------------------------------
+
+
+def gamesession_phase(plan, progress, fleet):
+    """Log in R*K bots, put them in R private rooms, run the load."""
+    from gamesession.bench.runner import BenchError, _login_fleet
+
+    rooms, size = plan["rooms"], plan["size"]
+    count = rooms * size
+    _login_fleet(plan, "bot", count=count, concurrency=min(64, count), progress=progress,
+                 fleet=fleet, timeout=max(60.0, count / 20.0))
+    bots = fleet.ready[:count]
+    for index, login in enumerate(bots):
+        login.slot = index
+    room_of = {i: i // size for i in range(count)}
+    room_ids = {}  # room index -> room id
+    member_of = {}  # bot index -> member id
+    bot_of = {}  # (room index, member id) -> bot index
+    refused = []
+
+    def on_event(login, event):
+        if isinstance(event, RoomJoined):
+            r = room_of[login.slot]
+            room_ids[r] = event.room
+            member_of[login.slot] = event.member
+            bot_of[(r, event.member)] = login.slot
+            if login.slot % size == 0:
+                for other in bots[login.slot + 1:login.slot + size]:
+                    fleet.send_frame(other, other.core.join_room(event.room)[1])
+        elif isinstance(event, RoomError):
+            refused.append("{} {}".format(event.code, event.reason))
+
+    fleet.on_event = on_event
+    for r in range(rooms):
+        creator = bots[r * size]
+        fleet.send_frame(creator, creator.core.create_room(
+            ROOM_TYPE, max_members=size, listed=False)[1])
+    fleet.run(max(30.0, count / 20.0),
+              done=lambda: len(member_of) == count or bool(refused))
+    if refused or len(member_of) < count:
+        raise BenchError("only {} of {} bots got into their rooms: {}".format(
+            len(member_of), count, "; ".join(refused[:3]) or "timed out"))
+    fleet.run(0.3)  # let the presence events settle
+
+    tally = Tally(room_of, size)
+    pad = bytes(plan["payload"] - STAMP.size)
+    udp = fleet.udp
+    perf = time.perf_counter_ns
+
+    def on_datagram(login, kind, payload):
+        if kind != Kind.ROOM_RELAY:
+            return
+        event = login.core.room_relay(payload)
+        if event is None:
+            tally.strays += 1
+            return
+        tally.received(login.slot, event.data, bot_of.get((room_of[login.slot], event.sender)),
+                       perf())
+
+    fleet.on_datagram = on_datagram
+
+    def send(bot, seq, now):
+        login = bots[bot]
+        r = room_of[bot]
+        try:
+            udp.send(login.core.room_datagram(room_ids[r], _stamp(seq, now, r, bot, pad)))
+        except BlockingIOError:
+            return False
+        return True
+
+    cpu = paced(send, fleet.poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
+                plan["server_pid"], progress, "gamesession")
+    result = tally.figures(plan["seconds"], cpu)
+    result["unknown_room_datagrams"] = sum(b.core.unknown_room_datagrams for b in bots)
+    result["ended_by_server"] = dict(fleet.ended)
+    return result
+
+
+# -- through the plain relay ----------------------------------------------------------
+
+
+def baseline_phase(plan, progress):
+    rooms, size = plan["rooms"], plan["size"]
+    count = rooms * size
+    sock = udp_socket("127.0.0.1", plan["relay_port"])
+    room_of = {i: i // size for i in range(count)}
+    # Member ids are global here (bot + 1): the relay's R header names the receiver.
+    for _ in range(3):  # joins are datagrams too: say them thrice
+        for bot in range(count):
+            sock.send(b"J" + struct.pack("<II", room_of[bot], bot + 1))
+        time.sleep(0.05)
+    tally = Tally(room_of, size)
+    pad = bytes(plan["payload"] - STAMP.size)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    perf = time.perf_counter_ns
+
+    def send(bot, seq, now):
+        r = room_of[bot]
+        try:
+            sock.send(b"D" + struct.pack("<II", r, bot + 1) + _stamp(seq, now, r, bot, pad))
+        except BlockingIOError:
+            return False
+        return True
+
+    def poll(timeout):
+        if not poller.poll(int(timeout * 1000)):
+            return
+        for _ in range(4096):
+            try:
+                packet = sock.recv(2048)
+            except (BlockingIOError, ConnectionRefusedError):
+                return
+            if len(packet) < 9 or packet[:1] != b"R":
+                tally.strays += 1
+                continue
+            receiver = int.from_bytes(packet[1:5], "little") - 1
+            sender = int.from_bytes(packet[5:9], "little") - 1
+            if receiver not in room_of:
+                tally.strays += 1
+                continue
+            tally.received(receiver, packet[9:], sender, perf())
+
+    cpu = paced(send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
+                plan["relay_pid"], progress, "baseline")
+    sock.close()
+    return tally.figures(plan["seconds"], cpu)
+
+
+def rooms_job(plan, progress):
+    """The load generator's side: the baseline first, then the real server."""
+    from gamesession.bench.loadgen import Fleet
+
+    baseline = baseline_phase(plan, progress)
+    fleet = Fleet("127.0.0.1", plan["login_port"], plan["udp_port"], plan["server_key"])
+    try:
+        gamesession = gamesession_phase(plan, progress, fleet)
+    finally:
+        fleet.close_all()
+    return {"gamesession": gamesession, "baseline": baseline}
+
+
+# -- the parent side --------------------------------------------------------------------
+
+
+def bench_rooms(rooms: int, size: int, rate: float, seconds: float, payload: int = 64,
+                warmup: float = 0.5, progress=None) -> dict:
+    """Run ``bench rooms``; the result dict (see the module docstring)."""
+    from gamesession.bench import runner
+
+    if rooms < 1 or size < 2 or rate <= 0 or seconds <= 0:
+        raise runner.BenchError("--rooms must be at least 1, --size at least 2, "
+                                "--rate and --seconds above 0")
+    if payload < MIN_PAYLOAD:
+        raise runner.BenchError("--payload must be at least {} bytes".format(MIN_PAYLOAD))
+    progress = progress or runner.Progress()
+    count = rooms * size
+    wanted = count + 256
+    procs.raise_nofile(wanted)
+    settings = {"rooms": rooms, "size": size, "rate": rate, "seconds": seconds,
+                "payload": payload, "warmup": warmup}
+    with runner.Bench(progress) as bench:
+        result = bench.header("rooms", settings)
+        load_before = runner.loadavg()
+        relay = bench.echo("gamesession.bench.relay")
+        server = bench.gamesession(*server_options(rooms, size, rate), nofile=wanted)
+        plan = bench.plan(server, relay_port=relay.udp_port, relay_pid=relay.pid, nofile=wanted,
+                          **settings)
+        timeout = 4 * (2 * (seconds + warmup + DRAIN)) + max(60.0, count / 10.0) + 60
+        detail = runner.run_loadgen(rooms_job, plan, progress, timeout)
+        result["server_log_tracebacks"] = bench.server_log_problems(server)
+    gs, base = detail["gamesession"], detail["baseline"]
+    result.update({key: gs[key] for key in (
+        "delivered_per_s", "expected_per_s", "loss", "p50_us", "p99_us", "server_cpu",
+        "cross_room_leaks", "misattributed")})
+    result.update({
+        "baseline_delivered_per_s": base["delivered_per_s"],
+        "baseline_loss": base["loss"],
+        "baseline_p50_us": base["p50_us"],
+        "baseline_p99_us": base["p99_us"],
+        "baseline_server_cpu": base["server_cpu"],
+        "ratio": round(gs["delivered_per_s"] / base["delivered_per_s"], 3)
+        if base["delivered_per_s"] else None,
+        "loadgen_cpu_seconds": detail.get("loadgen_cpu_seconds"),
+        "detail": detail,
+        "load_before": load_before,
+        "load_after": runner.loadavg(),
+    })
+    return result
+
+
+def server_options(rooms: int, size: int, rate: float) -> tuple:
+    """The server's limits raised above the benchmark's load (each still enforced)."""
+    return (
+        "--max-sessions", str(rooms * size + 16),
+        "--max-rooms", str(rooms + 16),
+        "--max-room-members", str(max(size, 2)),
+        "--max-relay-rate", str(int(rate * size * 4) + 1000),
+    )
+
+
+def summary_rows(result: dict) -> list:
+    """The rows of the summary table ``runner.summary`` prints for this benchmark."""
+    s = result["settings"]
+    return [
+        ("rooms x size @ rate", "{} x {} @ {:g}/s, payload {} B".format(
+            s["rooms"], s["size"], s["rate"], s["payload"])),
+        ("delivered/s", "{:,.0f} of {:,.0f} expected | baseline {:,.0f}".format(
+            result["delivered_per_s"], result["expected_per_s"],
+            result["baseline_delivered_per_s"])),
+        ("ratio", "-" if result["ratio"] is None else "{:.3f}".format(result["ratio"])),
+        ("loss", "{} | baseline {}".format(result["loss"], result["baseline_loss"])),
+        ("latency p50/p99 (us)", "{} / {} | baseline {} / {}".format(
+            result["p50_us"], result["p99_us"], result["baseline_p50_us"],
+            result["baseline_p99_us"])),
+        ("server cpu (cores)", "{} | baseline {}".format(result["server_cpu"],
+                                                        result["baseline_server_cpu"])),
+        ("cross_room_leaks", str(result["cross_room_leaks"])),
+        ("misattributed", str(result["misattributed"])),
+    ]
