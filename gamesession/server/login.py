@@ -27,9 +27,13 @@ from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
+from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES
+
+ROOM_REQUESTS = frozenset(REQUEST_TYPES)
+ROOM_TYPES = ROOM_REQUESTS | frozenset(EVENT_TYPES)
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed"])
+                         "session_end", "error", "sealed"]) | ROOM_TYPES
 
 
 @implementer(IControlChannel, IPushProducer)
@@ -224,12 +228,14 @@ class LoginProtocol:
             if kind == "data":
                 payload = wire.bytes_field(message, "data", max_size=wire.MAX_DATA)
                 self.factory.registry.notify_application("message_received", self.session, payload)
+            elif kind in ROOM_REQUESTS:
+                self.factory.registry.rooms.request(self.session, message)
             elif kind == "logout":
                 self.factory.registry.end(self.session, "logout")
             elif kind == "login":
                 raise ProtocolError(ErrorCode.UNEXPECTED, "already logged in on this connection")
             else:
-                raise self._misplaced(kind, "logout or data")
+                raise self._misplaced(kind, "logout, data or a room request")
         else:
             raise self._misplaced(kind, "a login" if self.state == "login" else "nothing until the login is decided")
 
