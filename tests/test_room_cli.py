@@ -56,7 +56,7 @@ def test_two_players_see_each_other_and_a_third_room_sees_nothing(start_server, 
     assert say(bob, alice, "hi alice", udp) == "<bob> hi alice"
 
     status, err = bob.finish()
-    assert (status, err) == (0, "")
+    assert (status, err) == (0, ""), err
     assert alice.expect("bob left") == "- bob left (left)"
     for _ in range(3):
         carol.send("anyone here?")

@@ -67,6 +67,7 @@ class Room:
         self.listed = joined.listed
         self.left = None
         self._left_waiters = []
+        self._leaving = False
 
     def __repr__(self):
         return "<Room {} {} as member {} of {}>".format(
@@ -118,9 +119,9 @@ class Room:
         """
         if self.left is not None:
             return defer.succeed(self.left)
-        d = defer.Deferred()
-        self._left_waiters.append(d)
-        if len(self._left_waiters) == 1:
+        d = self.wait_left()
+        if not self._leaving:
+            self._leaving = True
             self._client._request(self._client.core.leave_room(self.id)).addErrback(
                 self._leave_failed)
         return d
@@ -134,7 +135,8 @@ class Room:
         return d
 
     def _leave_failed(self, failure):
-        # The session ended first: _gone already fired the waiters.
+        # The session ended first, or the server had already removed us (a
+        # room_left, which TCP delivered before the refusal): _gone ran then.
         return None
 
     def _gone(self, event: RoomLeft) -> None:
