@@ -12,7 +12,7 @@ from gamesession.protocol.handshake import StreamCipher
 from gamesession.protocol.wire import ErrorCode
 from gamesession.server.roomhandler import RelayRoom
 from gamesession.server.rooms import RoomManager
-from tests.fakes import Harness
+from fakes import Harness
 
 Joined, Left, Presence, Message = codec.RoomJoined, codec.RoomLeft, codec.RoomPresence, codec.RoomMessage
 
@@ -710,3 +710,45 @@ def test_handlers_reach_the_sessions_through_the_room():
     server.players[0].create("g")
     [frame] = server.players[3].conn.messages()
     assert frame["type"] == "data"
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def test_room_figures_move_in_metrics():
+    from prometheus_client import generate_latest
+
+    from gamesession.client.status import Figures
+    from gamesession.ops.metrics import make_registry
+
+    server = Server(max_rooms_per_session=1, handlers={"broken": Broken})
+    collectors = make_registry(server.registry)
+
+    def figure(name, **labels):
+        samples = Figures(generate_latest(collectors).decode()).samples
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert figure("gamesession_rooms_active") == 0
+    assert figure("gamesession_room_joins_total", outcome="room_full") == 0
+    room, alice, bob, carol = three_in_a_room(server)
+    assert figure("gamesession_rooms_active") == 1 and figure("gamesession_room_members") == 3
+    assert figure("gamesession_room_joins_total", outcome="created") == 1
+    assert figure("gamesession_room_joins_total", outcome="joined") == 2
+    alice.room_datagram(room, b"x")
+    alice.request(codec.send(room, b"y"))
+    assert figure("gamesession_room_relayed_total", channel="udp", direction="in") == 1
+    assert figure("gamesession_room_relayed_total", channel="udp", direction="out") == 2
+    assert figure("gamesession_room_relayed_total", channel="tcp", direction="in") == 1
+    assert figure("gamesession_room_relayed_total", channel="tcp", direction="out") == 2
+    alice.request(codec.create(9, "dm"))
+    assert figure("gamesession_room_limited_total", limit="max_rooms_per_session") == 1
+    assert figure("gamesession_room_joins_total", outcome="too_many_rooms") == 1
+    carol.conn.lose()
+    assert figure("gamesession_room_leaves_total", reason="disconnected") == 1
+    assert figure("gamesession_room_members") == 2
+    server.players[3].create("broken")
+    assert figure("gamesession_room_handler_errors_total", method="joined") == 1
+    # Refusals are not protocol errors: the connection stayed open.
+    samples = Figures(generate_latest(collectors).decode()).samples
+    assert not any(name == "gamesession_protocol_errors_total" and "room" in str(labels)
+                   for name, labels in samples)
