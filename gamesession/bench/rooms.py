@@ -15,20 +15,24 @@ run: ``baseline_delivered_per_s`` and ``ratio``.
 """
 
 import select
+import socket
 import struct
 import time
 from array import array
 
 from gamesession.bench import procs
 from gamesession.bench.loadgen import percentiles, udp_socket
+from gamesession.bench.mmsg import batcher
 from gamesession.protocol.clientcore import RoomJoined, RoomError
-from gamesession.protocol.datagram import Kind
+from gamesession.protocol.datagram import Drop, Kind
 
 ROOM_TYPE = "bench"
 # seq, send time (perf_counter_ns), sender's room index, sender's bot index
 STAMP = struct.Struct("<QqII")
 MIN_PAYLOAD = STAMP.size
 DRAIN = 0.5  # seconds to wait for datagrams still in flight after sending stops
+BATCH = 256  # datagrams per sendmmsg / recvmmsg
+RCVBUF = 1 << 23
 
 
 class Tally:
@@ -69,10 +73,14 @@ class Tally:
             "unsent": self.unsent,
             "delivered": self.delivered,
             "expected": expected,
+            "sent_per_s": round(self.sent / seconds, 1),
             "delivered_per_s": round(self.delivered / seconds, 1),
             "expected_per_s": round(expected / seconds, 1),
             "loss": round(1 - self.delivered / expected, 5) if expected else None,
             "server_cpu": round(cpu / seconds, 3),
+            # Server CPU per datagram delivered: comparable below saturation too.
+            "server_us_per_delivery": round(cpu * 1e6 / self.delivered, 2)
+            if self.delivered else None,
             "cross_room_leaks": self.leaks,
             "misattributed": self.misattributed,
             "strays": self.strays,
@@ -81,11 +89,15 @@ class Tally:
         return result
 
 
-def paced(send, poll, bots: int, rate: float, seconds: float, warmup: float, tally, server_pid,
-          progress=None, label=""):
+def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: float, tally,
+          server_pid, progress=None, label=""):
     """Send ``rate`` datagrams per second per bot (round robin over ``bots``) for
-    warmup + seconds, polling for replies in between; then drain.  Returns the
-    server's CPU seconds over the measured window."""
+    warmup + seconds, polling for what arrives in between; then drain.
+
+    ``make(bot, seq, now)`` builds one packet, ``send(packets)`` sends a batch
+    and says how many went.  Returns the server's CPU seconds over the
+    measured window.
+    """
     perf = time.perf_counter_ns
     total = bots * rate
     start = perf()
@@ -103,14 +115,16 @@ def paced(send, poll, bots: int, rate: float, seconds: float, warmup: float, tal
         if cpu0 is None and now >= measure_from:
             cpu0 = procs.cpu_seconds(server_pid)
         due = int((now - start) * total / 1e9)
-        while seq < due:
-            now = perf()
-            if not send(bot, seq, now):
-                tally.unsent += 1
-            elif measure_from <= now < end:
-                tally.sent += 1
-            seq += 1
-            bot = (bot + 1) % bots
+        if due > seq:
+            packets = []
+            for n in range(seq, due):
+                packets.append(make(bot, n, now))
+                bot = (bot + 1) % bots
+            sent = send(packets)
+            tally.unsent += len(packets) - sent
+            if measure_from <= now:
+                tally.sent += sent
+            seq = due
         poll(0.001)
         if progress is not None and now >= next_report:
             next_report = now + 250_000_000
@@ -121,6 +135,48 @@ def paced(send, poll, bots: int, rate: float, seconds: float, warmup: float, tal
     while time.monotonic() < drain_until:
         poll(0.01)
     return cpu
+
+
+def receiver(sock, handle, also=None, every=0.05):
+    """A ``poll(timeout)`` that reads ``sock`` in batches (recvmmsg) into
+    ``handle(packet, now)``, and calls ``also()`` every ``every`` seconds;
+    and a ``send(packets)`` that sends in batches (sendmmsg)."""
+    try:
+        # Fan-out arrives K-1 times faster than it leaves: room for bursts
+        # while another process holds the core (as far as net.core.rmem_max allows).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    except OSError:
+        pass
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    io = batcher(sock, BATCH)
+    perf = time.perf_counter_ns
+    last = [time.monotonic()]
+
+    def poll(timeout):
+        if poller.poll(int(timeout * 1000)):
+            for _ in range(64):
+                packets = io.recv()
+                if not packets:
+                    break
+                now = perf()
+                for packet in packets:
+                    handle(packet, now)
+        if also is not None and time.monotonic() - last[0] >= every:
+            last[0] = time.monotonic()
+            also()
+
+    def send(packets):
+        sent = 0
+        for i in range(0, len(packets), BATCH):
+            chunk = packets[i:i + BATCH]
+            done = io.send(chunk)
+            sent += done
+            if done < len(chunk):
+                break
+        return sent
+
+    return poll, send
 
 
 def _stamp(seq, now, room, bot, pad):
@@ -174,30 +230,43 @@ def gamesession_phase(plan, progress, fleet):
     tally = Tally(room_of, size)
     pad = bytes(plan["payload"] - STAMP.size)
     udp = fleet.udp
-    perf = time.perf_counter_ns
+    by_token = fleet.by_token
 
-    def on_datagram(login, kind, payload):
-        if kind != Kind.ROOM_RELAY:
-            return
-        event = login.core.room_relay(payload)
+    def relayed(login, event, now):
         if event is None:
             tally.strays += 1
             return
-        tally.received(login.slot, event.data, bot_of.get((room_of[login.slot], event.sender)),
-                       perf())
+        tally.received(login.slot, event.data, bot_of.get((room_of[login.slot], event.sender)), now)
 
-    fleet.on_datagram = on_datagram
-
-    def send(bot, seq, now):
-        login = bots[bot]
-        r = room_of[bot]
+    def handle(packet, now):
+        login = by_token.get(packet[:8])
+        if login is None:
+            tally.strays += 1
+            return
         try:
-            udp.send(login.core.room_datagram(room_ids[r], _stamp(seq, now, r, bot, pad)))
-        except BlockingIOError:
-            return False
-        return True
+            kind, payload = login.core.datagram_received(packet)
+        except Drop:
+            tally.strays += 1
+            return
+        if kind == Kind.ROOM_RELAY:
+            relayed(login, login.core.room_relay(payload), now)
+        elif kind == Kind.PING:  # the server's keepalive: answer as a client does
+            try:
+                udp.send(login.core.datagram(Kind.PONG, payload))
+            except BlockingIOError:
+                pass
 
-    cpu = paced(send, fleet.poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
+    # Between batches the fleet handles TCP (presence) and its keepalives;
+    # what it reads from UDP then comes here too.
+    fleet.on_datagram = lambda login, kind, payload: kind == Kind.ROOM_RELAY and relayed(
+        login, login.core.room_relay(payload), time.perf_counter_ns())
+    poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
+
+    def make(bot, seq, now):
+        r = room_of[bot]
+        return bots[bot].core.room_datagram(room_ids[r], _stamp(seq, now, r, bot, pad))
+
+    cpu = paced(make, send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
                 plan["server_pid"], progress, "gamesession")
     result = tally.figures(plan["seconds"], cpu)
     result["unknown_room_datagrams"] = sum(b.core.unknown_room_datagrams for b in bots)
@@ -220,37 +289,24 @@ def baseline_phase(plan, progress):
         time.sleep(0.05)
     tally = Tally(room_of, size)
     pad = bytes(plan["payload"] - STAMP.size)
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    perf = time.perf_counter_ns
 
-    def send(bot, seq, now):
-        r = room_of[bot]
-        try:
-            sock.send(b"D" + struct.pack("<II", r, bot + 1) + _stamp(seq, now, r, bot, pad))
-        except BlockingIOError:
-            return False
-        return True
-
-    def poll(timeout):
-        if not poller.poll(int(timeout * 1000)):
+    def handle(packet, now):
+        if len(packet) < 9 or packet[:1] != b"R":
+            tally.strays += 1
             return
-        for _ in range(4096):
-            try:
-                packet = sock.recv(2048)
-            except (BlockingIOError, ConnectionRefusedError):
-                return
-            if len(packet) < 9 or packet[:1] != b"R":
-                tally.strays += 1
-                continue
-            receiver = int.from_bytes(packet[1:5], "little") - 1
-            sender = int.from_bytes(packet[5:9], "little") - 1
-            if receiver not in room_of:
-                tally.strays += 1
-                continue
-            tally.received(receiver, packet[9:], sender, perf())
+        receiver_bot = int.from_bytes(packet[1:5], "little") - 1
+        if receiver_bot not in room_of:
+            tally.strays += 1
+            return
+        tally.received(receiver_bot, packet[9:], int.from_bytes(packet[5:9], "little") - 1, now)
 
-    cpu = paced(send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
+    poll, send = receiver(sock, handle)
+
+    def make(bot, seq, now):
+        r = room_of[bot]
+        return b"D" + struct.pack("<II", r, bot + 1) + _stamp(seq, now, r, bot, pad)
+
+    cpu = paced(make, send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
                 plan["relay_pid"], progress, "baseline")
     sock.close()
     return tally.figures(plan["seconds"], cpu)
@@ -301,9 +357,12 @@ def bench_rooms(rooms: int, size: int, rate: float, seconds: float, payload: int
     gs, base = detail["gamesession"], detail["baseline"]
     result.update({key: gs[key] for key in (
         "delivered_per_s", "expected_per_s", "loss", "p50_us", "p99_us", "server_cpu",
-        "cross_room_leaks", "misattributed")})
+        "server_us_per_delivery", "cross_room_leaks", "misattributed")})
     result.update({
+        "target_sends_per_s": rooms * size * rate,
+        "notes": notes(gs, base, rooms * size * rate),
         "baseline_delivered_per_s": base["delivered_per_s"],
+        "baseline_server_us_per_delivery": base["server_us_per_delivery"],
         "baseline_loss": base["loss"],
         "baseline_p50_us": base["p50_us"],
         "baseline_p99_us": base["p99_us"],
@@ -316,6 +375,20 @@ def bench_rooms(rooms: int, size: int, rate: float, seconds: float, payload: int
         "load_after": runner.loadavg(),
     })
     return result
+
+
+def notes(gs: dict, base: dict, target: float) -> list:
+    """Warnings about what limited a run (the generator, not the server, on a busy machine)."""
+    out = []
+    for name, phase in (("gamesession", gs), ("baseline", base)):
+        if phase["sent_per_s"] < 0.95 * target:
+            out.append("{}: the load generator sent {:,.0f}/s of the {:,.0f}/s asked for".format(
+                name, phase["sent_per_s"], target))
+        if (phase["loss"] or 0) > 0.01 and phase["server_cpu"] < 0.8:
+            out.append("{}: {:.1%} lost while the server used {} of a core: the load generator "
+                       "(or the machine) was the limit, not the server".format(
+                           name, phase["loss"], phase["server_cpu"]))
+    return out
 
 
 def server_options(rooms: int, size: int, rate: float) -> tuple:
@@ -344,6 +417,8 @@ def summary_rows(result: dict) -> list:
             result["baseline_p99_us"])),
         ("server cpu (cores)", "{} | baseline {}".format(result["server_cpu"],
                                                         result["baseline_server_cpu"])),
+        ("server cpu per delivery (us)", "{} | baseline {}".format(
+            result["server_us_per_delivery"], result["baseline_server_us_per_delivery"])),
         ("cross_room_leaks", str(result["cross_room_leaks"])),
         ("misattributed", str(result["misattributed"])),
-    ]
+    ] + [("note", note) for note in result["notes"]]
