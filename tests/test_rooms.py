@@ -716,17 +716,8 @@ def test_handlers_reach_the_sessions_through_the_room():
 
 
 def test_room_figures_move_in_metrics():
-    from prometheus_client import generate_latest
-
-    from gamesession.client.status import Figures
-    from gamesession.ops.metrics import make_registry
-
     server = Server(max_rooms_per_session=1, handlers={"broken": Broken})
-    collectors = make_registry(server.registry)
-
-    def figure(name, **labels):
-        samples = Figures(generate_latest(collectors).decode()).samples
-        return samples[(name, tuple(sorted(labels.items())))]
+    figure = server.harness.figure
 
     assert figure("gamesession_rooms_active") == 0
     assert figure("gamesession_room_joins_total", outcome="room_full") == 0
@@ -749,6 +740,99 @@ def test_room_figures_move_in_metrics():
     server.players[3].create("broken")
     assert figure("gamesession_room_handler_errors_total", method="joined") == 1
     # Refusals are not protocol errors: the connection stayed open.
-    samples = Figures(generate_latest(collectors).decode()).samples
+    samples = server.harness.figures()
     assert not any(name == "gamesession_protocol_errors_total" and "room" in str(labels)
                    for name, labels in samples)
+
+
+def readme_handler():
+    """The handler example of README.md, "Rooms", as the README shows it."""
+    import os
+    import re
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Rooms"):text.index("## Operations")]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["Race"]
+
+
+def test_the_readme_handler_example_works():
+    server = Server(handlers={"race": readme_handler()}, tick_rates={"race": 20})
+    alice, bob, carol = server.players[:3]
+    room = alice.create("race").room
+    bob.join(room)
+    alice.events()
+    server.clock.advance(0.05)
+    assert sorted(d.data for _, d in server.relays()) == [b"1:0,2:0"] * 2
+    alice.request(codec.send(room, b"lap"))
+    [refused] = carol.join(room)
+    assert (refused.code, refused.reason) == (462, "race already started")
+    alice.request(codec.send(room, b"lap"))
+    alice.request(codec.send(room, b"lap"))
+    assert bob.events() == [Message(room, 0, b"alice wins"), Left(room, "closed")]
+    assert server.rooms.find(room) is None
+
+
+# -- handlers that change the room under the manager's feet ---------------------------------------
+
+
+def test_a_handler_that_closes_its_room_while_it_is_made_refuses_the_create():
+    class Stillborn(RelayRoom):
+        def room_created(self, room):
+            room.close("no")
+
+    server = Server(handlers={"s": Stillborn})
+    assert errors(server.players[0].request(codec.create(1, "s"))) == [(462, 1)]
+    assert len(server.rooms) == 0 and server.rooms.by_type == {}
+
+
+def test_a_handler_that_closes_or_fills_the_room_in_join_attempt_refuses_the_join():
+    class Fickle(RelayRoom):
+        def join_attempt(self, room, session, options):
+            if session.user == "bob":
+                room.close("bob scares me")
+
+    server = Server(handlers={"f": Fickle})
+    alice, bob = server.players[:2]
+    room = alice.create("f").room
+    assert errors(bob.join(room)) == [(460, 1)]
+    assert alice.events() == [Left(room, "closed")]
+    assert server.rooms.memberships == {} and server.rooms.member_count == 0
+
+
+def test_a_handler_that_closes_its_room_in_a_tick():
+    class Timer(RelayRoom):
+        def tick(self, room, dt):
+            room.close("time up")
+
+    server = Server(handlers={"t": Timer}, tick_rates={"t": 4})
+    alice = server.players[0]
+    room = alice.create("t").room
+    server.clock.pump([0.25] * 4)
+    assert alice.events() == [Left(room, "closed")]
+    assert server.clock.getDelayedCalls() == [] and len(server.rooms) == 0
+
+
+def test_leaving_and_joining_again_does_not_refill_the_relay_budget():
+    server = Server(relay_rate=4.0)
+    room, alice, bob, carol = three_in_a_room(server)
+    alice.room_datagram(room, b"1")
+    alice.room_datagram(room, b"2")  # 4 copies: the burst is spent
+    assert len(server.relays()) == 4
+    alice.leave(room)
+    bob.events()
+    carol.events()
+    alice.join(room)
+    alice.room_datagram(room, b"3")
+    assert server.relays() == []
+
+
+def test_a_long_room_list_is_cut_to_one_frame_and_says_more():
+    server = Server(users=["u%d" % i for i in range(120)], max_rooms_per_session=1)
+    for player in server.players:
+        player.create("crowd", label={"name": "x" * 50})
+    [answer] = server.players[0].request(codec.list_rooms(1, "crowd"))
+    assert answer.more and 10 < len(answer.rooms) < 120

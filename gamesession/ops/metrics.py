@@ -33,7 +33,7 @@ PREFIX = "gamesession_"
 # refer to them before the first event.  Reasons added later (by the rate
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
-                "send_error")
+                "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
                   "error")
 LIMITS = ("pending_total", "pending_per_address", "send_buffer")

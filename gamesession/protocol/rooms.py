@@ -61,6 +61,8 @@ EVENT_TYPES = ("room_joined", "room_members", "room_left", "room_presence", "roo
 # Largest inner frame whose sealed envelope {"box": base64(inner + 16-byte tag),
 # "type": "sealed"} still fits wire.MAX_FRAME: 4 * ceil((n + 16) / 3) + 26 <= 8192.
 MAX_INNER_FRAME = (wire.MAX_FRAME - 26) // 4 * 3 - 16
+# More rooms than this never fit one room_rooms frame (each entry is over 60 bytes).
+MAX_LISTED = MAX_INNER_FRAME // 60
 
 _ROOM_HEX = re.compile(r"\A[0-9a-f]{16}\Z")
 _u32 = struct.Struct("<I")
@@ -523,14 +525,17 @@ def label_changed(room: bytes, label: dict) -> dict:
     return {"type": "room_label", "room": room_hex(room), "label": label}
 
 
-def rooms(rid: int, infos) -> dict:
-    """A ``room_rooms`` answer holding as many of ``infos`` (RoomInfo) as fit one frame."""
+def rooms(rid: int, infos, more: bool = False) -> dict:
+    """A ``room_rooms`` answer holding as many of ``infos`` (RoomInfo) as fit one frame.
+
+    ``more``: the caller left some rooms out already.
+    """
     entries = [{"room": room_hex(i.room), "room_type": i.room_type, "label": i.label,
                 "members": i.members, "max_members": i.max_members} for i in infos]
     base = {"type": "room_rooms", "rid": rid}
     taken, rest = _fit(base, "rooms", entries)
     answer = dict(base, rooms=taken)
-    if rest:
+    if rest or more:
         answer["more"] = True
     return answer
 

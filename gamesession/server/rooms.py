@@ -16,6 +16,7 @@ members per room, label size; fan-out is bounded by the per-sender relay
 budget (``--max-relay-rate``).  Time comes from the injected clock.
 """
 
+import heapq
 import os
 
 from twisted.internet import task
@@ -255,6 +256,11 @@ class RoomManager:
         if len(room.members) >= room.max_members:
             raise refusal(ErrorCode.ROOM_FULL, rid)
         self._ask(room, session, request.options, rid)
+        # The handler may have closed the room or filled it while it decided.
+        if room.closing:
+            raise refusal(ErrorCode.ROOM_NOT_FOUND, rid)
+        if len(room.members) >= room.max_members:
+            raise refusal(ErrorCode.ROOM_FULL, rid)
         self._admit(room, session, rid, created=False)
 
     def _join_or_create(self, session, request):
@@ -283,13 +289,14 @@ class RoomManager:
         self.remove(member.room, member, "left", rid=request.rid)
 
     def _list(self, session, request):
-        listed = sorted(
-            (room for room in self.by_type.get(request.room_type, {}).values()
-             if room.listed and not room.closing),
-            key=lambda room: (-len(room.members), room.serial))
+        # More rooms than could fit one frame are never looked at closer (O(n), not O(n log n)).
+        listed = [room for room in self.by_type.get(request.room_type, {}).values()
+                  if room.listed and not room.closing]
+        fullest = heapq.nsmallest(codec.MAX_LISTED, listed,
+                                  key=lambda room: (-len(room.members), room.serial))
         return codec.rooms(request.rid, [
             codec.RoomInfo(room.id, room.room_type, room.label, len(room.members), room.max_members)
-            for room in listed])
+            for room in fullest], more=len(listed) > len(fullest))
 
     def _send(self, session, request):
         member = self.memberships.get(session, {}).get(request.room)
@@ -431,8 +438,8 @@ class RoomManager:
         if mine is not None:
             mine.pop(room.id, None)
             if not mine:
+                # The relay budget stays: leaving and joining again must not refill it.
                 del self.memberships[session]
-                self.budgets.pop(session, None)
         self.member_count -= 1
 
     def close(self, room, reason="closed"):
@@ -452,11 +459,12 @@ class RoomManager:
             self.stats.leaves[told] += 1
             if not member.session.ended:
                 self.send(member.session, codec.left(room.id, told))
-        del self.rooms[room.id]
-        of_type = self.by_type[room.room_type]
-        del of_type[room.id]
+        # (A room its handler closed while it was being made was never registered.)
+        self.rooms.pop(room.id, None)
+        of_type = self.by_type.get(room.room_type, {})
+        of_type.pop(room.id, None)
         if not of_type:
-            del self.by_type[room.room_type]
+            self.by_type.pop(room.room_type, None)
         self.stats.closed[reason if reason in ("empty", "shutdown", "refused") else "handler"] += 1
         self._call(room, "room_closed", reason)
 

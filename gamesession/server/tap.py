@@ -13,14 +13,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from gamesession.server.accounts import make_portal
-from gamesession.protocol import rooms as roomcodec
-from gamesession.server import rooms
-from gamesession.server.application import attach_application, load_application
-from gamesession.server.roomhandler import load_handler
+from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
-from gamesession.server import limits
+from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
 from gamesession.server.registry import SessionRegistry
 from gamesession.ops.stats import ServerStats
@@ -59,7 +56,7 @@ def _port(value):
     return port
 
 
-class Options(usage.Options, strcred.AuthOptionMixin):
+class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
                 "NaCl-secured UDP datagrams bound to their session. See README.md.")
@@ -112,59 +109,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
-        # Rooms: README.md, "Rooms" and "Limits".
-        ["max-rooms", None, rooms.DEFAULT_MAX_ROOMS,
-         "Most rooms open at once; further creates get ROOMS_EXHAUSTED (464).", _positive(int)],
-        ["max-rooms-per-session", None, rooms.DEFAULT_MAX_ROOMS_PER_SESSION,
-         "Most rooms one session may be in at once (then TOO_MANY_ROOMS, 463).", _positive(int)],
-        ["max-room-members", None, rooms.DEFAULT_MAX_ROOM_MEMBERS,
-         "Most members of a room (and the default max_members of a new room).", _positive(int)],
-        ["max-label-bytes", None, roomcodec.DEFAULT_MAX_LABEL_BYTES,
-         "Largest room label (and join options), in bytes of its compact JSON "
-         "(at most {}).".format(roomcodec.MAX_LABEL_BYTES_LIMIT), _positive(int)],
-        ["room-linger", None, rooms.DEFAULT_ROOM_LINGER,
-         "Seconds an empty room stays open for a member to come back (0: it closes at once).",
-         _non_negative],
-        ["max-relay-rate", None, rooms.DEFAULT_RELAY_RATE,
-         "Relayed copies per second one sender may cause (its fan-out budget; 0: no limit).",
-         _non_negative],
-    ] + knocktap.OPT_PARAMETERS
+    ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
-
-    def __init__(self):
-        super().__init__()
-        self["rooms"] = {}
-        self["room-ticks"] = {}
-
-    def opt_room(self, value):
-        """TYPE=package.module.Name: the server-side handler of rooms of TYPE (repeatable;
-        default: plain relay)."""
-        room_type, dotted = self._room_pair("--room", value)
-        try:
-            self["rooms"][room_type] = load_handler(dotted)
-        except Exception as e:
-            raise usage.UsageError("--room {}: {}".format(value, e))
-
-    def opt_room_tick(self, value):
-        """TYPE=HZ: call the handler's tick HZ times a second (at most 60) in rooms of TYPE
-        (repeatable)."""
-        room_type, rate = self._room_pair("--room-tick", value)
-        try:
-            hz = float(rate)
-        except ValueError:
-            hz = 0.0
-        if not 0 < hz <= rooms.MAX_TICK_RATE:
-            raise usage.UsageError("--room-tick {}: HZ must be a number above 0 and at most {:g}"
-                                   .format(value, rooms.MAX_TICK_RATE))
-        self["room-ticks"][room_type] = hz
-
-    @staticmethod
-    def _room_pair(option, value):
-        room_type, sep, rest = value.partition("=")
-        if not sep or not rest or not roomcodec.valid_room_type(room_type):
-            raise usage.UsageError("{} {}: expected TYPE=VALUE with TYPE 1-32 characters of "
-                                   "A-Z a-z 0-9 _ . -".format(option, value))
-        return room_type, rest
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
@@ -173,9 +119,6 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
             raise usage.UsageError("--keepalive must be shorter than --session-timeout")
-        if self["max-label-bytes"] > roomcodec.MAX_LABEL_BYTES_LIMIT:
-            raise usage.UsageError("--max-label-bytes may be at most {} (a room's first frame "
-                                   "must fit)".format(roomcodec.MAX_LABEL_BYTES_LIMIT))
         if self["login-backoff-max"] < self["login-backoff"]:
             raise usage.UsageError("--login-backoff-max must be at least --login-backoff")
         if self["metrics"] is not None:
@@ -186,6 +129,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
                     "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
         knocktap.check_options(self)
+        roomoptions.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -269,18 +213,7 @@ def makeService(config, reactor=None):
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
     )
-    registry.rooms = rooms.RoomManager(
-        registry,
-        handlers=config["rooms"],
-        tick_rates=config["room-ticks"],
-        max_rooms=config["max-rooms"],
-        max_rooms_per_session=config["max-rooms-per-session"],
-        max_room_members=config["max-room-members"],
-        max_label_bytes=config["max-label-bytes"],
-        linger=config["room-linger"],
-        relay_rate=config["max-relay-rate"],
-    )
-    attach_application(config["application"], registry.rooms.server)
+    roomoptions.make_rooms(config, registry)
     checkers = config.get("credCheckers", [])
     top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
     if created:
