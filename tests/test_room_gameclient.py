@@ -122,3 +122,21 @@ async def test_a_session_that_ends_leaves_its_rooms_and_fails_what_waits(server)
     with pytest.raises(RoomClosed):
         room_b.send_datagram(b"x")
     await alice.logout()
+
+
+@pytest.mark.parametrize("server", [["--max-relay-rate", "1"]], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_refusal_that_answers_no_request_reaches_on_room_error(server):  # noqa: F811
+    alice = await connect(server, "alice")
+    bob = await connect(server, "bob")
+    room_a = await alice.create_room("chat")
+    room_b = await bob.join_room(room_a.id)
+    for n in range(3):  # a budget of one copy per second: the later ones are refused
+        room_a.send_message(b"spam %d" % n)
+    refused = defer.Deferred()
+    alice.on_room_error = lambda e: refused.called or refused.callback(e)
+    error = await refused.addTimeout(5, _reactor())
+    assert error.code == 469 and error.rid is None
+    assert (await next_event(room_b, "on_message")).data == b"spam 0"
+    await alice.logout()
+    await bob.logout()

@@ -95,7 +95,8 @@ class Room:
 
     def send_message(self, data: bytes, to=None) -> None:
         """Send ``data`` (at most MAX_ROOM_MESSAGE = 4096 bytes) reliably over TCP
-        to every other member, or to ``to`` (a member id or a list of them).
+        to every other member, or to ``to`` (a member id or a list of them; 0
+        is the room's server-side handler alone).
 
         Raises PayloadTooLarge over the limit (nothing is sent) and RoomClosed
         once this session left the room.
@@ -154,6 +155,11 @@ class Room:
 
 class RoomOperations:
     """The room half of GameClient (mixed into it): requests and their events."""
+
+    on_room_error = EventSlot(
+        "callable(RoomError): a room refusal that answers no request, such as a room\n"
+        "message over the relay budget (469 RELAY_LIMITED) or to a room left meanwhile\n"
+        "(466).  Refusals of create/join/leave/list raise RoomRefused instead.")
 
     def _init_rooms(self):
         #: Room id (16 hex digits) -> Room, for every room this client is in.
@@ -230,7 +236,7 @@ class RoomOperations:
             if d is not None:
                 d.errback(RoomRefused(event.code, event.reason, event.rid))
             else:
-                self.log.warn("room error {code}: {reason}", code=event.code, reason=event.reason)
+                type(self).on_room_error.queue(self).emit(event)
         elif kind is RoomList:
             self._answer(event.rid, event.rooms)
         elif kind in _ROOM_SLOTS:

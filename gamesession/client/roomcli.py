@@ -134,6 +134,7 @@ async def room_main(reactor, args, server_key):
     room.on_presence = presence
     room.on_message = said
     room.on_datagram = said
+    client.on_room_error = lambda e: complain("not sent: {} ({})".format(e.reason, e.code))
 
     # The first of: end of input, this session leaving the room, the session ending.
     finished = defer.Deferred()
