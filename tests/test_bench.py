@@ -110,3 +110,27 @@ def test_bench_rooms_tally_counts_leaks_and_misattributed_senders():
     tally.received(0, b"junk", None, 60)
     assert (tally.delivered, tally.leaks, tally.misattributed, tally.strays) == (2, 1, 1, 1)
     assert list(tally.latencies) == [10, 10]
+
+
+def test_bench_report_rooms(plugin_path, tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        need(False, "matplotlib is not installed (pip install '.[test]')")
+    paths = []
+    for n, (rooms, size) in enumerate([(2, 4), (5, 8)]):
+        expected = rooms * size * 30 * (size - 1)
+        path = tmp_path / "rooms-{}.json".format(n)
+        path.write_text(json.dumps({
+            "benchmark": "rooms", "settings": {"rooms": rooms, "size": size, "rate": 30},
+            "expected_per_s": expected, "delivered_per_s": expected * 0.9,
+            "baseline_delivered_per_s": expected, "p50_us": 300.0, "p99_us": 900.0,
+            "baseline_p50_us": 200.0, "baseline_p99_us": 700.0, "server_us_per_delivery": 11.0,
+            "baseline_server_us_per_delivery": 9.0, "load_before": [0.5, 0.4, 0.3],
+            "machine": {"cpus": 2, "cpu_model": "test"}}))
+        paths.append(str(path))
+    png = tmp_path / "rooms.png"
+    result = run_cli(plugin_path, "bench", "report", *paths, "--out", str(png))
+    assert result.returncode == 0, result.stderr
+    assert "from 2 rooms results" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
