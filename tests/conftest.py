@@ -78,6 +78,12 @@ def child_env(plugin_path: str) -> dict:
     return env
 
 
+# Like the installed ``twistd`` script: the current directory is not on sys.path
+# (``python -c`` would put it there).
+TWISTD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "from twisted.scripts.twistd import run; run()")
+
+
 @pytest.fixture
 def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
@@ -93,7 +99,7 @@ def start_server(plugin_path, tmp_path):
         write_private_key(key_file, key)
         log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
         argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            sys.executable, "-c", TWISTD,
             "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
             "--login", login_endpoint(login_port, host),
             "--udp", str(udp_port), "--interface", host,
@@ -119,13 +125,18 @@ def start_server(plugin_path, tmp_path):
 CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
 
 
-def run_cli(plugin_path, *args, timeout=30, **run):
+def run_cli(plugin_path, *args, timeout=30, env=None, **run):
     """Run ``gamesession ...`` as a user would; returns CompletedProcess.
 
-    ``run`` goes to subprocess.run (``input="..."`` feeds stdin).
+    ``env``: extra environment variables for the command; ``run`` goes to
+    subprocess.run (``input="..."`` feeds stdin, else stdin is /dev/null).
     """
-    return subprocess.run(CLI + list(args), env=child_env(plugin_path), capture_output=True,
-                          text=True, timeout=timeout, **run)
+    full_env = child_env(plugin_path)
+    full_env.update(env or {})
+    if "input" not in run:
+        run["stdin"] = subprocess.DEVNULL
+    return subprocess.run(CLI + list(args), env=full_env, capture_output=True, text=True,
+                          timeout=timeout, **run)
 
 
 class Interactive:

@@ -5,26 +5,18 @@ import pytest_twisted
 from twisted.internet import defer, task
 
 from gamesession.server import tap
+from gamesession.server.application import EchoApplication
 from gamesession.client import GameClient
 from gamesession.protocol.clientcore import LoginFailed
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(30)]
 
 
-class WelcomeApp:
+class WelcomeApp(EchoApplication):
     """Greets each player with a message the moment the session starts."""
 
     def session_started(self, session):
         session.send_message(b"welcome " + session.user.encode())
-
-    def session_ended(self, session, reason):
-        pass
-
-    def datagram_received(self, session, payload):
-        session.send_datagram(payload)
-
-    def message_received(self, session, payload):
-        session.send_message(payload)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gamesession.client.events import EventQueue, EventSlot, slots
+from gamesession.client.events import EventQueue, EventSlot
 
 
 def test_events_wait_for_a_handler_then_arrive_in_order():
@@ -53,4 +53,3 @@ def test_slots_are_per_instance_and_documented():
     one.on_a = got.append
     assert got == ["for one"]
     assert Owner.on_a.__doc__ == "a happened"
-    assert slots(Owner) == ["on_a", "on_b"]

@@ -15,8 +15,17 @@ from gamesession.bench.runner import BenchError
 def load(paths):
     udp, sessions, rooms = [], [], []
     for path in paths:
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except OSError as e:
+            raise BenchError("cannot read {}: {}".format(path, e.strerror))
+        except ValueError as e:
+            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms: {}"
+                             .format(path, e))
+        if not isinstance(result, dict):
+            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms"
+                             .format(path))
         kind = result.get("benchmark")
         {"udp": udp, "sessions": sessions, "rooms": rooms}.get(kind, []).append(result)
     udp.sort(key=lambda r: r["payload"])
@@ -102,10 +111,18 @@ def draw(paths, out) -> str:
         rtt_sessions.set_ylabel("round trip (us)")
         rtt_sessions.legend()
     _title(fig, udp + sessions)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out)
     return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))
+
+
+def _save(plt, fig, out) -> None:
+    fig.tight_layout()
+    try:
+        fig.savefig(out, dpi=90)
+    except OSError as e:
+        raise BenchError("cannot write --out {}: {}".format(out, e.strerror))
+    finally:
+        plt.close(fig)
 
 
 def draw_rooms(plt, rooms, out) -> str:
@@ -145,7 +162,5 @@ def draw_rooms(plt, rooms, out) -> str:
     cpu.set_ylim(bottom=0)
     cpu.legend()
     _title(fig, rooms)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out)
     return "wrote {} from {} rooms results".format(out, len(rooms))

@@ -87,8 +87,3 @@ class EventSlot:
     def __set__(self, instance, handler):
         self.queue(instance).handler = handler
 
-
-def slots(cls) -> "list[str]":
-    """The names of the EventSlots of a class, in definition order."""
-    return [name for klass in reversed(cls.__mro__) for name, value in vars(klass).items()
-            if isinstance(value, EventSlot)]

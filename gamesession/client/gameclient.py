@@ -25,8 +25,7 @@ from gamesession.client.events import EventSlot
 from gamesession.client.room import RoomOperations
 from gamesession.keys import server_key_bytes
 from gamesession.protocol.clientcore import (
-    MAX_DATAGRAM, MAX_MESSAGE, ClientCore, LoginFailed, MessageData, PayloadTooLarge, SessionEnded,
-    Welcome)
+    MAX_DATAGRAM, MAX_MESSAGE, ClientCore, LoginFailed, MessageData, SessionEnded, Welcome)
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import ServerKeyMismatch

@@ -99,8 +99,8 @@ async def enter(client, args):
                                        max_members=args.max_members)
 
 
-async def room_main(reactor, args, server_key):
-    client = await connect_from_args(reactor, args, server_key, "room")
+async def room_main(reactor, args, server_key, password=None):
+    client = await connect_from_args(reactor, args, server_key, password, "room")
     try:
         room = await enter(client, args)
     except RoomRefused as e:
