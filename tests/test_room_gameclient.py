@@ -28,6 +28,13 @@ def next_event(room, slot, match=lambda event: True):
     return d.addTimeout(5, _reactor())
 
 
+async def refusal(request) -> int:
+    """The code of the RoomRefused that awaiting ``request`` raises."""
+    with pytest.raises(RoomRefused) as refused:
+        await request
+    return refused.value.code
+
+
 def _reactor():
     from twisted.internet import reactor
     return reactor
@@ -91,17 +98,11 @@ async def test_join_or_create_list_and_refusals(server):  # noqa: F811
     assert (info.room.hex(), info.members, info.max_members, info.label) == (
         first.id, 2, 2, {"mode": "ffa"})
     assert await alice.list_rooms("other") == []
-    with pytest.raises(RoomRefused) as refused:
-        await bob.join_room("0123456789abcdef")
-    assert refused.value.code == 460
-    with pytest.raises(RoomRefused) as refused:
-        await bob.join_room(first.id)
-    assert refused.value.code == 467  # already in it
+    assert await refusal(bob.join_room("0123456789abcdef")) == 460
+    assert await refusal(bob.join_room(first.id)) == 467  # already in it
     private = await alice.create_room("ffa", listed=False)
     assert [i.room.hex() for i in await bob.list_rooms("ffa")] == [first.id]
-    with pytest.raises(RoomRefused) as refused:
-        await alice.join_room(private.id)
-    assert refused.value.code == 467
+    assert await refusal(alice.join_room(private.id)) == 467
     await alice.logout()
     await bob.logout()
 

@@ -14,9 +14,10 @@ keys, stamping and limits cost is what this leaves out.
 """
 
 import struct
-import sys
 
 from twisted.internet.protocol import DatagramProtocol
+
+from gamesession.bench.echo import serve
 
 HEADER = struct.Struct("<cII")
 
@@ -43,12 +44,7 @@ class Relay(DatagramProtocol):
 
 
 def main(argv=None):
-    from twisted.internet import reactor
-
-    argv = sys.argv[1:] if argv is None else argv
-    port = reactor.listenUDP(int(argv[0]), Relay(), interface="127.0.0.1")
-    print("ready", port.getHost().port, flush=True)
-    reactor.run()
+    serve(Relay(), argv)
 
 
 if __name__ == "__main__":
