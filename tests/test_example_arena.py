@@ -44,3 +44,18 @@ def test_usage_without_arguments(interactive):
     child = interactive([sys.executable, ARENA])
     status, err = child.finish()
     assert status == 2 and err.startswith("usage: arena.py")
+
+
+def test_the_board_is_drawn(start_server, interactive):
+    server = start_server("--auth", "memory:alice:pw")
+    alice = interactive([sys.executable, ARENA, "127.0.0.1:{}".format(server.login_port),
+                         server.public_key, "alice", "pw"])
+    alice.expect("alice (you)")
+    alice.send("dd")
+    alice.send("say hi")
+    alice.expect("<alice> hi")
+    alice.send("quit")
+    status, err = alice.finish()
+    assert (status, err) == (0, "")
+    board = [line for line in alice.seen if set(line) <= set(".A")]
+    assert "..A........." in board  # moved two to the right on the 12-wide board
