@@ -116,6 +116,23 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped at the UDP socket bound to local ``port``
+    (its receive buffer was full), from /proc/net/udp; 0 when unreadable."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(fields[-1])
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return total
+
+
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
