@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
+from gamesession.client.gameclient import SessionClosed
 from gamesession.client.ping import connect_from_args
 from gamesession.protocol.clientcore import PayloadTooLarge
 from gamesession.protocol.rooms import RoomRefused
@@ -106,6 +107,10 @@ async def room_main(reactor, args, server_key, password=None):
     except RoomRefused as e:
         complain("refused: {}".format(e))
         await _logout(reactor, client, args.timeout)
+        raise SystemExit(1)
+    except SessionClosed as e:
+        # An old server without rooms answers an unknown message type and closes.
+        complain("{} while joining the room".format(e))
         raise SystemExit(1)
     user = client.welcome.user
     send = room.send_datagram if args.udp else room.send_message
