@@ -175,6 +175,12 @@ def test_every_public_name_of_the_client_has_a_docstring():
     for name, value in vars(GameClient).items():
         if not name.startswith("_") and not isinstance(value, int) and name != "log":
             assert inspect.getdoc(getattr(GameClient, name)), name
+    from gamesession.protocol import clientcore
+    for name in dir(clientcore.ClientCore):
+        if not name.startswith("_"):
+            assert inspect.getdoc(getattr(clientcore.ClientCore, name)), name
+    for cls in (clientcore.Welcome, clientcore.SessionEnded, clientcore.MessageData):
+        assert cls.__doc__, cls
     text = pydoc.render_doc(GameClient, renderer=pydoc.plaintext)
     for name in ("on_message", "on_datagram", "on_closed", "wait_closed", "MAX_MESSAGE",
                  "send_message", "send_datagram", "ping", "logout", "connect"):
@@ -221,3 +227,27 @@ async def test_ipv6_server_logs_in_and_pings_over_udp(start_server):
     assert client.server_udp[0] == "::1"
     assert await client.ping(2) >= 0
     assert await client.logout() == "logout"
+
+
+@pytest.mark.parametrize("server", [WELCOME], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_a_failing_callback_is_logged_and_the_session_goes_on(server):
+    from twisted.internet import reactor
+    from twisted.logger import capturedLogs
+
+    def broken(payload):
+        raise RuntimeError("game bug")
+
+    def broken_end(reason):
+        raise RuntimeError("game bug at the end")
+
+    with capturedLogs() as events:
+        client = await connect(server, on_message=broken, on_closed=broken_end)
+        await client.ping()
+        assert client.end_reason is None
+        assert await client.logout().addTimeout(5, reactor) == "logout"  # still fires
+    failures = [e for e in events if "log_failure" in e]
+    assert len(failures) == 2
+    assert {e["name"] for e in failures} == {"on_message", "on_closed"}
+    for e in failures:
+        e["log_failure"].trap(RuntimeError)

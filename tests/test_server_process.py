@@ -213,3 +213,12 @@ def test_app_module_in_the_current_directory(start_server, plugin_path, tmp_path
     result = ping(plugin_path, server)
     assert result.returncode == 0, result.stderr
     assert "mygame session for guest" in server.log()
+
+
+def test_ping_an_ipv6_server(start_server, plugin_path):
+    server = start_server(host="::1")
+    result = run_cli(plugin_path, "ping", "--server", "[::1]:{}".format(server.login_port),
+                     "--server-key", server.public_key, "--count", "2", "--interval", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "UDP to [::1]:{}".format(server.udp_port) in result.stdout
+    assert SUMMARY.match(result.stdout.strip().splitlines()[-1])

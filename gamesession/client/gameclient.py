@@ -136,7 +136,12 @@ class GameClient(RoomOperations):
             setattr(self, name, handler)
 
     def _emit(self, name: str, *args) -> None:
-        getattr(type(self), name).queue(self).emit(*args)
+        # A failing callback is the game's bug: log it, and keep the session's
+        # own bookkeeping (and the other callbacks) going.
+        try:
+            getattr(type(self), name).queue(self).emit(*args)
+        except Exception:
+            self.log.failure("the {name} callback failed", name=name)
 
     @classmethod
     async def connect(cls, reactor, host, port, server_key, user, password="",

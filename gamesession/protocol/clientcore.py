@@ -42,6 +42,8 @@ class LoginFailed(Exception):
 
 @attrs.frozen
 class Welcome:
+    """The login succeeded: the session's token, UDP port and timers (seconds)."""
+
     user: str
     token: bytes
     udp_port: int
@@ -51,11 +53,15 @@ class Welcome:
 
 @attrs.frozen
 class SessionEnded:
+    """The server ended the session; ``reason`` says why (logout, kicked, ...)."""
+
     reason: str
 
 
 @attrs.frozen
 class MessageData:
+    """An application message from the server (TCP)."""
+
     payload: bytes
 
 
@@ -120,6 +126,7 @@ class ClientCore:
         self.unknown_room_datagrams = 0
 
     def hello(self) -> bytes:
+        """The first frame to send: the protocol version and this login's ephemeral key."""
         return wire.encode({
             "type": "hello",
             "version": wire.PROTOCOL_VERSION,
@@ -127,6 +134,7 @@ class ClientCore:
         })
 
     def seal_message(self, message: dict) -> bytes:
+        """A message sealed for the server, as a frame (after the challenge)."""
         return wire.encode(wire.sealed(self.sender.seal(wire.encode(message))))
 
     def frame_received(self, frame: bytes):
@@ -187,6 +195,7 @@ class ClientCore:
                            reason if isinstance(reason, str) else "error")
 
     def logout(self) -> bytes:
+        """The frame that ends the session politely."""
         return self.seal_message({"type": "logout"})
 
     def data_message(self, payload: bytes) -> bytes:
