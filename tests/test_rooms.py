@@ -836,3 +836,62 @@ def test_a_long_room_list_is_cut_to_one_frame_and_says_more():
         player.create("crowd", label={"name": "x" * 50})
     [answer] = server.players[0].request(codec.list_rooms(1, "crowd"))
     assert answer.more and 10 < len(answer.rooms) < 120
+
+
+def test_a_joiner_cut_off_while_its_room_joined_is_written_leaves_in_order():
+    """A client that does not read is aborted mid-join (--max-send-buffer): the others see
+    its join and then its leave, and the handler sees neither (it never saw it join)."""
+    from gamesession.server.limits import Limits
+
+    calls = []
+
+    class Record(RelayRoom):
+        def joined(self, room, member):
+            calls.append(("joined", member.user))
+
+        def left(self, room, member, reason):
+            calls.append(("left", member.user, reason))
+
+    server = Server(handlers={"dm": Record}, registry_options={"limits": Limits(max_send_buffer=60)})
+    alice, bob = server.players[:2]
+    room = alice.create().room
+    bob.conn.protocol.pauseProducing()  # bob's transport is full: what the server writes queues
+    bob.conn.request(codec.join(1, room))
+    assert bob.session.ended == "disconnected"
+    assert alice.events() == [Presence(room, "join", 2, "bob"),
+                              Presence(room, "leave", 2, "bob", "disconnected")]
+    assert calls == [("joined", "alice")]
+    assert list(server.rooms.find(room).members) == [1]
+
+
+def test_status_summarizes_the_rooms():
+    from gamesession.client.status import Figures, summarize
+    from prometheus_client import generate_latest
+
+    server = Server(relay_rate=1.0)
+    room, alice, bob, carol = three_in_a_room(server)
+    alice.room_datagram(room, b"x")  # 2 copies, over a budget of 1: dropped
+    bob.request(codec.send(room, b"y", to=[1]))
+    lines = summarize(Figures(generate_latest(server.harness.collectors).decode()))
+    assert lines[-1] == ("rooms: 1 active, 3 members; relayed udp 1 in / 0 out, tcp 1 in / 1 out; "
+                         "1 limited (relay_rate 1), 0 handler errors")
+
+
+def test_rooms_and_handlers_provide_their_documented_interfaces(server):
+    from zope.interface.verify import verifyObject
+
+    from gamesession.server.roomhandler import IRoom, IRoomHandler
+
+    room = server.rooms.find(server.players[0].create().room)
+    assert verifyObject(IRoom, room)
+    assert verifyObject(IRoomHandler, RelayRoom())
+
+
+def test_the_control_channel_provides_what_rooms_send_through(server):
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface.verify import verifyObject
+
+    from gamesession.server.registry import IControlChannel
+
+    control = server.players[0].session.control
+    assert verifyObject(IControlChannel, control) and IPushProducer.providedBy(control)

@@ -38,13 +38,13 @@ KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "da
                          "session_end", "error", "sealed"]) | ROOM_TYPES
 
 
-@implementer(IControlChannel, IPushProducer)
 def seconds_text(wait: float) -> str:
     """A wait as a person reads it, rounded up to whole seconds: "1 second", "3 seconds"."""
     seconds = max(1, int(math.ceil(wait)))
     return "{} second{}".format(seconds, "" if seconds == 1 else "s")
 
 
+@implementer(IControlChannel, IPushProducer)
 class LoginProtocol:
     """Mixed with a framing from ``framing.FRAMINGS`` by ``LoginFactory``."""
 

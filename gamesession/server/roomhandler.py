@@ -87,7 +87,7 @@ class IRoomHandler(Interface):
         """The room's tick (``--room-tick``); ``dt`` is the seconds since the last one."""
 
     def room_closed(room, reason):
-        """The room closed: ``empty`` (last member left, linger over), ``shutdown``, or the handler's reason."""
+        """The room closed: ``empty`` (last member left, linger over), ``shutdown``, ``refused`` (its creator was refused), or the reason given to ``close``."""
 
 
 @implementer(IRoomHandler)

@@ -21,6 +21,7 @@ import os
 
 from twisted.internet import task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from gamesession.protocol import rooms as codec
 from gamesession.protocol.datagram import Drop, Kind
@@ -28,7 +29,7 @@ from gamesession.protocol.rooms import RoomRefused, refusal
 from gamesession.protocol.wire import ErrorCode
 from gamesession.server.application import GameServer
 from gamesession.server.limits import TokenBucket
-from gamesession.server.roomhandler import RelayRoom
+from gamesession.server.roomhandler import IRoom, RelayRoom
 
 DEFAULT_MAX_ROOMS = 10000
 DEFAULT_MAX_ROOMS_PER_SESSION = 8
@@ -61,7 +62,7 @@ class RelayBudget(TokenBucket):
 class Member:
     """One session's seat in one room, as handlers see it."""
 
-    __slots__ = ("member_id", "user", "session", "room", "joined_at")
+    __slots__ = ("member_id", "user", "session", "room", "joined_at", "announced")
 
     def __init__(self, member_id, user, session, room, joined_at):
         self.member_id = member_id
@@ -69,6 +70,7 @@ class Member:
         self.session = session
         self.room = room
         self.joined_at = joined_at
+        self.announced = False  # the handler's joined() was called
 
     def __repr__(self):
         return "<Member {} {} of room {}>".format(self.member_id, self.user, self.room.id.hex())
@@ -77,6 +79,7 @@ class Member:
         return codec.MemberInfo(self.member_id, self.user)
 
 
+@implementer(IRoom)
 class Room:
     """One room: its members in join order, its handler, its timers (provides IRoom)."""
 
@@ -404,13 +407,17 @@ class RoomManager:
                                                 self.clock.seconds())
         self.member_count += 1
         self.stats.joins["created" if created else "joined"] += 1
+        # The others first: if writing to the joiner ends its session (a client
+        # that does not read), they see its join and then its leave, in order.
+        self.broadcast(room, codec.presence(room.id, "join", member.member_id, member.user),
+                       but=member)
         for frame in codec.joined(rid, room.id, room.room_type, member.member_id, room.label,
                                   room.max_members, room.listed, created,
                                   [m.info() for m in room.members.values()]):
             self.send(session, frame)
-        self.broadcast(room, codec.presence(room.id, "join", member.member_id, member.user),
-                       but=member)
-        self._call(room, "joined", member)
+        if room.members.get(member.member_id) is member:
+            member.announced = True
+            self._call(room, "joined", member)
 
     def remove(self, room, member, reason, rid=None):
         """Take ``member`` out of ``room`` for ``reason``: tell it (unless its session ended) and the others."""
@@ -423,7 +430,8 @@ class RoomManager:
             self.send(session, codec.left(room.id, reason, rid))
         self.broadcast(room, codec.presence(room.id, "leave", member.member_id, member.user,
                                             reason))
-        self._call(room, "left", member, reason)
+        if member.announced:  # the handler saw it join
+            self._call(room, "left", member, reason)
         if not room.members and not room.closing:
             if self.linger > 0:
                 if room.linger_call is None:
