@@ -93,3 +93,13 @@ def test_end_of_input_right_after_joining_leaves_and_logs_out(start_server, plug
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"joined [0-9a-f]{16} as alice \(members: alice\)\n", result.stdout)
     assert "reason=logout" in server.log()
+
+
+def test_a_line_over_the_limit_is_refused_and_the_session_lives_on(start_server, plugin_path):
+    server = start_server("--auth", USERS)
+    result = run_cli(plugin_path, *login_args(server, "alice"), "--room", "big",
+                     input="x" * 5000 + "\nsmall\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("gamesession room: line not sent: room message of 5000 bytes is over"
+                             " the 4096-byte limit (MAX_ROOM_MESSAGE)\n")
+    assert "reason=logout" in server.log()  # not ended by the server for a bad frame
