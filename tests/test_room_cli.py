@@ -103,3 +103,13 @@ def test_a_line_over_the_limit_is_refused_and_the_session_lives_on(start_server,
     assert result.stderr == ("gamesession room: line not sent: room message of 5000 bytes is over"
                              " the 4096-byte limit (MAX_ROOM_MESSAGE)\n")
     assert "reason=logout" in server.log()  # not ended by the server for a bad frame
+
+
+def test_the_server_stopping_ends_the_command_with_one_line(start_server, interactive):
+    server = start_server("--auth", USERS)
+    alice = interactive.cli(*login_args(server, "alice"), "--room", "chat")
+    alice.expect("joined ")
+    server.stop(sig=15)
+    alice.process.wait(10)
+    status, err = alice.finish()
+    assert (status, err) == (1, "gamesession room: session ended (shutdown)\n")

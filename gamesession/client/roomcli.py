@@ -154,11 +154,11 @@ async def room_main(reactor, args, server_key, password=None):
         except Exception as e:
             complain("leaving the room failed: {}".format(e))
             status = 1
-    elif outcome[0] == "left":
-        complain("left room {} ({})".format(room.id, outcome[1]))
+    elif client.end_reason is not None:  # the session's end also leaves its rooms
+        complain("session ended ({})".format(client.end_reason))
         status = 1
     else:
-        complain("session ended ({})".format(outcome[1]))
+        complain("left room {} ({})".format(room.id, outcome[1]))
         status = 1
     await _logout(reactor, client, args.timeout)
     await console.close()
