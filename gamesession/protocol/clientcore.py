@@ -317,6 +317,7 @@ class ClientCore:
                 joining, members=joining.members + event.members, more=event.more))
         if kind is rooms.RoomLeft:
             self.rooms.pop(event.room, None)
+            self._joining.pop(event.room, None)
         elif kind is rooms.RoomPresence:
             state = self.rooms.get(event.room)
             if state is not None:
