@@ -227,6 +227,19 @@ class RoomsMachine(RuleBasedStateMachine):
                 assert m.rooms[room_id].members[member.member_id] is member
 
     @invariant()
+    def listings_file_every_room_where_its_state_says(self):
+        m = self.manager
+        assert sorted(m.listings) == sorted(m.by_type)
+        for room_type, (listed, seats) in m.listings.items():
+            rooms = m.by_type[room_type].values()
+            want_listed = {(r.id, len(r.members)) for r in rooms if r.listed}
+            want_seats = {(r.id, len(r.members)) for r in rooms
+                          if r.listed and len(r.members) < r.max_members}
+            assert {(i, c) for c, b in listed.by_count.items() for i in b} == want_listed
+            assert {(i, c) for c, b in seats.by_count.items() for i in b} == want_seats
+            assert all(listed.by_count.values()) and all(seats.by_count.values())
+
+    @invariant()
     def every_client_sees_the_server_rooms(self):
         for user, client in self.clients.items():
             server_view = {member.room.id: {mid: mem.user for mid, mem in member.room.members.items()}

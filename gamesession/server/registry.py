@@ -14,6 +14,7 @@ from twisted.internet import udp
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from gamesession.server.admission import LOCAL
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
@@ -154,6 +155,7 @@ class SessionRegistry:
         random_bytes=os.urandom,
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
+        admission=LOCAL,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -169,6 +171,8 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # admission.ILoginAdmission: told of every session opened and ended (cluster membership).
+        self.admission = admission
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
         # Rooms with the default limits; the tap replaces it with the configured one.
@@ -250,6 +254,7 @@ class SessionRegistry:
             session.logout()
         except Exception:
             self.log.failure("avatar logout failed for {user}", user=session.user)
+        self.admission.ended(session, reason)
         self.notify_application("session_ended", session, reason)
 
     def control_lost(self, control) -> None:

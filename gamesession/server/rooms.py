@@ -16,7 +16,6 @@ members per room, label size; fan-out is bounded by the per-sender relay
 budget (``--max-relay-rate``).  Time comes from the injected clock.
 """
 
-import heapq
 import os
 
 from twisted.internet import task
@@ -59,6 +58,50 @@ class RelayBudget(TokenBucket):
         return True
 
 
+class FullestFirst:
+    """Rooms by member count, so that a fullest-first scan costs what it returns.
+
+    Within a count, rooms are in the order they reached it.  ``room_list``
+    and ``room_join_or_create`` read these instead of sorting every room of
+    a type per request (a client could otherwise make each request cost
+    O(rooms)).
+    """
+
+    __slots__ = ("by_count",)
+
+    def __init__(self):
+        self.by_count = {}  # member count -> {room id: Room}, insertion ordered
+
+    def add(self, room, count):
+        self.by_count.setdefault(count, {})[room.id] = room
+
+    def remove(self, room, count):
+        bucket = self.by_count[count]
+        del bucket[room.id]
+        if not bucket:
+            del self.by_count[count]
+
+    def __len__(self):
+        return sum(len(bucket) for bucket in self.by_count.values())
+
+    def fullest(self):
+        """Rooms, fullest first; safe to change the index while iterating (buckets are copied)."""
+        for count in sorted(self.by_count, reverse=True):
+            bucket = self.by_count.get(count)
+            if bucket:
+                yield from list(bucket.values())
+
+    def first(self, limit):
+        """At most ``limit`` rooms, fullest first (no change while iterating)."""
+        taken = []
+        for count in sorted(self.by_count, reverse=True):
+            for room in self.by_count[count].values():
+                if len(taken) == limit:
+                    return taken
+                taken.append(room)
+        return taken
+
+
 class Member:
     """One session's seat in one room, as handlers see it."""
 
@@ -91,7 +134,9 @@ class Room:
         self.max_members = max_members
         self.listed = listed
         self.handler = handler
-        self.serial = serial  # creation order, for join_or_create's tie break
+        self.serial = serial  # creation order
+        self.listed_at = None  # the member count it is filed under in its type's listing
+        self.seats_at = None  # ... in its type's rooms with a free seat
         self.members = {}
         self.next_member = 1
         self.closing = False
@@ -193,6 +238,8 @@ class RoomManager:
         self.random_bytes = random_bytes
         self.rooms = {}  # room id -> Room
         self.by_type = {}  # room type -> {room id: Room}
+        # room type -> (listed open rooms, listed open rooms with a free seat), by member count
+        self.listings = {}
         self.memberships = {}  # session -> {room id: Member}
         self.budgets = {}  # session -> RelayBudget (sessions in a room only)
         self.member_count = 0
@@ -270,12 +317,11 @@ class RoomManager:
         rid = request.rid
         self._check_room_quota(session, rid)
         mine = self.memberships.get(session, ())
-        candidates = sorted(
-            (room for room in self.by_type.get(request.room_type, {}).values()
-             if room.listed and not room.closing and len(room.members) < room.max_members
-             and room.id not in mine),
-            key=lambda room: (-len(room.members), room.serial))
-        for room in candidates:
+        listing = self.listings.get(request.room_type)
+        for room in listing[1].fullest() if listing is not None else ():
+            # (Re-checked: a handler asked before may have changed any room.)
+            if room.closing or len(room.members) >= room.max_members or room.id in mine:
+                continue
             try:
                 self._ask(room, session, request.options, rid)
             except RoomRefused:
@@ -292,14 +338,12 @@ class RoomManager:
         self.remove(member.room, member, "left", rid=request.rid)
 
     def _list(self, session, request):
-        # More rooms than could fit one frame are never looked at closer (O(n), not O(n log n)).
-        listed = [room for room in self.by_type.get(request.room_type, {}).values()
-                  if room.listed and not room.closing]
-        fullest = heapq.nsmallest(codec.MAX_LISTED, listed,
-                                  key=lambda room: (-len(room.members), room.serial))
+        listing = self.listings.get(request.room_type)
+        # More rooms than could fit one frame are never looked at.
+        fullest = listing[0].first(codec.MAX_LISTED + 1) if listing is not None else []
         return codec.rooms(request.rid, [
             codec.RoomInfo(room.id, room.room_type, room.label, len(room.members), room.max_members)
-            for room in fullest], more=len(listed) > len(fullest))
+            for room in fullest[:codec.MAX_LISTED]], more=len(fullest) > codec.MAX_LISTED)
 
     def _send(self, session, request):
         member = self.memberships.get(session, {}).get(request.room)
@@ -379,6 +423,7 @@ class RoomManager:
             raise refusal(ErrorCode.ROOM_REFUSED, rid, "the room closed")
         self.rooms[room_id] = room
         self.by_type.setdefault(room_type, {})[room_id] = room
+        self.listings.setdefault(room_type, (FullestFirst(), FullestFirst()))
         self.stats.created += 1
         self._start_ticks(room)
         self._admit(room, session, rid, created=True)
@@ -406,6 +451,7 @@ class RoomManager:
             self.budgets[session] = RelayBudget(self.relay_rate, self.relay_burst,
                                                 self.clock.seconds())
         self.member_count += 1
+        self._file(room)
         self.stats.joins["created" if created else "joined"] += 1
         # The others first: if writing to the joiner ends its session (a client
         # that does not read), they see its join and then its leave, in order.
@@ -449,6 +495,7 @@ class RoomManager:
                 # The relay budget stays: leaving and joining again must not refill it.
                 del self.memberships[session]
         self.member_count -= 1
+        self._file(room)
 
     def close(self, room, reason="closed"):
         """Close ``room`` once: members get room_left, then the handler room_closed."""
@@ -461,6 +508,7 @@ class RoomManager:
         if room.ticker is not None and room.ticker.running:
             room.ticker.stop()
         room.ticker = None
+        self._file(room)
         told = "shutdown" if reason == "shutdown" else "closed"
         for member in list(room.members.values()):
             self._unseat(room, member)
@@ -473,8 +521,31 @@ class RoomManager:
         of_type.pop(room.id, None)
         if not of_type:
             self.by_type.pop(room.room_type, None)
+            self.listings.pop(room.room_type, None)
         self.stats.closed[reason if reason in ("empty", "shutdown", "refused") else "handler"] += 1
         self._call(room, "room_closed", reason)
+
+    def _file(self, room):
+        """File the room in its type's listings as its state says (after any change)."""
+        listing = self.listings.get(room.room_type)
+        if listing is None or room.id not in self.rooms:
+            return  # not registered (being made, or closed)
+        count = len(room.members)
+        listed = room.listed and not room.closing
+        seats = listed and count < room.max_members
+        listed_index, seats_index = listing
+        if room.listed_at is not None and (not listed or room.listed_at != count):
+            listed_index.remove(room, room.listed_at)
+            room.listed_at = None
+        if listed and room.listed_at is None:
+            listed_index.add(room, count)
+            room.listed_at = count
+        if room.seats_at is not None and (not seats or room.seats_at != count):
+            seats_index.remove(room, room.seats_at)
+            room.seats_at = None
+        if seats and room.seats_at is None:
+            seats_index.add(room, count)
+            room.seats_at = count
 
     def session_ended(self, session, reason: str) -> None:
         """The session ended: it leaves every room with the session's reason."""
