@@ -122,9 +122,12 @@ def start_server(plugin_path, tmp_path):
         servers.append(server)
         if wait:
             try:
-                wait_for_tcp(login_port, process, 10.0, host=host)
-            except RuntimeError:
-                raise RuntimeError("twistd did not start: {}".format(process.stderr.read().decode()))
+                wait_for_tcp(login_port, process, 30.0, host=host)
+            except RuntimeError as e:
+                if process.poll() is None:
+                    process.kill()  # still starting: its stderr ends only when it does
+                raise RuntimeError("twistd did not start ({}): {}".format(
+                    e, process.stderr.read().decode()))
         return server
 
     yield start
