@@ -589,3 +589,47 @@ def test_every_roam_is_counted():
         harness.registry.datagram_received(connection.core.datagram(Kind.KEEPALIVE),
                                            ("198.51.100.7", port))
     assert session.address == ("198.51.100.7", 40002) and harness.stats.roams == 2
+
+
+def test_login_failed_reads_as_reason_and_code():
+    assert str(LoginFailed(503, "server full")) == "server full (503)"
+
+
+# -- wire field checkers: edges and exact messages (the mutation run, docs/testing.md) ------
+
+def bad_field(check, *args):
+    with pytest.raises(ProtocolError) as info:
+        check(*args)
+    return info.value.code, info.value.reason
+
+
+def test_text_field_bounds_and_messages():
+    assert wire.text_field({"user": "a" * 64}, "user", 64) == "a" * 64
+    assert wire.text_field({"user": "élan 名前"}, "user", 64) == "élan 名前"
+    assert wire.text_field({"reason": ""}, "reason", 5, allow_empty=True) == ""
+    assert bad_field(wire.text_field, {"user": "a" * 65}, "user", 64) == (
+        ErrorCode.BAD_FIELD, "user must be a non-empty string of at most 64 characters")
+    assert bad_field(wire.text_field, {"user": ""}, "user", 64) == (
+        ErrorCode.BAD_FIELD, "user must be a non-empty string of at most 64 characters")
+    assert bad_field(wire.text_field, {"reason": 5}, "reason", 5, True) == (
+        ErrorCode.BAD_FIELD, "reason must be a string of at most 5 characters")
+    # A lone surrogate is a str that no UTF-8 encoder takes, mixed with ASCII or not.
+    for value in ("\ud800", "alice\udfff"):
+        assert bad_field(wire.text_field, {"user": value}, "user", 64) == (
+            ErrorCode.BAD_FIELD, "user is not valid Unicode text")
+
+
+def test_loggable_escapes_what_could_forge_a_log_line():
+    assert wire.loggable("alice") == "alice"
+    assert wire.loggable("名前") == "名前"
+    assert wire.loggable("a\x1b[31mb\r\nc") == "a\\x1b[31mb\\r\\nc"
+    assert wire.loggable("é\x00\u2028") == "é\\x00\\u2028"
+
+
+def test_version_and_int_fields_bounds_and_messages():
+    assert bad_field(wire.version_field, {"version": 2}) == (
+        ErrorCode.BAD_VERSION, "this server speaks protocol version 1")
+    assert wire.int_field({"port": 65535}, "port", 1, 65535) == 65535
+    assert wire.int_field({"port": 1}, "port", 1, 65535) == 1
+    assert bad_field(wire.int_field, {"port": 65536}, "port", 1, 65535) == (
+        ErrorCode.BAD_FIELD, "port must be an integer from 1 to 65535")

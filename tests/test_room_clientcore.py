@@ -172,3 +172,112 @@ def test_a_relayed_datagram_becomes_a_room_datagram_only_for_a_joined_room(pair)
         events.append(core.room_relay(payload))
     assert events == [RoomDatagram(ROOM, 2, b"hello"), None, None]
     assert core.unknown_room_datagrams == 2
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_requests_carry_their_defaults_labels_and_options(pair):
+    _, connection, _ = pair
+    core = connection.core
+    sent = [
+        core.create_room("dm"),
+        core.create_room("dm", options={"team": "red"}),
+        core.join_room(ROOM, options={"team": "blue"}),
+        core.join_or_create("dm", {"map": "q2dm1"}, options={"team": "red"}),
+    ]
+    parsed = [rooms.parse_request(server_reads(connection, frame)) for _, frame in sent]
+    assert parsed == [
+        rooms.CreateRoom(1, "dm", {}, None, True),  # listed by default
+        rooms.CreateRoom(2, "dm", {}, None, True, {"team": "red"}),
+        rooms.JoinRoom(3, ROOM, {"team": "blue"}),
+        rooms.JoinOrCreateRoom(4, "dm", {"map": "q2dm1"}, None, {"team": "red"}),
+    ]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda core: core.create_room("no spaces"),
+     "a room type is 1-32 characters of A-Z a-z 0-9 _ . -, not 'no spaces'"),
+    (lambda core: core.create_room("dm", label=[1]), "a room label is a JSON object (a dict), not [1]"),
+    (lambda core: core.join_or_create("dm", label=[1]),
+     "a room label is a JSON object (a dict), not [1]"),
+    (lambda core: core.create_room("dm", options=[2]),
+     "a room options is a JSON object (a dict), not [2]"),
+    (lambda core: core.join_room(ROOM, options=[3]), "a room options is a JSON object (a dict), not [3]"),
+    (lambda core: core.join_or_create("dm", options=[4]),
+     "a room options is a JSON object (a dict), not [4]"),
+    (lambda core: core.create_room("dm", max_members=0), "max_members must be a positive integer, not 0"),
+    (lambda core: core.join_or_create("dm", max_members=True),
+     "max_members must be a positive integer, not True"),
+])
+def test_bad_arguments_say_which_and_what(pair, call, message):
+    _, connection, _ = pair
+    with pytest.raises(ValueError) as info:
+        call(connection.core)
+    assert str(info.value) == message
+    assert connection.core.sender.counter == 1  # nothing sealed after the login
+
+
+def test_a_one_seat_room_is_a_valid_request(pair):
+    _, connection, _ = pair
+    _, frame = connection.core.create_room("solo", max_members=1)
+    assert rooms.parse_request(server_reads(connection, frame)).max_members == 1
+
+
+def test_the_room_state_copies_the_joined_room(pair):
+    _, connection, _ = pair
+    join(connection, room_type="ctf", member=1)
+    state = connection.core.rooms[ROOM]
+    assert (state.room, state.room_type, state.member, state.label, state.max_members,
+            state.listed) == (ROOM, "ctf", 1, {"map": "q2dm1"}, 8, True)
+
+
+def test_room_payload_limits_are_inclusive_and_say_so(pair):
+    _, connection, _ = pair
+    core = connection.core
+    join(connection, members=((1, "alice"), (2, "bob")))
+    core.room_datagram(ROOM, bytes(MAX_ROOM_DATAGRAM))
+    with pytest.raises(PayloadTooLarge) as info:
+        core.room_datagram(ROOM, bytes(MAX_ROOM_DATAGRAM + 1))
+    assert str(info.value) == "room datagram of {} bytes is over the {}-byte limit (MAX_ROOM_DATAGRAM)" \
+        .format(MAX_ROOM_DATAGRAM + 1, MAX_ROOM_DATAGRAM)
+    with pytest.raises(PayloadTooLarge) as info:
+        core.room_message(ROOM, bytes(MAX_ROOM_MESSAGE + 1))
+    assert str(info.value) == "room message of {} bytes is over the {}-byte limit (MAX_ROOM_MESSAGE)" \
+        .format(MAX_ROOM_MESSAGE + 1, MAX_ROOM_MESSAGE)
+    with pytest.raises(NotInRoom) as info:
+        core.room_message(OTHER, b"hi")
+    assert str(info.value) == "not in room fedcba9876543210"
+    assert str(NotInRoom()) == "not in that room"
+
+
+def test_room_members_without_a_room_joined_is_a_protocol_error(pair):
+    _, connection, _ = pair
+    connection.protocol.send_message({"type": "room_members", "room": ROOM.hex(),
+                                      "members": [{"member": 2, "user": "bob"}]})
+    with pytest.raises(ProtocolError) as info:
+        connection.pump()
+    assert (info.value.code, info.value.reason) == (
+        wire.ErrorCode.UNEXPECTED, "room_members without room_joined")
+
+
+def test_a_room_left_during_a_member_list_drops_the_half_join(pair):
+    _, connection, _ = pair
+    members = [rooms.MemberInfo(n, "player-with-a-long-name-{:04d}".format(n)) for n in range(1, 400)]
+    first, *rest = rooms.joined(1, ROOM, "dm", 1, {}, 400, True, True, members)
+    assert rest and first.get("more")
+    assert server_says(connection, first) == []  # the member list continues
+    [left] = server_says(connection, rooms.left(ROOM, "closed"))
+    assert left == RoomLeft(ROOM, "closed", None)
+    connection.protocol.send_message(rest[0])
+    with pytest.raises(ProtocolError, match="room_members without room_joined"):
+        connection.pump()
+    assert ROOM not in connection.core.rooms
+
+
+def test_events_about_unknown_rooms_and_members_are_harmless(pair):
+    _, connection, _ = pair
+    core = connection.core
+    join(connection, members=((1, "alice"),))
+    assert server_says(connection, rooms.left(OTHER, "kicked")) == [RoomLeft(OTHER, "kicked", None)]
+    [event] = server_says(connection, rooms.presence(ROOM, "leave", 9, "ghost"))
+    assert event.member == 9 and core.rooms[ROOM].members == {1: "alice"}
