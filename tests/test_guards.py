@@ -633,3 +633,49 @@ def test_version_and_int_fields_bounds_and_messages():
     assert wire.int_field({"port": 1}, "port", 1, 65535) == 1
     assert bad_field(wire.int_field, {"port": 65536}, "port", 1, 65535) == (
         ErrorCode.BAD_FIELD, "port must be an integer from 1 to 65535")
+
+
+def test_the_challenge_fields_are_checked_before_the_handshake():
+    def refused(**changes):
+        core = ClientCore(bytes(SERVER_KEY.public_key), "alice", "pw")
+        frame, _ = challenge_for(core, **changes)
+        return bad_field(core.frame_received, frame)
+    assert refused(server_key=wire.b64(bytes(33))) == (ErrorCode.BAD_FIELD, "server_key must be 32 bytes")
+    assert refused(confirm=wire.b64(bytes(65))) == (ErrorCode.BAD_FIELD, "confirm must be at most 64 bytes")
+    core = ClientCore(bytes(SERVER_KEY.public_key), "alice", "pw")
+    frame, _ = challenge_for(core, confirm=wire.b64(bytes(64)))
+    with pytest.raises(ServerKeyMismatch):  # 64 bytes pass the field check, then fail to open
+        core.frame_received(frame)
+
+
+def test_the_client_says_what_was_out_of_place():
+    core = ClientCore(bytes(SERVER_KEY.public_key), "alice", "pw")
+    assert bad_field(core.frame_received, wire.encode({"type": "welcome"})) == (
+        ErrorCode.UNEXPECTED, "expected a challenge")
+    server = FakeServer()
+    assert bad_field(server.core.frame_received, wire.encode(wire.error(ErrorCode.INTERNAL, "x"))) == (
+        ErrorCode.UNEXPECTED, "clear 'error' frame after the handshake")
+    long_type = "t" * 50
+    assert bad_field(server.core.frame_received, wire.encode({"type": long_type})) == (
+        ErrorCode.UNEXPECTED, "clear {!r} frame after the handshake".format("t" * 40))
+    assert bad_field(server.core.frame_received,
+                     wire.encode({"type": "sealed", "box": wire.b64(b"x" * 40)})) == (
+        ErrorCode.BAD_BOX, "server frame did not open")
+
+
+def test_unseal_envelope_names_what_came_instead():
+    assert bad_field(wire.unseal_envelope, {"type": "hello"}) == (
+        ErrorCode.UNEXPECTED, "expected a sealed frame, got 'hello'")
+    assert bad_field(wire.unseal_envelope, {"type": "u" * 50}) == (
+        ErrorCode.UNEXPECTED, "expected a sealed frame, got {!r}".format("u" * 40))
+
+
+def test_frames_without_twisted_in_both_framings():
+    assert wire.encode_frame(b"abc") == b"\x00\x03abc"  # int16 by default
+    big = bytes(40000)  # over 32767: the length is unsigned
+    assert wire.encode_frame(big)[:2] == b"\x9c\x40"
+    assert wire.split_frames(wire.encode_frame(big) + b"\x00") == ([big], b"\x00")
+    assert wire.split_frames(b"\x00\x01a\x00\x00") == ([b"a", b""], b"")  # an empty frame too
+    assert wire.split_frames(b"\x00\x05ab") == ([], b"\x00\x05ab")  # incomplete: kept
+    assert wire.encode_frame(b"abc", "line") == b"abc\n"
+    assert wire.split_frames(b"a\r\nb\nxy\r\r\nc", "line") == ([b"a", b"b", b"xy\r"], b"c")
