@@ -597,9 +597,9 @@ def test_login_failed_reads_as_reason_and_code():
 
 # -- wire field checkers: edges and exact messages (the mutation run, docs/testing.md) ------
 
-def bad_field(check, *args):
+def bad_field(check, *args, **kwargs):
     with pytest.raises(ProtocolError) as info:
-        check(*args)
+        check(*args, **kwargs)
     return info.value.code, info.value.reason
 
 
@@ -679,3 +679,49 @@ def test_frames_without_twisted_in_both_framings():
     assert wire.split_frames(b"\x00\x05ab") == ([], b"\x00\x05ab")  # incomplete: kept
     assert wire.encode_frame(b"abc", "line") == b"abc\n"
     assert wire.split_frames(b"a\r\nb\nxy\r\r\nc", "line") == ([b"a", b"b", b"xy\r"], b"c")
+
+
+def test_the_welcome_carries_the_servers_timers_or_the_defaults():
+    server = FakeServer()
+    [welcome] = server.core.frame_received(server.welcome(udp_port=1, session_timeout=30,
+                                                          keepalive=5))[1]
+    assert (welcome.udp_port, welcome.session_timeout, welcome.keepalive) == (1, 30.0, 5.0)
+    server = FakeServer()
+    plain = {"type": "welcome", "user": "alice", "token": wire.b64(b"T" * 8), "udp_port": 7001}
+    [welcome] = server.core.frame_received(server.sealed(plain))[1]
+    assert (welcome.session_timeout, welcome.keepalive) == (10.0, 2.0)
+
+
+def test_in_session_messages_are_bounded_and_named():
+    from gamesession.protocol.clientcore import MessageData
+    server = FakeServer()
+    server.core.frame_received(server.welcome())
+    data = bytes(range(256)) * 16
+    assert server.core.frame_received(server.sealed({"type": "data", "data": wire.b64(data)})) == \
+        ([], [MessageData(data)])
+    assert bad_field(server.core.frame_received,
+                     server.sealed({"type": "data", "data": wire.b64(data + b"x")})) == (
+        ErrorCode.BAD_FIELD, "data must be at most 4096 bytes")
+    assert bad_field(server.core.frame_received, server.sealed({"type": "surprise"})) == (
+        ErrorCode.UNKNOWN_TYPE, "unknown message type from server")
+
+
+def test_decode_bounds_and_messages():
+    frame = wire.encode({"type": "x", "pad": "p" * (wire.MAX_FRAME - 21)})
+    assert len(frame) == wire.MAX_FRAME and wire.decode(frame)["type"] == "x"
+    assert bad_field(wire.decode, frame + b" ") == (ErrorCode.FRAME_TOO_LONG, "frame longer than 8192 bytes")
+    assert bad_field(wire.decode, b"\xff{}") == (ErrorCode.BAD_FRAME, "frame is not UTF-8")
+
+
+def test_bytes_field_bounds_and_messages():
+    def field(value, **kwargs):
+        return bad_field(wire.bytes_field, {"box": value}, "box", **kwargs)
+    assert field(7) == (ErrorCode.BAD_FIELD, "box must be a base64 string")
+    assert field("%%%%") == (ErrorCode.BAD_FIELD, "box must be a base64 string")
+    assert field(wire.b64(bytes(5)), size=4) == (ErrorCode.BAD_FIELD, "box must be 4 bytes")
+    assert field(wire.b64(bytes(13)), max_size=12) == (ErrorCode.BAD_FIELD, "box must be at most 12 bytes")
+    assert wire.bytes_field({"box": wire.b64(bytes(12))}, "box", max_size=12) == bytes(12)
+    # The length check before decoding: 4 * 12 // 3 + 4 = 20 characters pass it (and
+    # decode to too many bytes); 24 are refused unread.
+    assert field("A" * 20, max_size=12) == (ErrorCode.BAD_FIELD, "box must be at most 12 bytes")
+    assert field("A" * 24, max_size=12) == (ErrorCode.BAD_FIELD, "box must be a base64 string")
