@@ -711,6 +711,9 @@ def test_decode_bounds_and_messages():
     assert len(frame) == wire.MAX_FRAME and wire.decode(frame)["type"] == "x"
     assert bad_field(wire.decode, frame + b" ") == (ErrorCode.FRAME_TOO_LONG, "frame longer than 8192 bytes")
     assert bad_field(wire.decode, b"\xff{}") == (ErrorCode.BAD_FRAME, "frame is not UTF-8")
+    assert bad_field(wire.decode, b"{") == (ErrorCode.BAD_FRAME, "frame is not JSON")
+    assert bad_field(wire.decode, b'{"type": 1}') == (
+        ErrorCode.BAD_FRAME, "frame is not an object with a string type")
 
 
 def test_bytes_field_bounds_and_messages():
