@@ -93,12 +93,25 @@ class Connection:
             events.extend(more)
         return events
 
+    def resume(self, core, resume_session=True):
+        """Resume (or, without ``resume_session``, log in again) with an existing core.
+
+        Returns the client's events (a Resumed on success); raises
+        ResumeRefused or LoginFailed as the core does.
+        """
+        self.core = core
+        self.send(core.reconnect(resume_session))
+        [challenge] = self.received()
+        [request], _ = core.frame_received(challenge)
+        self.send(request)
+        return self.pump()
+
     def lose(self):
         self.protocol.connectionLost(None)
 
 
 class Harness:
-    def __init__(self, framing="int16", users=None, **registry_options):
+    def __init__(self, framing="int16", users=None, limits=None, **registry_options):
         self.clock = task.Clock()
         self.framing = framing
         self.stats = ServerStats()
@@ -110,7 +123,8 @@ class Harness:
             checker = InMemoryUsernamePasswordDatabaseDontUse(**users)
             checkers.append(checker)
         self.factory = LoginFactory(make_portal(checkers), self.registry, SERVER_KEY, 7001,
-                                    self.clock, login_timeout=10.0, framing=framing)
+                                    self.clock, login_timeout=10.0, framing=framing,
+                                    limits=limits)
 
     def connect(self, **kw):
         return Connection(self, **kw)

@@ -1,13 +1,21 @@
 """The client's side of the protocol, sans-I/O.
 
 Feed it TCP frames and UDP datagrams; it returns frames and datagrams to
-send and events to act on.  The Twisted client (``client.py``) is one driver;
-a pygame or asyncio loop can drive the same object.
+send and events to act on.  The Twisted client (``client/gameclient.py``) is
+one driver; a pygame or asyncio loop can drive the same object.
+
+After the control connection drops, ``reconnect()`` starts a fresh handshake
+on a new connection that resumes the session (``protocol/resume.py``) when
+the core holds a ticket, or logs in again; the UDP channel then switches to
+the new token and keys (``Resumed`` or a new ``Welcome``).  Counters start at
+0 under each new key and nothing is ever sealed under a previous key again;
+datagrams still arriving under the previous key are accepted until the first
+one under the new key.
 """
 
 import attrs
 
-from gamesession.protocol import wire
+from gamesession.protocol import resume, wire
 from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 from gamesession.protocol.wire import ErrorCode, ProtocolError
@@ -25,6 +33,20 @@ class LoginFailed(Exception):
         return "{} ({})".format(self.reason, self.code)
 
 
+class ResumeRefused(LoginFailed):
+    """Error 410: the session cannot be resumed; ``refused`` says why (``ended``: its end reason)."""
+
+    def __init__(self, code: int, reason: str, refused: str, ended: "str | None"):
+        super().__init__(code, reason)
+        self.refused = refused
+        self.ended = ended
+
+    @property
+    def final(self) -> bool:
+        """The session ended for good (logout, kick, replace, shutdown): do not log in again."""
+        return self.ended in resume.FINAL_REASONS
+
+
 @attrs.frozen
 class Welcome:
     user: str
@@ -32,6 +54,22 @@ class Welcome:
     udp_port: int
     session_timeout: float
     keepalive: float
+    # The resume ticket (protocol/resume.py); None when the server does not resume.
+    ticket: "resume.Ticket | None" = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Resumed:
+    """The session resumed on a new connection: its new token and ticket are in ``welcome``."""
+
+    welcome: Welcome
+
+
+@attrs.frozen
+class Pong:
+    """The answer to a TCP ``ping``: the control connection carries frames."""
+
+    ping_id: int
 
 
 @attrs.frozen
@@ -48,6 +86,7 @@ class ClientCore:
     """One login and the session that follows, from the client's side."""
 
     def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None):
+        self.server_public_key = bytes(server_public_key)
         self.handshake = ClientHandshake(server_public_key, ephemeral)
         self.user = user
         self.password = password
@@ -55,6 +94,28 @@ class ClientCore:
         self.receiver = None
         self.welcome = None
         self.channel = None
+        # The channel before the last switch: receives only, until the new one hears.
+        self.previous_channel = None
+        # The ticket this connection's handshake presents (reconnect), else None: a login.
+        self.resuming = None
+
+    @property
+    def ticket(self) -> "resume.Ticket | None":
+        """The ticket to resume with, from the last welcome or resumed."""
+        return self.welcome.ticket if self.welcome is not None else None
+
+    def reconnect(self, resume_session: bool = True, ephemeral=None) -> bytes:
+        """Start over on a new connection: a fresh handshake; returns its hello.
+
+        With ``resume_session`` and a ticket, the handshake ends in a resume;
+        otherwise in a login with the core's credentials.
+        """
+        self.handshake = ClientHandshake(self.server_public_key, ephemeral)
+        self.sender = self.receiver = None
+        self.resuming = self.ticket if resume_session else None
+        if resume_session and self.resuming is None:
+            raise ValueError("no resume ticket: the server gave none")
+        return self.hello()
 
     def hello(self) -> bytes:
         return wire.encode({
@@ -85,6 +146,11 @@ class ClientCore:
             self.keys = keys
             self.sender = StreamCipher(keys.tcp_c2s, 0)
             self.receiver = StreamCipher(keys.tcp_s2c, 1)
+            if self.resuming is not None:
+                proof = resume.proof(self.resuming.secret, self.handshake.ephemeral_public,
+                                     wire.bytes_field(message, "server_key", size=32),
+                                     self.server_public_key)
+                return [self.seal_message(resume.resume_message(self.resuming.resume_id, proof))], []
             login = {"type": "login", "user": self.user, "password": self.password}
             return [self.seal_message(login)], []
         if message["type"] == "error":
@@ -95,16 +161,20 @@ class ClientCore:
         except BadBox:
             raise ProtocolError(ErrorCode.BAD_BOX, "server frame did not open")
         kind = inner["type"]
-        if kind == "welcome":
-            self.welcome = Welcome(
+        if kind == "welcome" or (kind == "resumed" and self.resuming is not None):
+            welcome = Welcome(
                 user=wire.text_field(inner, "user", wire.MAX_USER),
                 token=wire.bytes_field(inner, "token", size=TOKEN_SIZE),
                 udp_port=wire.int_field(inner, "udp_port", 1, 65535),
                 session_timeout=float(inner.get("session_timeout", 10)),
                 keepalive=float(inner.get("keepalive", 2)),
+                ticket=resume.parse_ticket(inner),
             )
-            self.channel = DatagramChannel(self.welcome.token, self.keys.udp_c2s, self.keys.udp_s2c)
-            return [], [self.welcome]
+            self._switch_channel(welcome)
+            self.resuming = None
+            return [], [welcome if kind == "welcome" else Resumed(welcome)]
+        if kind == "pong":
+            return [], [Pong(wire.int_field(inner, "id", 0, 2**31 - 1))]
         if kind == "error":
             raise self._failure(inner)
         if kind == "session_end":
@@ -113,12 +183,28 @@ class ClientCore:
             return [], [MessageData(wire.bytes_field(inner, "data", max_size=wire.MAX_DATA))]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type from server")
 
+    def _switch_channel(self, welcome: Welcome) -> None:
+        """Use the new token and this handshake's UDP keys; never seal under the old ones."""
+        if self.channel is not None:
+            self.previous_channel = self.channel
+        self.welcome = welcome
+        self.channel = DatagramChannel(welcome.token, self.keys.udp_c2s, self.keys.udp_s2c)
+
     @staticmethod
     def _failure(message: dict) -> LoginFailed:
         code = message.get("code")
+        code = code if isinstance(code, int) else 0
         reason = message.get("reason")
-        return LoginFailed(code if isinstance(code, int) else 0,
-                           reason if isinstance(reason, str) else "error")
+        reason = reason if isinstance(reason, str) else "error"
+        if code == ErrorCode.RESUME_REFUSED:
+            refused, ended = message.get("refused"), message.get("ended")
+            return ResumeRefused(code, reason, refused if isinstance(refused, str) else "unknown",
+                                 ended if isinstance(ended, str) else None)
+        return LoginFailed(code, reason)
+
+    def tcp_ping(self, ping_id: int) -> bytes:
+        """A sealed TCP ``ping``; the server answers ``pong`` with the same id."""
+        return self.seal_message({"type": "ping", "id": ping_id})
 
     def logout(self) -> bytes:
         return self.seal_message({"type": "logout"})
@@ -129,9 +215,15 @@ class ClientCore:
     def datagram_received(self, packet: bytes):
         """(kind, payload) of an authenticated datagram for this session, else Drop."""
         token, counter, box = split_header(packet)
-        if token != self.channel.token:
-            raise Drop("unknown_token")
-        kind, payload, _ = self.channel.open(counter, box)
+        channel = self.channel
+        if token != channel.token:
+            previous = self.previous_channel
+            if previous is None or token != previous.token:
+                raise Drop("unknown_token")
+            kind, payload, _ = previous.open(counter, box)
+            return kind, payload
+        kind, payload, _ = channel.open(counter, box)
+        self.previous_channel = None
         return kind, payload
 
     def datagram(self, kind: int, payload: bytes = b"") -> bytes:

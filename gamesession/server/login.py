@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gamesession.protocol import resume as resume_protocol
 from gamesession.protocol import wire
 from gamesession.server.accounts import IPlayer
 from gamesession.framing import FRAMINGS
@@ -29,7 +30,7 @@ from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed"])
+                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong"])
 
 
 @implementer(IControlChannel, IPushProducer)
@@ -205,6 +206,8 @@ class LoginProtocol:
             "confirm": wire.b64(reply.confirm),
         })
         self.keys = reply.keys
+        # What a resume proof covers (protocol.resume.proof): ce.pub, se.pub, ss.pub.
+        self.publics = (client_key, reply.server_ephemeral, self.factory.server_public)
         self.sender = StreamCipher(reply.keys.tcp_s2c, 1)
         self.receiver = StreamCipher(reply.keys.tcp_c2s, 0)
         self.state = "login"
@@ -219,6 +222,8 @@ class LoginProtocol:
         kind = message["type"]
         if self.state == "login" and kind == "login":
             self._login(message)
+        elif self.state == "login" and kind == "resume":
+            self._resume(message)
         elif self.state == "active":
             self.session.last_seen = self.factory.clock.seconds()
             if kind == "data":
@@ -226,6 +231,9 @@ class LoginProtocol:
                 self.factory.registry.notify_application("message_received", self.session, payload)
             elif kind == "logout":
                 self.factory.registry.end(self.session, "logout")
+            elif kind == "ping":
+                # The client's check that this connection still carries frames.
+                self.send_message({"type": "pong", "id": wire.int_field(message, "id", 0, 2**31 - 1)})
             elif kind == "login":
                 raise ProtocolError(ErrorCode.UNEXPECTED, "already logged in on this connection")
             else:
@@ -241,19 +249,26 @@ class LoginProtocol:
 
     # -- login --------------------------------------------------------------------
 
-    def _login(self, message: dict):
-        user = wire.text_field(message, "user", wire.MAX_USER)
-        password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
-        registry = self.factory.registry
+    def _backoff(self) -> "LoginRefused | None":
+        """TOO_MANY_ATTEMPTS while this address must wait after failed logins or resumes."""
         limits = self.factory.limits
         if limits is not None:
             wait = limits.attempts.wait(self.host, self.factory.clock.seconds())
             if wait > 0:
-                self.user = user
-                return self._refused(LoginRefused(
+                return LoginRefused(
                     ErrorCode.TOO_MANY_ATTEMPTS,
                     "too many failed logins from your address; try again in {:.0f} seconds"
-                    .format(max(1.0, wait + 0.5)), "too_many_attempts"))
+                    .format(max(1.0, wait + 0.5)), "too_many_attempts")
+        return None
+
+    def _login(self, message: dict):
+        user = wire.text_field(message, "user", wire.MAX_USER)
+        password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
+        registry = self.factory.registry
+        refused = self._backoff()
+        if refused is not None:
+            self.user = user
+            return self._refused(refused)
         try:
             registry.check_admission(user)
         except LoginRefused as refused:
@@ -289,8 +304,52 @@ class LoginProtocol:
             "udp_port": self.factory.public_udp_port,
             "session_timeout": registry.session_timeout,
             "keepalive": registry.keepalive,
+            **resume_protocol.ticket_fields(registry.resumes.issue(self.session)),
         })
         registry.announce(self.session)
+
+    # -- resume (server/resume.py) ------------------------------------------------------
+
+    def _resume(self, message: dict):
+        resume_id, proof = resume_protocol.parse_resume(message)
+        registry = self.factory.registry
+        limits = self.factory.limits
+        refused = self._backoff()
+        if refused is None:
+            try:
+                resumption = registry.resumes.resume(resume_id, proof, self.publics, self, self.keys)
+            except LoginRefused as e:
+                refused = e
+                if limits is not None:
+                    limits.attempts.failed(self.host, self.factory.clock.seconds())
+        if refused is not None:
+            registry.stats.resumes[refused.outcome] += 1
+            self.log.info("resume refused from {peer}: {reason}", peer=self.transport.getPeer().host,
+                          reason=refused.reason, event="resume", outcome=refused.outcome)
+            registry.stats.protocol_errors[refused.code.name.lower()] += 1
+            self.send_message(getattr(refused, "message", None) or wire.error(refused.code, refused.reason))
+            self.state = "closed"
+            self._login_settled()
+            self._close()
+            return
+        session = self.session = resumption.session
+        self.user = session.user
+        self._login_settled()
+        if limits is not None:
+            limits.attempts.succeeded(self.host)
+        self.state = "active"
+        self.send_message({
+            "type": "resumed",
+            "user": session.user,
+            "token": wire.b64(session.token),
+            "udp_port": self.factory.public_udp_port,
+            "session_timeout": registry.session_timeout,
+            "keepalive": registry.keepalive,
+            **resume_protocol.ticket_fields(resumption.ticket),
+        })
+        for payload in resumption.queued:
+            self.send_data(payload)
+        registry.resumes.announce(resumption, self.transport.getPeer().host)
 
     def _refused(self, refused: LoginRefused):
         self.factory.registry.stats.logins[refused.outcome] += 1
@@ -326,6 +385,13 @@ class LoginProtocol:
         self.state = "closed"
         self._close()
 
+    def detach(self) -> None:
+        # The client resumed elsewhere: this connection is presumed dead (it may
+        # be black-holed, so do not wait for its buffer to drain).
+        self.session = None
+        self.state = "closed"
+        self.transport.abortConnection()
+
 
 class LoginFactory(Factory):
     """Builds login protocols in the chosen framing; holds what they share."""
@@ -339,6 +405,7 @@ class LoginFactory(Factory):
         self.clock = clock
         self.login_timeout = login_timeout
         self.gate = gate
+        self.server_public = bytes(server_key.public_key)
         # limits.Limits, or None for none (tests and embedding; twistd always sets them).
         self.limits = limits
         self.protocol = type("LoginProtocol_" + framing, (LoginProtocol, FRAMINGS[framing]), {})

@@ -71,6 +71,9 @@ class IControlChannel(Interface):
     def session_ended(reason):
         """Tell the client the session ended and why, then close."""
 
+    def detach():
+        """The session resumed on another connection: close this one, end nothing."""
+
 
 @implementer(ISession)
 class Session:
@@ -120,6 +123,11 @@ class Session:
     def kick(self) -> None:
         self.registry.end(self, "kicked")
 
+    @property
+    def suspended(self) -> bool:
+        """True while the control connection is gone and the session waits for a resume."""
+        return self.registry.resumes.is_suspended(self)
+
     def keepalive_ping(self, now: float) -> None:
         """Keep an idle session alive with a PING that also measures the RTT.
 
@@ -148,6 +156,7 @@ class SessionRegistry:
         random_bytes=os.urandom,
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
+        resume_grace: float = 0.0,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -165,6 +174,10 @@ class SessionRegistry:
         self.by_control = {}
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
+        from gamesession.server.resume import ResumeTable
+
+        # Suspended sessions and resume tickets (--resume-grace; 0: off).
+        self.resumes = ResumeTable(self, resume_grace)
 
     @property
     def transport(self):
@@ -196,15 +209,40 @@ class SessionRegistry:
         old = self.by_user.get(user)
         if old is not None:
             self.end(old, "replaced")
-        token = self.random_bytes(TOKEN_SIZE)
-        while token in self.by_token:
-            token = self.random_bytes(TOKEN_SIZE)
+        token = self._new_token()
         session = Session(self, token, user, avatar, logout, control, keys, self.clock.seconds())
         self.by_token[token] = session
         self.by_user[user] = session
         self.by_control[control] = session
         self.stats.logins["ok"] += 1
         return session
+
+    def _new_token(self) -> bytes:
+        token = self.random_bytes(TOKEN_SIZE)
+        while token in self.by_token:
+            token = self.random_bytes(TOKEN_SIZE)
+        return token
+
+    def move(self, session: Session, control, keys):
+        """Move a resumed session onto a new control connection; returns the old one.
+
+        The session gets a new token and a UDP channel under the new
+        handshake's keys (counters from 0, a fresh replay window); the old
+        token stops working at once.  The UDP address stays until an
+        authenticated datagram moves it, as for roaming.
+        """
+        old_control = session.control
+        self.by_control.pop(old_control, None)
+        del self.by_token[session.token]
+        token = self._new_token()
+        session.token = token
+        session.channel = DatagramChannel(token, keys.udp_s2c, keys.udp_c2s)
+        session.control = control
+        session.ping_id = None
+        session.last_seen = self.clock.seconds()
+        self.by_token[token] = session
+        self.by_control[control] = session
+        return old_control
 
     def announce(self, session: Session) -> None:
         """Log a started session and tell the application (after the welcome went out)."""
@@ -220,6 +258,7 @@ class SessionRegistry:
         if reason not in ("disconnected", "logout") and session.address is not None:
             session.send(Kind.DISCONNECT, reason.encode("ascii"))
         session.ended = reason
+        self.resumes.forget(session, reason)
         del self.by_token[session.token]
         if self.by_user.get(session.user) is session:
             del self.by_user[session.user]
@@ -246,7 +285,7 @@ class SessionRegistry:
     def control_lost(self, control) -> None:
         """The TCP connection of a session closed."""
         session = self.by_control.get(control)
-        if session is not None:
+        if session is not None and not self.resumes.suspend(session):
             self.end(session, "disconnected")
 
     def shutdown(self) -> None:

@@ -12,6 +12,7 @@ from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gamesession.protocol.resume import DEFAULT_RESUME_GRACE
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
@@ -106,6 +107,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
          _positive(float)],
         ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
          "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["resume-grace", None, DEFAULT_RESUME_GRACE,
+         "Seconds a session whose TCP connection dropped stays suspended for a resume "
+         "(0: resume off, a dropped connection ends the session).", _non_negative],
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
@@ -211,6 +215,7 @@ def makeService(config, reactor=None):
         duplicate_login=config["duplicate-login"],
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
+        resume_grace=config["resume-grace"],
     )
     checkers = config.get("credCheckers", [])
     top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
