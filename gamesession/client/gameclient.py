@@ -7,6 +7,14 @@
 
 All protocol logic is in ``clientcore.ClientCore``; this module moves bytes
 and runs the timers (keepalive, timeout) on the injected reactor.
+
+When the control connection drops (or stops carrying frames: the client sends
+a TCP ``ping`` when it has heard nothing for ``keepalive`` seconds and gives
+the connection up when the ``pong`` is ``keepalive`` seconds late) and the
+server gave a resume ticket, the client resumes by itself (``reconnect.py``):
+UDP goes on meanwhile, ``send_message`` queues, and ``on_reconnecting``,
+``on_reconnected`` and ``on_resume_failed`` tell the game.  Messages sent
+just before a drop may be lost (TCP does not say which arrived).
 """
 
 import os
@@ -16,7 +24,9 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
-from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded, Welcome
+from gamesession.client import reconnect as reconnecting
+from gamesession.protocol.clientcore import (ClientCore, LoginFailed, MessageData, Pong, Resumed,
+                                             SessionEnded, Welcome)
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import ServerKeyMismatch
@@ -32,13 +42,16 @@ class _ControlProtocol:
         self.sendFrame(self.client.core.hello())
 
     def frameReceived(self, frame):
-        self.client._frame_received(frame)
+        if self.client.control is self:
+            self.client._frame_received(frame)
 
     def frameTooLong(self):
-        self.client._fail(ProtocolError(413, "server sent an oversized frame"))
+        if self.client.control is self:
+            self.client._fail(ProtocolError(413, "server sent an oversized frame"))
 
     def connectionLost(self, reason):
-        self.client._control_lost(reason)
+        if self.client.control is self:
+            self.client._control_lost(reason)
 
 
 class _DatagramProtocol(DatagramProtocol):
@@ -50,12 +63,31 @@ class _DatagramProtocol(DatagramProtocol):
 
 
 class GameClient:
-    log = Logger()
+    """One session: ``ping``, ``send_datagram``, ``send_message``, ``logout``; resumes by itself.
 
-    def __init__(self, reactor, core: ClientCore, framing: str = "int16"):
+    Callbacks (set to a callable, or None): ``on_datagram(payload)``,
+    ``on_message(payload)``, ``on_reconnecting(reason)`` (the control
+    connection dropped, the client is resuming: show "reconnecting..."),
+    ``on_reconnected(resumed)`` (back: True when the session resumed, False
+    when it had to log in again), ``on_resume_failed(reason)`` (given up; the
+    client then closes).  ``resumed`` counts resumes, ``relogins`` fallbacks.
+    """
+
+    log = Logger()
+    # Reconnect policy (reconnect.py): first delay, longest delay.
+    reconnect_initial = reconnecting.DEFAULT_INITIAL
+    reconnect_maximum = reconnecting.DEFAULT_MAXIMUM
+
+    def __init__(self, reactor, core: ClientCore, framing: str = "int16", endpoint=None,
+                 timeout: float = 10.0, auto_resume: bool = True, fallback_login: bool = True):
         self.reactor = reactor
         self.core = core
         self.framing = framing
+        # How to reach the login port again (a resume opens a new connection).
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.auto_resume = auto_resume
+        self.fallback_login = fallback_login
         self.control = None
         self.udp = None
         self.server_udp = None
@@ -68,24 +100,34 @@ class GameClient:
         self.last_heard = self.last_sent = 0.0
         self.on_datagram = None  # callable(payload)
         self.on_message = None  # callable(payload)
+        self.on_reconnecting = None  # callable(reason)
+        self.on_reconnected = None  # callable(resumed: bool)
+        self.on_resume_failed = None  # callable(reason)
         self.dropped = 0
+        self.resumed = 0
+        self.relogins = 0
+        self.reconnecting = False
+        self.logging_out = False
+        self._outbox = []
+        self._waiting = None
+        self._tcp_heard = 0.0
+        self._tcp_ping_sent = None
+        self._tcp_ping_id = 0
 
     @classmethod
     async def connect(cls, reactor, host, port, server_key, user, password="",
                       framing="int16", udp_host=None, udp_port=None, timeout=10.0):
         """Log in and open the UDP channel; raise LoginFailed, ServerKeyMismatch, ..."""
-        client = cls(reactor, ClientCore(bytes(server_key), user, password), framing)
-        await client._login(HostnameEndpoint(reactor, host, port, timeout=timeout),
-                            udp_host, udp_port, timeout)
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        client = cls(reactor, ClientCore(bytes(server_key), user, password), framing,
+                     endpoint=endpoint, timeout=timeout)
+        await client._login(endpoint, udp_host, udp_port, timeout)
         return client
 
     async def _login(self, endpoint, udp_host, udp_port, timeout):
-        protocol_class = type("ClientControl", (_ControlProtocol, FRAMINGS[self.framing]), {})
-        factory = Factory.forProtocol(protocol_class)
-        factory.buildProtocol = self._build_control(factory.buildProtocol)
         self._logged_in.addTimeout(timeout, self.reactor)
         try:
-            self.control = await endpoint.connect(factory)
+            self.control = await endpoint.connect(self._control_factory())
             welcome = await self._logged_in
         except defer.TimeoutError:
             self._abort()
@@ -93,12 +135,67 @@ class GameClient:
         except BaseException:
             self._abort()
             raise
+        self._tcp_heard = self.reactor.seconds()
         peer = self.control.transport.getPeer()
         self.server_udp = (udp_host or peer.host, udp_port or welcome.udp_port)
         self.udp = self.reactor.listenUDP(0, _DatagramProtocol(self))
         self.last_heard = self.reactor.seconds()
         self._send(Kind.KEEPALIVE)  # the first authenticated packet: tells the server our address
         self._timer = self.reactor.callLater(self._tick_interval(), self._tick)
+
+    def _control_factory(self):
+        protocol_class = type("ClientControl", (_ControlProtocol, FRAMINGS[self.framing]), {})
+        factory = Factory.forProtocol(protocol_class)
+        factory.buildProtocol = self._build_control(factory.buildProtocol)
+        return factory
+
+    async def _open_control(self, resume_session: bool, timeout: float):
+        """One reconnect attempt: a new connection, a fresh handshake, resume or login."""
+        self.core.reconnect(resume_session)
+        waiting = self._waiting = defer.Deferred()
+        waiting.addTimeout(timeout, self.reactor)
+        control = None
+        try:
+            control = self.control = await self.endpoint.connect(self._control_factory())
+            await waiting
+        except BaseException:
+            if control is not None and control.transport.connected:
+                control.transport.abortConnection()
+            self.control = None
+            raise
+        finally:
+            self._waiting = None
+            if not waiting.called:
+                waiting.cancel()
+            waiting.addErrback(lambda _: None)  # awaited above, or abandoned
+        self._tcp_heard = self.reactor.seconds()
+        self._tcp_ping_sent = None
+
+    def _reconnected(self, resumed: bool) -> None:
+        self.reconnecting = False
+        self.welcome = self.core.welcome
+        self.last_heard = self.reactor.seconds()
+        self._send(Kind.KEEPALIVE)  # tells the server our address under the new token
+        outbox, self._outbox = self._outbox, []
+        for payload in outbox:
+            self.control.sendFrame(self.core.data_message(payload))
+        self._emit("on_reconnected", resumed)
+        if self.logging_out:
+            self.control.sendFrame(self.core.logout())
+
+    def _give_up(self, reason: str, why: str) -> None:
+        self.log.info("not resuming: {why}", why=why)
+        self.reconnecting = False
+        self._emit("on_resume_failed", why)
+        self._end(reason)
+
+    def _emit(self, name: str, *args) -> None:
+        callback = getattr(self, name)
+        if callback is not None:
+            try:
+                callback(*args)
+            except Exception:
+                self.log.failure("{name} callback failed", name=name)
 
     def _build_control(self, build):
         def buildProtocol(addr):
@@ -117,30 +214,57 @@ class GameClient:
             return
         for out in frames:
             self.control.sendFrame(out)
+        self._tcp_heard = self.reactor.seconds()
         for event in events:
-            if isinstance(event, Welcome):
+            if isinstance(event, (Welcome, Resumed)) and self._waiting is not None:
+                self._waiting.callback(event)
+            elif isinstance(event, Welcome):
                 self.welcome = event
                 self._logged_in.callback(event)
+            elif isinstance(event, Pong):
+                if event.ping_id == self._tcp_ping_id:
+                    self._tcp_ping_sent = None
             elif isinstance(event, SessionEnded):
                 self._end(event.reason)
             elif isinstance(event, MessageData) and self.on_message is not None:
                 self.on_message(event.payload)
 
     def _fail(self, exc):
-        if not self._logged_in.called:
+        control = self.control
+        if self._waiting is not None:
+            self._waiting.errback(exc)  # a reconnect attempt: reconnect.py decides
+        elif not self._logged_in.called:
             self._logged_in.errback(exc)
         else:
             self._end("error: {}".format(exc))
-        if self.control is not None:
-            self.control.transport.loseConnection()
+        if control is not None:
+            control.transport.loseConnection()
 
     def _control_lost(self, reason):
+        if self._waiting is not None:
+            self._waiting.errback(error.ConnectionClosed(
+                "connection closed before the resume completed"))
+            return
         if not self._logged_in.called:
             self._logged_in.errback(error.ConnectionClosed(
                 "connection closed by the server before the login completed"))
+        if (self.end_reason is None and self.auto_resume and not self.logging_out
+                and self.core.ticket is not None and self.endpoint is not None):
+            self.reconnecting = True
+            self.control = None
+            why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+            defer.ensureDeferred(reconnecting.reconnect(self, why)).addErrback(
+                lambda f: (self.log.failure("reconnect failed", f), self._end("disconnected")))
+            return
         self._end(self.end_reason or "disconnected")
 
     def send_message(self, payload: bytes) -> None:
+        """Send an application message over TCP (queued while reconnecting)."""
+        if self.reconnecting:
+            if len(self._outbox) >= 1024:
+                raise RuntimeError("more than 1024 messages queued while reconnecting")
+            self._outbox.append(payload)
+            return
         self.control.sendFrame(self.core.data_message(payload))
 
     # -- UDP -----------------------------------------------------------------------
@@ -171,6 +295,8 @@ class GameClient:
         elif kind == Kind.DATA and self.on_datagram is not None:
             self.on_datagram(payload)
         elif kind == Kind.DISCONNECT:
+            if payload == b"replaced" and self.reconnecting and self.core.resuming is None:
+                return  # our own fallback login replaced the old session
             self._end(payload.decode("ascii", "replace") or "disconnected")
 
     def ping(self, timeout: float = 1.0) -> defer.Deferred:
@@ -195,12 +321,35 @@ class GameClient:
             return
         if now - self.last_sent >= self.welcome.keepalive:
             self._send(Kind.KEEPALIVE)
+        self._check_control(now)
         self._timer = self.reactor.callLater(self._tick_interval(), self._tick)
 
+    def _check_control(self, now: float) -> None:
+        """Give up a control connection that stopped carrying frames (resume follows)."""
+        if self.reconnecting or self.control is None or self.core.ticket is None:
+            return
+        keepalive = self.welcome.keepalive
+        if self._tcp_ping_sent is not None:
+            if now - self._tcp_ping_sent >= keepalive:
+                self.log.info("control connection silent for {idle:.1f}s: giving it up",
+                              idle=now - self._tcp_heard)
+                self._tcp_ping_sent = None
+                self.control.transport.abortConnection()
+        elif now - self._tcp_heard >= keepalive:
+            self._tcp_ping_id = (self._tcp_ping_id + 1) % 2**31
+            self._tcp_ping_sent = now
+            self.control.sendFrame(self.core.tcp_ping(self._tcp_ping_id))
+
     def logout(self) -> defer.Deferred:
-        """End the session politely; fires when the server closed the connection."""
-        if self.end_reason is None and self.control is not None:
-            self.control.sendFrame(self.core.logout())
+        """End the session politely; fires when the server closed the connection.
+
+        While reconnecting, the logout goes out once the client is back (or
+        the session ends if it does not come back).
+        """
+        if self.end_reason is None and not self.logging_out:
+            self.logging_out = True
+            if self.control is not None and not self.reconnecting:
+                self.control.sendFrame(self.core.logout())
         return self.wait_closed()
 
     def wait_closed(self) -> defer.Deferred:
@@ -212,6 +361,7 @@ class GameClient:
         if self.end_reason is not None:
             return
         self.end_reason = reason
+        self.reconnecting = False
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

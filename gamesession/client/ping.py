@@ -1,6 +1,8 @@
 """``gamesession ping``: log in, send pings over UDP, print a summary.
 
-The last line is ``N sent, M received, L% loss, rtt min/avg/max = a/b/c ms``.
+The last line is ``N sent, M received, L% loss, rtt min/avg/max = a/b/c ms``,
+then ``, K resumed`` when the control connection dropped and the session
+resumed K times (the pings go on meanwhile: they travel over UDP).
 Exit 0 when the login succeeded and at least one pong came back; otherwise
 one line on stderr says what failed.
 """
@@ -39,7 +41,7 @@ def describe_failure(exc, server: str) -> str:
     return "{}: {}".format(server, exc)
 
 
-def summary(sent: int, rtts) -> str:
+def summary(sent: int, rtts, resumed: int = 0) -> str:
     received = len(rtts)
     loss = 100.0 * (sent - received) / sent if sent else 0.0
     if rtts:
@@ -47,8 +49,11 @@ def summary(sent: int, rtts) -> str:
         rtt = "{:.3f}/{:.3f}/{:.3f}".format(min(ms), sum(ms) / len(ms), max(ms))
     else:
         rtt = "-/-/-"
-    return "{} sent, {} received, {:.0f}% loss, rtt min/avg/max = {} ms".format(
+    line = "{} sent, {} received, {:.0f}% loss, rtt min/avg/max = {} ms".format(
         sent, received, loss, rtt)
+    if resumed:
+        line += ", {} resumed".format(resumed)
+    return line
 
 
 async def run_pings(reactor, client, count, interval, timeout, out=print):
@@ -90,9 +95,13 @@ async def ping_main(reactor, args, server_key):
         raise SystemExit(1)
     print("logged in to {} as {}; UDP to {}:{}".format(
         server, client.welcome.user, client.server_udp[0], client.server_udp[1]))
+    client.on_reconnecting = lambda reason: print("reconnecting... ({})".format(reason))
+    client.on_reconnected = lambda resumed: print(
+        "resumed the session" if resumed else "logged in again (the session could not resume)")
+    client.on_resume_failed = lambda reason: print("could not resume: {}".format(reason))
     rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)
     if client.end_reason is None:
         await client.logout().addTimeout(args.timeout, reactor).addErrback(lambda _: None)
-    print(summary(args.count, rtts))
+    print(summary(args.count, rtts, client.resumed))
     if not rtts:
         raise SystemExit(1)
