@@ -1,11 +1,10 @@
-"""Helpers for the hardening tests: an in-memory server and a blocking socket client.
+"""Helpers for the hardening tests against a real server: a blocking socket client.
 
-``MemoryServer`` wires the real LoginFactory and SessionRegistry to a
-``task.Clock``, ``StringTransport``s and a recording UDP transport, for the
-property and limit tests.  ``SyncClient`` drives ``ClientCore`` over plain
-blocking sockets against a real twistd (tests/conftest.py ``start_server``):
-every packet it sends goes through its hands, so tests can capture, replay
-and tamper with them.  Every wait is bounded by a timeout.
+``SyncClient`` drives ``ClientCore`` over plain blocking sockets against a
+real twistd (tests/conftest.py ``start_server``): every packet it sends goes
+through its hands, so tests can capture, replay and tamper with them.  Every
+wait is bounded by a timeout.  (The in-memory server is tests/fakes.py
+``Harness``.)
 """
 
 import os
@@ -13,154 +12,16 @@ import select
 import socket
 import time
 
-from nacl.public import PrivateKey
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
-
+from gamesession.keys import decode_key
 from gamesession.protocol import wire
-from gamesession.server.accounts import make_portal
-from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded
+from gamesession.protocol.clientcore import ClientCore, LoginFailed
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.protocol.wire import encode_frame, split_frames
-from gamesession.keys import decode_key
-from gamesession.server.login import LoginFactory
-from gamesession.server.registry import SessionRegistry
-from gamesession.ops.stats import ServerStats
-
-from fakes import FakeUDP
 
 
 # -- framing, client side -----------------------------------------------------------
 
 frame_bytes = encode_frame
-
-
-
-# -- in memory ------------------------------------------------------------------------
-
-class RecordingApp:
-    def __init__(self):
-        self.events = []
-
-    def session_started(self, session):
-        self.events.append(("started", session.user))
-
-    def session_ended(self, session, reason):
-        self.events.append(("ended", session.user, reason))
-
-    def datagram_received(self, session, payload):
-        self.events.append(("datagram", session.user, payload))
-
-    def message_received(self, session, payload):
-        self.events.append(("message", session.user, payload))
-        session.send_message(payload)
-
-
-class MemoryConnection:
-    """One LoginProtocol on a StringTransport, seen from the client's side."""
-
-    def __init__(self, server, protocol, transport):
-        self.server = server
-        self.protocol = protocol
-        self.transport = transport
-        self.framing = server.framing
-        self.read = 0
-        self.rest = b""
-        self.core = None
-
-    def feed(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def send(self, frame: bytes) -> None:
-        self.feed(frame_bytes(frame, self.framing))
-
-    def frames(self):
-        """Frames written by the server since the last call."""
-        value = self.transport.value()
-        new, self.rest = split_frames(self.rest + value[self.read:], self.framing)
-        self.read = len(value)
-        return new
-
-    @property
-    def closed(self) -> bool:
-        return self.transport.disconnecting
-
-    def lose(self) -> None:
-        """The client's side goes away."""
-        self.protocol.connectionLost(None)
-
-    def login(self, user: str, password: str = ""):
-        """Run the whole login with a ClientCore; its events (Welcome, or a LoginFailed)."""
-        self.core = ClientCore(bytes(self.server.key.public_key), user, password)
-        self.send(self.core.hello())
-        events = []
-        for _ in range(4):
-            for frame in self.frames():
-                try:
-                    out, got = self.core.frame_received(frame)
-                except LoginFailed as e:
-                    return events + [e]
-                events.extend(got)
-                for f in out:
-                    self.send(f)
-            if self.core.welcome is not None:
-                break
-        return events
-
-    def server_events(self):
-        """Decode what the server sent after login (session_end, data, errors)."""
-        events = []
-        for frame in self.frames():
-            try:
-                events.extend(self.core.frame_received(frame)[1])
-            except LoginFailed as e:
-                events.append(e)
-        return events
-
-
-class MemoryServer:
-    """The real login factory and registry on a Clock and fake transports."""
-
-    def __init__(self, framing="int16", limits=None, users=None, login_timeout=10.0, **registry):
-        self.framing = framing
-        self.clock = task.Clock()
-        self.stats = ServerStats()
-        self.app = RecordingApp()
-        self.udp = FakeUDP()
-        self.registry = SessionRegistry(self.clock, application=self.app, stats=self.stats, **registry)
-        self.registry.transport = self.udp
-        self.key = PrivateKey.generate()
-        checkers = []
-        if users:
-            # Like --auth memory:NAME:PASSWORD (text names and passwords).
-            checker = InMemoryUsernamePasswordDatabaseDontUse()
-            for name, password in users.items():
-                checker.addUser(name, password)
-            checkers.append(checker)
-        self.factory = LoginFactory(make_portal(checkers), self.registry, self.key, 7001,
-                                    self.clock, login_timeout=login_timeout, framing=framing,
-                                    limits=limits)
-        self.ports = iter(range(20000, 60000))
-
-    def connect(self, host: str = "192.0.2.1") -> MemoryConnection:
-        address = IPv4Address("TCP", host, next(self.ports))
-        protocol = self.factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        return MemoryConnection(self, protocol, transport)
-
-
-def check_registry(registry) -> None:
-    """The three indexes of a registry describe the same live sessions."""
-    sessions = list(registry.by_token.values())
-    assert len(sessions) == len(registry.by_user) == len(registry.by_control) == len(registry)
-    for token, session in registry.by_token.items():
-        assert session.token == token
-        assert not session.ended
-        assert registry.by_user[session.user] is session
-        assert registry.by_control[session.control] is session
 
 
 # -- real sockets ------------------------------------------------------------------------
@@ -294,18 +155,6 @@ class SyncClient:
         for sock in (self.tcp, self.udp):
             if sock is not None:
                 sock.close()
-
-
-def session_ends(events):
-    return [e.reason for e in events if isinstance(e, SessionEnded)]
-
-
-def messages(events):
-    return [e.payload for e in events if isinstance(e, MessageData)]
-
-
-def error_codes(events):
-    return [e.code for e in events if isinstance(e, LoginFailed)]
 
 
 def read_raw(sock, timeout: float, limit: int = 1 << 20) -> bytes:

@@ -18,8 +18,8 @@ from gamesession.protocol.handshake import StreamCipher
 from gamesession.keys import decode_key
 from gamesession.protocol.wire import ErrorCode
 
-from hardening import (SyncClient, decode_clear_error, error_codes, frame_bytes, read_raw,
-                       session_ends, split_frames)
+from fakes import error_codes, session_ends
+from hardening import SyncClient, decode_clear_error, frame_bytes, read_raw, split_frames
 
 pytestmark = [pytest.mark.network]
 

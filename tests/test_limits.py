@@ -10,7 +10,7 @@ from gamesession.protocol.datagram import Kind
 from gamesession.server.tap import Options
 from gamesession.protocol.wire import ErrorCode
 
-from hardening import MemoryServer, error_codes, session_ends
+from fakes import Harness, RecordingApp, error_codes, session_ends
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +65,7 @@ def test_pending_counts_match_a_model(ops):
 
 
 def test_pending_limits_abort_before_any_byte():
-    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(3, 2)))
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(3, 2)))
     a1, a2, a3 = (server.connect("192.0.2.1") for _ in range(3))
     assert not a1.closed and not a2.closed
     assert a3.transport.disconnected and a3.transport.value() == b""
@@ -76,7 +76,7 @@ def test_pending_limits_abort_before_any_byte():
     assert server.stats.limited == {"pending_per_address": 1, "pending_total": 1}
     assert server.stats.tcp_pending_login == 3
     # A login frees its slot; a lost connection frees its slot.
-    a1.login("alice")
+    a1.attempt_login("alice")
     a2.lose()
     assert server.factory.limits.pending.total == 1
     assert not server.connect("192.0.2.1").closed
@@ -84,7 +84,8 @@ def test_pending_limits_abort_before_any_byte():
 
 
 def test_login_timeout_frees_the_pending_slot():
-    server = MemoryServer(limits=L.Limits(pending=L.PendingLogins(10, 1)), login_timeout=5)
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(10, 1)),
+                     login_timeout=5)
     idle = server.connect()
     server.clock.advance(5)
     assert idle.closed
@@ -132,38 +133,38 @@ def test_attempt_table_is_bounded_lru(hosts):
 
 def test_failed_logins_get_429_then_backoff_passes():
     limits = L.Limits(attempts=L.LoginAttempts(free=2, backoff=4.0, backoff_max=60.0))
-    server = MemoryServer(limits=limits, users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), limits=limits, users={"alice": "pw"})
     for _ in range(3):
         conn = server.connect()
-        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+        assert error_codes(conn.attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
     conn = server.connect()
-    assert error_codes(conn.login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    assert error_codes(conn.attempt_login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
     assert conn.closed
     assert server.stats.logins["too_many_attempts"] == 1
     assert server.stats.logins["auth_failed"] == 3
     # Another address is not affected.
-    other = server.connect("198.51.100.7")
-    assert not error_codes(other.login("alice", "pw")) and other.core.welcome is not None
+    other = server.connect("203.0.113.9")
+    assert not error_codes(other.attempt_login("alice", "pw")) and other.core.welcome is not None
     server.clock.advance(4)
     conn = server.connect()
-    conn.login("alice", "pw")
+    conn.attempt_login("alice", "pw")
     assert conn.core.welcome is not None
     assert len(limits.attempts) == 0  # success forgets the address
 
 
 def test_no_limits_means_no_backoff():
-    server = MemoryServer(users={"alice": "pw"})
+    server = Harness(application=RecordingApp(), users={"alice": "pw"})
     for _ in range(20):
         conn = server.connect()
-        assert error_codes(conn.login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+        assert error_codes(conn.attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
 
 
 # -- send buffer --------------------------------------------------------------------------
 
 def test_client_that_does_not_read_is_aborted_past_the_limit():
-    server = MemoryServer(limits=L.Limits(max_send_buffer=10000))
+    server = Harness(application=RecordingApp(), limits=L.Limits(max_send_buffer=10000))
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     session = server.registry.by_user["alice"]
     assert conn.transport.producer is conn.protocol
     conn.protocol.pauseProducing()  # what a full transport buffer does
@@ -184,9 +185,10 @@ def test_client_that_does_not_read_is_aborted_past_the_limit():
 @pytest.mark.parametrize("framing", ["int16", "line"])
 def test_a_full_send_buffer_does_not_stop_reading(framing):
     """The framings' receivers stop on ``self.paused``; our pause must not set it."""
-    server = MemoryServer(framing=framing, limits=L.Limits(max_send_buffer=10**6))
+    server = Harness(application=RecordingApp(), framing=framing,
+                     limits=L.Limits(max_send_buffer=10**6))
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     conn.protocol.pauseProducing()
     conn.send(conn.core.data_message(b"still read"))
     assert server.app.events[-1] == ("message", "alice", b"still read")
@@ -195,9 +197,9 @@ def test_a_full_send_buffer_does_not_stop_reading(framing):
 
 
 def test_close_unregisters_the_producer_so_the_connection_can_close():
-    server = MemoryServer()
+    server = Harness(application=RecordingApp())
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     server.registry.end(server.registry.by_user["alice"], "kicked")
     assert session_ends(conn.server_events()) == ["kicked"]
     assert conn.closed and conn.transport.producer is None
@@ -206,9 +208,9 @@ def test_close_unregisters_the_producer_so_the_connection_can_close():
 # -- the UDP rate -------------------------------------------------------------------------
 
 def test_datagram_rate_limit_counts_and_drops_after_authentication():
-    server = MemoryServer(datagram_rate=10.0, datagram_burst=3.0)
+    server = Harness(application=RecordingApp(), datagram_rate=10.0, datagram_burst=3.0)
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     address = ("203.0.113.5", 5000)
     for i in range(5):
         server.registry.datagram_received(conn.core.datagram(Kind.DATA, b"%d" % i), address)

@@ -9,79 +9,36 @@ server's own CollectorRegistry, parsed back with prometheus_client's parser.
 import collections
 
 import pytest
-from nacl.public import PrivateKey
-from prometheus_client import generate_latest
-from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
-from gamesession.server.accounts import make_portal
-from gamesession.protocol.clientcore import ClientCore
-from gamesession.protocol.datagram import Kind
-from gamesession.server.login import LoginFactory
 from gamesession.ops.metrics import DROP_REASONS, make_registry
-from gamesession.server.registry import SessionRegistry
 from gamesession.ops.stats import RttHistogram
-from gamesession.client.status import Figures
+from gamesession.protocol.clientcore import LoginFailed
+from gamesession.protocol.datagram import Kind
+from gamesession.protocol.wire import ErrorCode
 
-from fakes import FakeUDP
+from fakes import Harness
 
 CLIENT_UDP = ("127.0.0.1", 40000)
 
 
-class Server:
-    """A server's login service and registry, in memory."""
+def metrics_server(**registry_options):
+    """An in-memory server speaking the line framing, as the metrics tests use it."""
+    return Harness(framing="line", **registry_options)
 
-    def __init__(self, **registry_options):
-        self.clock = task.Clock()
-        self.registry = SessionRegistry(self.clock, **registry_options)
-        self.stats = self.registry.stats
-        self.udp = FakeUDP()
-        self.registry.transport = self.udp
-        self.key = PrivateKey.generate()
-        self.factory = LoginFactory(make_portal([]), self.registry, self.key, 7001, self.clock,
-                                    framing="line")
-        self.collectors = make_registry(self.registry)
 
-    def connect(self, port=50000):
-        peer = IPv4Address("TCP", "127.0.0.1", port)
-        protocol = self.factory.buildProtocol(peer)
-        transport = StringTransport(peerAddress=peer)
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def login(self, user, port=50000):
-        """Log ``user`` in over TCP and send the first UDP packet; the client core."""
-        core = ClientCore(bytes(self.key.public_key), user, "")
-        protocol, transport = self.connect(port)
-        frames = [core.hello()]
-        while frames and core.welcome is None:
-            for frame in frames:
-                protocol.dataReceived(frame + b"\n")
-            replies = transport.value().split(b"\n")
-            transport.clear()
-            frames = []
-            for reply in replies:
-                if reply:
-                    out, _ = core.frame_received(reply)
-                    frames.extend(out)
-        assert core.welcome is not None
-        self.registry.datagram_received(core.datagram(Kind.KEEPALIVE), CLIENT_UDP)
-        return core, protocol
-
-    def figures(self):
-        """{(name, labels): value} of one scrape."""
-        return Figures(generate_latest(self.collectors).decode()).samples
-
-    def figure(self, name, **labels):
-        return self.figures()[(name, tuple(sorted(labels.items())))]
+def log_in(server, user):
+    """Log ``user`` in over TCP and send the first UDP packet; the client core."""
+    connection, _ = server.logged_in(user, "")
+    core = connection.core
+    server.registry.datagram_received(core.datagram(Kind.KEEPALIVE), CLIENT_UDP)
+    return core, connection.protocol
 
 
 def test_login_moves_logins_ok_sessions_and_packets():
-    server = Server()
+    server = metrics_server()
     assert server.figure("gamesession_logins_total", outcome="ok") == 0
     assert server.figure("gamesession_sessions_active") == 0
-    server.login("alice")
+    log_in(server, "alice")
     assert server.figure("gamesession_logins_total", outcome="ok") == 1
     assert server.figure("gamesession_sessions_active") == 1
     assert server.figure("gamesession_tcp_connections_total") == 1
@@ -91,7 +48,7 @@ def test_login_moves_logins_ok_sessions_and_packets():
 
 
 def test_pending_login_and_auth_failure():
-    server = Server()
+    server = metrics_server()
     server.connect()
     assert server.figure("gamesession_tcp_pending_login") == 1
     server.clock.advance(server.factory.login_timeout)
@@ -100,18 +57,19 @@ def test_pending_login_and_auth_failure():
 
 
 def test_refused_login_counts_its_outcome():
-    server = Server(duplicate_login="reject")
-    server.login("alice")
-    with pytest.raises(Exception):
-        server.login("alice", port=50001)
+    server = metrics_server(duplicate_login="reject")
+    log_in(server, "alice")
+    with pytest.raises(LoginFailed) as refused:
+        log_in(server, "alice")
+    assert refused.value.code == ErrorCode.ALREADY_LOGGED_IN
     assert server.figure("gamesession_logins_total", outcome="already_logged_in") == 1
     assert server.figure("gamesession_logins_total", outcome="ok") == 1
     assert server.figure("gamesession_sessions_active") == 1
 
 
 def test_logout_moves_logouts_and_sessions():
-    server = Server()
-    core, _ = server.login("alice")
+    server = metrics_server()
+    core, _ = log_in(server, "alice")
     server.registry.datagram_received(core.datagram(Kind.DISCONNECT), CLIENT_UDP)
     assert server.figure("gamesession_sessions_active") == 0
     assert server.figure("gamesession_logouts_total", reason="logout") == 1
@@ -120,8 +78,8 @@ def test_logout_moves_logouts_and_sessions():
 
 @pytest.mark.parametrize("reason", ["short", "unknown_token", "bad_box", "replay", "bad_kind"])
 def test_bad_datagram_moves_its_drop_reason(reason):
-    server = Server()
-    core, _ = server.login("alice")
+    server = metrics_server()
+    core, _ = log_in(server, "alice")
     good = core.datagram(Kind.DATA, b"x")
     if reason == "short":
         packet = good[:20]
@@ -143,7 +101,7 @@ def test_bad_datagram_moves_its_drop_reason(reason):
 
 
 def test_every_documented_drop_reason_is_exported_and_new_ones_too():
-    server = Server()
+    server = metrics_server()
     server.stats.dropped["invented_later"] += 2
     figures = server.figures()
     for reason in DROP_REASONS + ("invented_later",):
@@ -152,8 +110,8 @@ def test_every_documented_drop_reason_is_exported_and_new_ones_too():
 
 
 def test_keepalive_is_a_ping_and_its_pong_records_the_rtt():
-    server = Server(keepalive=2.0, session_timeout=10.0)
-    core, _ = server.login("alice")
+    server = metrics_server(keepalive=2.0, session_timeout=10.0)
+    core, _ = log_in(server, "alice")
     server.clock.advance(2.0)
     server.udp.sent.clear()
     server.registry.sweep()
@@ -187,7 +145,7 @@ def test_rtt_histogram_buckets_are_bounded_and_cumulative_on_export():
 
 
 def test_limits_are_exported_by_name():
-    server = Server()
+    server = metrics_server()
     assert server.figure("gamesession_limited_total", limit="send_buffer") == 0
     server.registry.stats.limited["pending_per_address"] += 2
     assert server.figure("gamesession_limited_total", limit="pending_per_address") == 2
@@ -195,8 +153,8 @@ def test_limits_are_exported_by_name():
 
 
 def test_roam_is_counted():
-    server = Server()
-    core, _ = server.login("alice")
+    server = metrics_server()
+    core, _ = log_in(server, "alice")
     server.registry.datagram_received(core.datagram(Kind.DATA, b"x"), ("127.0.0.1", 40001))
     assert server.figure("gamesession_roams_total") == 1
 
@@ -209,7 +167,7 @@ def test_knock_counters_exported_when_a_gate_is_given():
     class Gate:
         knocker = Knocker()
 
-    server = Server()
+    server = metrics_server()
     assert not any(name.startswith("gamesession_knock") for name, _ in server.figures())
     for knock in (Knocker(), Gate()):
         server.collectors = make_registry(server.registry, knock=knock)
@@ -221,7 +179,7 @@ def test_knock_counters_exported_when_a_gate_is_given():
 
 
 def test_each_server_has_its_own_registry():
-    first, second = Server(), Server()
-    first.login("alice")
+    first, second = metrics_server(), metrics_server()
+    log_in(first, "alice")
     assert first.figure("gamesession_sessions_active") == 1
     assert second.figure("gamesession_sessions_active") == 0

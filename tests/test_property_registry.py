@@ -16,7 +16,7 @@ from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
 from gamesession.protocol.datagram import Kind
 from gamesession.protocol.wire import ErrorCode
 
-from hardening import MemoryServer, check_registry
+from fakes import Harness, RecordingApp, check_registry
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,14 +31,13 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.server = MemoryServer(duplicate_login=self.duplicate_login, max_sessions=MAX_SESSIONS,
-                                   session_timeout=SESSION_TIMEOUT, keepalive=1.0,
-                                   login_timeout=LOGIN_TIMEOUT)
+        self.server = Harness(application=RecordingApp(), duplicate_login=self.duplicate_login,
+                              max_sessions=MAX_SESSIONS, session_timeout=SESSION_TIMEOUT,
+                              keepalive=1.0, login_timeout=LOGIN_TIMEOUT)
         self.registry = self.server.registry
         self.live = {}  # user -> [connection, last authenticated traffic]
         self.expected_ends = []  # (user, reason) in order
         self.idle = []
-        self.ports = iter(range(30000, 60000))
 
     @property
     def now(self):
@@ -53,7 +52,7 @@ class RegistryMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS))
     def login(self, user):
         conn = self.server.connect()
-        events = conn.login(user)
+        events = conn.attempt_login(user)
         if user in self.live and self.duplicate_login == "reject":
             assert [e.code for e in events if isinstance(e, LoginFailed)] == [ErrorCode.ALREADY_LOGGED_IN]
             return

@@ -16,7 +16,9 @@ from gamesession.protocol.clientcore import ClientCore, LoginFailed, Welcome
 from gamesession.server.limits import Limits, LoginAttempts, PendingLogins
 from gamesession.protocol.wire import ErrorCode
 
-from hardening import MemoryServer, check_registry, frame_bytes, split_frames
+from gamesession.protocol.wire import encode_frame as frame_bytes, split_frames
+
+from fakes import Harness, RecordingApp, check_registry
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,7 +71,7 @@ def assert_clean_ending(conn, server):
 @given(framing=st.sampled_from(FRAMINGS), data=st.binary(max_size=20000),
        cuts=st.lists(st.integers(0, 20000), max_size=8))
 def test_random_bytes_never_raise(framing, data, cuts):
-    server = MemoryServer(framing=framing)
+    server = Harness(application=RecordingApp(), framing=framing)
     conn = server.connect()
     for chunk in chunks(data, cuts):
         conn.feed(chunk)
@@ -87,7 +89,7 @@ def test_random_bytes_never_raise(framing, data, cuts):
         st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
     ), max_size=6))
 def test_random_frames_and_messages_in_clear(framing, frames):
-    server = MemoryServer(framing=framing)
+    server = Harness(application=RecordingApp(), framing=framing)
     conn = server.connect()
     for frame in frames:
         if framing == "line":
@@ -101,7 +103,7 @@ def test_random_frames_and_messages_in_clear(framing, frames):
 @given(size=st.integers(wire.MAX_FRAME - 2, wire.MAX_FRAME + 2),
        byte=st.integers(0, 255), framing=st.sampled_from(FRAMINGS))
 def test_frames_around_the_maximum(size, byte, framing):
-    server = MemoryServer(framing=framing)
+    server = Harness(application=RecordingApp(), framing=framing)
     conn = server.connect()
     body = bytes([byte if byte != 10 else 32]) * size
     conn.feed(frame_bytes(body, framing) if size <= 65535 else body)
@@ -123,8 +125,8 @@ def logged_in_or_refused(conn, events):
        password=json_values | st.text(max_size=300),
        extra=st.dictionaries(st.text(max_size=6), json_values, max_size=3))
 def test_login_messages(framing, user, password, extra):
-    server = MemoryServer(framing=framing, users={"alice": "pw"},
-                          limits=Limits(PendingLogins(), LoginAttempts(free=1)))
+    server = Harness(application=RecordingApp(), framing=framing, users={"alice": "pw"},
+                     limits=Limits(PendingLogins(), LoginAttempts(free=1)))
     conn = server.connect()
     conn.core = core = ClientCore(bytes(server.key.public_key), "unused", "")
     conn.send(core.hello())
@@ -147,11 +149,11 @@ def test_login_messages(framing, user, password, extra):
     st.one_of(messages.map(wire.encode), st.binary(max_size=200)), min_size=1, max_size=5))
 def test_random_sealed_messages_after_login(framing, inner):
     """A logged-in client sending anything: its own session ends or goes on; no other."""
-    server = MemoryServer(framing=framing)
+    server = Harness(application=RecordingApp(), framing=framing)
     bystander = server.connect("198.51.100.1")
-    bystander.login("bob")
+    bystander.attempt_login("bob")
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     for plain in inner:
         conn.send(wire.encode(wire.sealed(conn.core.sender.seal(plain))))
     assert_clean_ending(conn, server)
@@ -166,9 +168,9 @@ def test_random_sealed_messages_after_login(framing, inner):
 @SETTINGS
 @given(framing=st.sampled_from(FRAMINGS), flip=st.integers(0, 10**6))
 def test_tampered_sealed_frames_close_without_harm(framing, flip):
-    server = MemoryServer(framing=framing)
+    server = Harness(application=RecordingApp(), framing=framing)
     conn = server.connect()
-    conn.login("alice")
+    conn.attempt_login("alice")
     box = bytearray(conn.core.sender.seal(wire.encode({"type": "data", "data": "aGk="})))
     index = flip % (len(box) * 8)
     box[index // 8] ^= 1 << (index % 8)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, Kind
 from gamesession.protocol.replay import ReplayWindow
 
-from hardening import MemoryServer, check_registry
+from fakes import Harness, RecordingApp, check_registry
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,11 +26,11 @@ ATTACKER = ("198.51.100.66", 6666)
 
 def two_sessions(**registry):
     """A server with alice and bob logged in, their UDP addresses known."""
-    server = MemoryServer(**registry)
+    server = Harness(application=RecordingApp(), **registry)
     conns = {}
     for user, address in (("alice", ALICE_ADDRESS), ("bob", BOB_ADDRESS)):
         conn = server.connect()
-        conn.login(user)
+        conn.attempt_login(user)
         server.registry.datagram_received(conn.core.datagram(Kind.KEEPALIVE), address)
         conns[user] = conn
     server.udp.sent.clear()
