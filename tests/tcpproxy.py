@@ -92,16 +92,22 @@ class CuttingProxy:
         selector.register(link.server, selectors.EVENT_READ, link.client)
         try:
             while not link.closed and not self.stopped and time.monotonic() < self.deadline:
+                if not selector.get_map():
+                    time.sleep(0.1)
+                    continue
                 for key, _ in selector.select(0.1):
                     try:
                         data = key.fileobj.recv(65536)
                     except OSError:
                         data = b""
+                    if link.blackholed:
+                        # A dead path: bytes vanish and a close reaches nobody.
+                        if not data:
+                            selector.unregister(key.fileobj)
+                        continue
                     if not data:
                         link.reset()
                         return
-                    if link.blackholed:
-                        continue  # silently dropped, as on a dead path
                     try:
                         key.data.sendall(data)
                     except OSError:
