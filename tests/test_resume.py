@@ -276,6 +276,18 @@ def test_messages_sent_while_suspended_arrive_after_the_resume_in_order():
     assert [e.payload for e in events[1:]] == [b"one", b"two"]
 
 
+def test_control_messages_for_a_suspended_session_wait_too():
+    # Room events go through control.send_message (a dict); they wait in the same queue.
+    harness, _ = make()
+    connection, session = harness.logged_in()
+    core = connection.core
+    connection.lose()
+    session.control.send_message({"type": "data", "data": wire.b64(b"event")})
+    session.send_message(b"after")
+    events = harness.connect().resume(core)
+    assert [e.payload for e in events[1:]] == [b"event", b"after"]
+
+
 def test_the_suspended_queue_is_bounded():
     harness, _ = make()
     harness.registry.resumes.max_queued_bytes = 10

@@ -347,8 +347,7 @@ class LoginProtocol:
             "keepalive": registry.keepalive,
             **resume_protocol.ticket_fields(resumption.ticket),
         })
-        for payload in resumption.queued:
-            self.send_data(payload)
+        registry.resumes.deliver(resumption, self)
         registry.resumes.announce(resumption, self.transport.getPeer().host)
 
     def _refused(self, refused: LoginRefused):

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gamesession.protocol import resume as protocol
+from gamesession.protocol import wire
 from gamesession.protocol.wire import ErrorCode
 from gamesession.server.registry import IControlChannel, LoginRefused
 
@@ -49,7 +50,11 @@ class ResumeRefused(LoginRefused):
 
 @implementer(IControlChannel)
 class SuspendedControl:
-    """The control channel of a suspended session: keeps what the game sends, bounded."""
+    """The control channel of a suspended session: keeps what the game sends, bounded.
+
+    ``queue`` holds (method, argument) pairs to replay on the new connection:
+    ``send_data`` payloads and ``send_message`` control messages (room events).
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -57,12 +62,20 @@ class SuspendedControl:
         self.size = 0
         self.dropped = 0
 
-    def send_data(self, payload: bytes) -> None:
-        if self.size + len(payload) > self.max_bytes:
+    def _keep(self, method: str, argument, size: int) -> None:
+        if self.size + size > self.max_bytes:
             self.dropped += 1
             return
-        self.queue.append(payload)
-        self.size += len(payload)
+        self.queue.append((method, argument))
+        self.size += size
+
+    def send_data(self, payload: bytes) -> None:
+        if len(payload) > wire.MAX_DATA:
+            raise ValueError("message payload over {} bytes".format(wire.MAX_DATA))
+        self._keep("send_data", payload, len(payload))
+
+    def send_message(self, message: dict) -> None:
+        self._keep("send_message", message, len(wire.encode(message)))
 
     def session_ended(self, reason: str) -> None:
         """Nobody to tell over TCP; the registry says it over UDP where it can."""
@@ -246,6 +259,12 @@ class ResumeTable:
         queued = list(suspended.queue) if suspended is not None else []
         dropped = suspended.dropped if suspended is not None else 0
         return Resumption(session, ticket, queued, dropped, away)
+
+    @staticmethod
+    def deliver(resumption: Resumption, control) -> None:
+        """Send what waited during the suspension on the new connection, in order."""
+        for method, argument in resumption.queued:
+            getattr(control, method)(argument)
 
     def announce(self, resumption: Resumption, peer) -> None:
         """Log a resume and tell the application (after ``resumed`` went out)."""
