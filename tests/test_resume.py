@@ -11,34 +11,19 @@ from gamesession.protocol.wire import ErrorCode
 from gamesession.server.limits import Limits, LoginAttempts
 from gamesession.server.resume import ResumeRefused as ServerResumeRefused
 
-from fakes import Harness
+from fakes import Harness, RecordingApp
 
 USERS = {"alice": "pw", "bob": "pw2"}
 
 
-class Recorder:
-    """An application that records every event it is told."""
-
-    def __init__(self):
-        self.events = []
-
-    def session_started(self, session):
-        self.events.append(("started", session.user))
-
-    def session_ended(self, session, reason):
-        self.events.append(("ended", session.user, reason))
+class Recorder(RecordingApp):
+    """RecordingApp that is also told about suspensions and resumes."""
 
     def session_suspended(self, session):
         self.events.append(("suspended", session.user))
 
     def session_resumed(self, session):
         self.events.append(("resumed", session.user))
-
-    def datagram_received(self, session, payload):
-        session.send_datagram(payload)
-
-    def message_received(self, session, payload):
-        session.send_message(payload)
 
 
 def make(grace=20.0, **kw):
