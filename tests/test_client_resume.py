@@ -56,6 +56,8 @@ async def test_a_reset_connection_resumes_the_same_session(server, proxy):  # no
     from twisted.internet import reactor
     client = await connect_via(proxy, server)
     events = Events(client)
+    before = []
+    client.before_reconnect = lambda: before.append(proxy.accepted)
     await client.ping()
     session = server.registry.by_user["alice"]
     old_token = session.token
@@ -67,6 +69,7 @@ async def test_a_reset_connection_resumes_the_same_session(server, proxy):  # no
     client.on_message = got.callback
     assert await events.back.addTimeout(5, reactor) is True
     assert events.seen == ["reconnecting", "resumed"]
+    assert before == [1]  # called once, before the second connection
     assert client.resumed == 1 and client.relogins == 0
     assert server.registry.by_user["alice"] is session and session.token != old_token
     assert client.core.channel.token == session.token

@@ -71,6 +71,8 @@ class GameClient:
     ``on_reconnected(resumed)`` (back: True when the session resumed, False
     when it had to log in again), ``on_resume_failed(reason)`` (given up; the
     client then closes).  ``resumed`` counts resumes, ``relogins`` fallbacks.
+    ``before_reconnect()`` runs (and is awaited) before each reconnect
+    attempt: ``gamesession ping --knock`` knocks again there.
     """
 
     log = Logger()
@@ -103,6 +105,8 @@ class GameClient:
         self.on_reconnecting = None  # callable(reason)
         self.on_reconnected = None  # callable(resumed: bool)
         self.on_resume_failed = None  # callable(reason)
+        # Called (and awaited, if it returns a Deferred) before each reconnect attempt.
+        self.before_reconnect = None
         self.dropped = 0
         self.resumed = 0
         self.relogins = 0

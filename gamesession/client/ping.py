@@ -15,7 +15,8 @@ from gamesession.client.address import split_host_port
 from gamesession.client.gameclient import GameClient
 from gamesession.protocol.clientcore import LoginFailed
 from gamesession.protocol.handshake import ServerKeyMismatch
-from gamesession.knock.client import knock_and_connect
+from gamesession.knock.client import DEFAULT_SETTLE as KNOCK_SETTLE
+from gamesession.knock.client import knock, knock_and_connect
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
@@ -95,6 +96,11 @@ async def ping_main(reactor, args, server_key):
         raise SystemExit(1)
     print("logged in to {} as {}; UDP to {}:{}".format(
         server, client.welcome.user, client.server_udp[0], client.server_udp[1]))
+    if getattr(args, "knock", None):
+        async def knock_again():
+            await knock(reactor, host, args.knock, secret=args.knock_secret)
+            await task.deferLater(reactor, KNOCK_SETTLE, lambda: None)
+        client.before_reconnect = lambda: defer.ensureDeferred(knock_again())
     client.on_reconnecting = lambda reason: print("reconnecting... ({})".format(reason))
     client.on_reconnected = lambda resumed: print(
         "resumed the session" if resumed else "logged in again (the session could not resume)")

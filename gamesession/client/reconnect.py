@@ -65,6 +65,8 @@ async def reconnect(client, reason: str) -> None:
         if resume_session and remaining <= 0:
             return client._give_up("disconnected", "the resume grace ran out")
         try:
+            if client.before_reconnect is not None:  # e.g. knock again: a grant may have ended
+                await defer.maybeDeferred(client.before_reconnect)
             await client._open_control(resume_session, max(0.5, min(client.timeout, remaining)))
         except ResumeRefused as refused:
             if refused.final:
