@@ -70,8 +70,8 @@ def test_no_nonce_is_ever_reused_across_channel_switches(ops):
                 # Datagrams the server sealed before the switch may still arrive.
                 for packet in late:
                     try:
-                        assert core.datagram_received(packet) in [(Kind.DATA, b"late"),
-                                                                  (Kind.DISCONNECT, b"replaced")]
+                        # (the old session's DISCONNECT after a relogin is dropped: superseded)
+                        assert core.datagram_received(packet) == (Kind.DATA, b"late")
                     except Drop:
                         pass
                 late = []

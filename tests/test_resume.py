@@ -6,7 +6,7 @@ from twisted.internet import defer
 
 from gamesession.protocol import resume, wire
 from gamesession.protocol.clientcore import LoginFailed, MessageData, Pong, Resumed, ResumeRefused, Welcome
-from gamesession.protocol.datagram import Kind
+from gamesession.protocol.datagram import Drop, Kind
 from gamesession.protocol.wire import ErrorCode
 from gamesession.server.limits import Limits, LoginAttempts
 from gamesession.server.resume import ResumeRefused as ServerResumeRefused
@@ -196,6 +196,22 @@ def test_kick_while_suspended_says_so_over_udp():
     session.kick()
     [(packet, _)] = harness.udp_sent()
     assert core.datagram_received(packet) == (Kind.DISCONNECT, b"kicked")
+
+
+def test_the_old_sessions_disconnect_after_a_fallback_login_is_superseded():
+    # The fallback login replaces the old session, whose DISCONNECT "replaced"
+    # may arrive after the new welcome: it must not end the new session.
+    harness, _ = make()
+    connection, session = harness.logged_in()
+    core = connection.core
+    udp_ping(harness, core, session)
+    connection.lose()
+    [welcome] = harness.connect().resume(core, resume_session=False)
+    assert session.ended == "replaced"
+    [(packet, _)] = harness.udp_sent()
+    with pytest.raises(Drop) as info:
+        core.datagram_received(packet)
+    assert info.value.reason == "superseded"
 
 
 def test_replayed_resume_handshake_is_refused():

@@ -120,11 +120,18 @@ class GameClient:
 
     @classmethod
     async def connect(cls, reactor, host, port, server_key, user, password="",
-                      framing="int16", udp_host=None, udp_port=None, timeout=10.0):
-        """Log in and open the UDP channel; raise LoginFailed, ServerKeyMismatch, ..."""
+                      framing="int16", udp_host=None, udp_port=None, timeout=10.0,
+                      auto_resume=True, fallback_login=True):
+        """Log in and open the UDP channel; raise LoginFailed, ServerKeyMismatch, ...
+
+        With ``auto_resume`` the client resumes by itself after a dropped
+        control connection; with ``fallback_login`` it logs in again (with
+        ``user`` and ``password``) when the server refuses the resume.
+        """
         endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
         client = cls(reactor, ClientCore(bytes(server_key), user, password), framing,
-                     endpoint=endpoint, timeout=timeout)
+                     endpoint=endpoint, timeout=timeout, auto_resume=auto_resume,
+                     fallback_login=fallback_login)
         await client._login(endpoint, udp_host, udp_port, timeout)
         return client
 

@@ -16,7 +16,7 @@ one under the new key.
 import attrs
 
 from gamesession.protocol import resume, wire
-from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, split_header
+from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
@@ -221,6 +221,10 @@ class ClientCore:
             if previous is None or token != previous.token:
                 raise Drop("unknown_token")
             kind, payload, _ = previous.open(counter, box)
+            if kind == Kind.DISCONNECT:
+                # About the state before the switch (our own fallback login
+                # replacing the old session): the current session goes on.
+                raise Drop("superseded")
             return kind, payload
         kind, payload, _ = channel.open(counter, box)
         self.previous_channel = None
