@@ -154,3 +154,21 @@ def test_backoff_doubles_is_jittered_and_bounded():
     spread = Backoff(0.1, 1.0)
     for _ in range(100):
         assert 0.025 <= spread.next() <= 1.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_many_attempts_is_waited_out_not_fatal(server, proxy):  # noqa: F811
+    # After a server restart many clients behind one address present unknown
+    # tickets at once and trip the per-address backoff: the client waits and retries.
+    from twisted.internet import reactor
+    client = await connect_via(proxy, server)
+    events = Events(client)
+    attempts = server.login_factory.limits.attempts
+    for _ in range(attempts.free + 1):
+        attempts.failed("127.0.0.1", reactor.seconds())
+    assert attempts.wait("127.0.0.1", reactor.seconds()) > 0.5
+    proxy.cut("rst")
+    assert await events.back.addTimeout(10, reactor) is True
+    assert server.registry.stats.resumes["too_many_attempts"] >= 1
+    assert client.resumed == 1
+    assert await client.logout() == "logout"

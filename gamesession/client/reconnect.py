@@ -17,10 +17,12 @@ from twisted.logger import Logger
 
 from gamesession.protocol.clientcore import LoginFailed, ResumeRefused
 from gamesession.protocol.handshake import ServerKeyMismatch
-from gamesession.protocol.wire import ProtocolError
+from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 DEFAULT_INITIAL = 0.05
 DEFAULT_MAXIMUM = 2.0
+# Attempts of a fallback login (no grace bounds it) before giving up.
+MAX_LOGIN_RETRIES = 8
 
 log = Logger()
 
@@ -77,14 +79,23 @@ async def reconnect(client, reason: str) -> None:
             resume_session = False
             continue
         except (LoginFailed, ServerKeyMismatch, ProtocolError) as e:
-            return client._give_up("error: {}".format(e), str(e))
+            if getattr(e, "code", None) != ErrorCode.TOO_MANY_ATTEMPTS:
+                return client._give_up("error: {}".format(e), str(e))
+            # 429: many clients behind one address came back at once (a server
+            # restart made their tickets unknown): wait as for a network error.
+            failure = e
         except RETRYABLE as e:
+            failure = e
+        else:
+            failure = None
+        if failure is not None:
             delay = backoff.next()
-            log.debug("reconnect attempt failed ({error}); next in {delay:.2f}s", error=e, delay=delay)
+            log.debug("reconnect attempt failed ({error}); next in {delay:.2f}s",
+                      error=failure, delay=delay)
             if resume_session and reactor.seconds() + delay >= deadline:
-                return client._give_up("disconnected", "could not reconnect: {}".format(e))
-            if not resume_session and backoff.attempts > 8:
-                return client._give_up("disconnected", "could not log in again: {}".format(e))
+                return client._give_up("disconnected", "could not reconnect: {}".format(failure))
+            if not resume_session and backoff.attempts > MAX_LOGIN_RETRIES:
+                return client._give_up("disconnected", "could not log in again: {}".format(failure))
             await task.deferLater(reactor, delay, lambda: None)
             continue
         if client.end_reason is not None:  # ended meanwhile (UDP DISCONNECT, timeout)

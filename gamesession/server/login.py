@@ -168,14 +168,14 @@ class LoginProtocol:
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def fail(self, code: ErrorCode, reason: str) -> None:
-        """Answer bad input with an error and close; the session (if any) ends."""
+    def fail(self, code: ErrorCode, reason: str, message: "dict | None" = None) -> None:
+        """Answer bad input with an error (``message``, if given) and close; the session (if any) ends."""
         if self.state == "closed":
             return
         self.factory.registry.stats.protocol_errors[code.name.lower()] += 1
         self.log.debug("closing {peer}: {code} {reason}", peer=self.transport.getPeer(),
                        code=int(code), reason=reason)
-        self.send_message(wire.error(code, reason))
+        self.send_message(message or wire.error(code, reason))
         self.state = "closed"
         self._login_settled()
         self._end_session()
@@ -326,12 +326,7 @@ class LoginProtocol:
             registry.stats.resumes[refused.outcome] += 1
             self.log.info("resume refused from {peer}: {reason}", peer=self.transport.getPeer().host,
                           reason=refused.reason, event="resume", outcome=refused.outcome)
-            registry.stats.protocol_errors[refused.code.name.lower()] += 1
-            self.send_message(getattr(refused, "message", None) or wire.error(refused.code, refused.reason))
-            self.state = "closed"
-            self._login_settled()
-            self._close()
-            return
+            return self.fail(refused.code, refused.reason, getattr(refused, "message", None))
         session = self.session = resumption.session
         self.user = session.user
         self._login_settled()
