@@ -172,3 +172,20 @@ async def test_too_many_attempts_is_waited_out_not_fatal(server, proxy):  # noqa
     assert server.registry.stats.resumes["too_many_attempts"] >= 1
     assert client.resumed == 1
     assert await client.logout() == "logout"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resume_refused_for_good_ends_the_client_without_a_login(server, proxy):  # noqa: F811
+    from twisted.internet import reactor
+    client = await connect_via(proxy, server)
+    await client.ping()
+    proxy.refusing = True
+    proxy.cut("rst")
+    await sleep(0.2)
+    transport, server.registry.transport = server.registry.transport, None
+    server.registry.by_user["alice"].kick()  # the UDP DISCONNECT does not reach the client
+    server.registry.transport = transport
+    proxy.refusing = False
+    assert await client.wait_closed().addTimeout(5, reactor) == "kicked"
+    assert server.registry.stats.resumes["resume_ended"] == 1
+    assert server.registry.stats.logins["ok"] == 1  # no fallback login after a kick
