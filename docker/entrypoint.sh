@@ -60,10 +60,11 @@ set -- --login "$login" \
     ${GAMESESSION_EXTRA_ARGS:-} \
     "$@"
 
+# The server logs its public key at every start ("server public key: ..."),
+# so the key appears once in the container log.
 if [ ! -e "$key_file" ]; then
     echo "entrypoint: creating the server key $key_file (kept on the volume)"
-    gamesession keygen --key-file "$key_file"
+    gamesession keygen --quiet --key-file "$key_file"
 fi
-echo "entrypoint: server public key: $(gamesession pubkey --key-file "$key_file")"
 
 exec twistd -n --pidfile= gamesession "$@"

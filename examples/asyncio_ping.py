@@ -2,10 +2,14 @@
 
     python examples/asyncio_ping.py HOST PORT SERVER_KEY [USER [PASSWORD]]
 
+(with gamesession installed, or ``PYTHONPATH=.`` from the checkout).
+SERVER_KEY is what ``gamesession pubkey`` prints, or @FILE holding it.
+
 Shows what a pygame or asyncio game loop does: frame TCP itself (int16
 framing here), feed frames and datagrams to ClientCore, send what it returns.
 """
 
+import argparse
 import asyncio
 import os
 import struct
@@ -76,5 +80,18 @@ async def main(host, port, server_key, user="guest", password=""):
     return received
 
 
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Log in to a gamesession server from plain asyncio, ping 3 times, log out.")
+    parser.add_argument("host", help="the server's address, e.g. 127.0.0.1")
+    parser.add_argument("port", type=int, help="the login port, e.g. 7000")
+    parser.add_argument("server_key", help="the server's public key (gamesession pubkey) or @FILE")
+    parser.add_argument("user", nargs="?", default="guest", help="user name (default: guest)")
+    parser.add_argument("password", nargs="?", default="", help="password (default: empty)")
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(0 if asyncio.run(main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])) else 1)
+    args = parse_args()
+    sys.exit(0 if asyncio.run(main(args.host, args.port, args.server_key, args.user,
+                                   args.password)) else 1)

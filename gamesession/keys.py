@@ -14,11 +14,12 @@ from nacl.public import PrivateKey, PublicKey
 KEY_SIZE = 32
 
 
-class KeyFileError(Exception):
+class KeyFileError(ValueError):
     """A key file or key text that cannot be used; the message says why."""
 
 
 def encode_key(raw: bytes) -> str:
+    """The 44-character base64 text of a 32-byte key."""
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -36,6 +37,7 @@ def decode_key(text: str) -> bytes:
 
 
 def public_key_text(private: PrivateKey) -> str:
+    """What ``gamesession pubkey`` prints: the public half, in base64."""
     return encode_key(bytes(private.public_key))
 
 
@@ -49,6 +51,8 @@ def write_private_key(path: str, private: PrivateKey, force: bool = False) -> No
             "{} exists; pass --force to replace it (clients pinned to its "
             "public key will no longer connect)".format(path)
         )
+    except OSError as e:
+        raise KeyFileError("cannot write key file {}: {}".format(path, e.strerror))
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         f.write(encode_key(bytes(private)) + "\n")
@@ -90,3 +94,28 @@ def read_public_key(spec: str) -> PublicKey:
     """
     text = _read_text(spec[1:], "public key file") if spec.startswith("@") else spec
     return PublicKey(decode_key(text))
+
+
+def server_key_bytes(key) -> bytes:
+    """The 32 raw bytes of a pinned server key given in any usual form.
+
+    Accepts what ``gamesession pubkey`` prints (base64 text, as ``str`` or as
+    ``bytes``), the 32 raw bytes, or a ``nacl.public.PublicKey``; anything
+    else raises KeyFileError (a ValueError) saying what was expected.
+    """
+    if isinstance(key, PublicKey):
+        return bytes(key)
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+        if len(raw) == KEY_SIZE:
+            return raw
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFileError("a server key is {} raw bytes or its base64 text; got {} bytes"
+                               .format(KEY_SIZE, len(raw)))
+        return decode_key(text)
+    if isinstance(key, str):
+        return decode_key(key)
+    raise KeyFileError("a server key is base64 text (what `gamesession pubkey` prints), "
+                       "{} raw bytes or a PublicKey, not {}".format(KEY_SIZE, type(key).__name__))

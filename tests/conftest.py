@@ -62,10 +62,23 @@ def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
     wait_for_tcp(port, process, timeout)
 
 
+def login_endpoint(port: int, host: str = "127.0.0.1") -> str:
+    """The ``--login`` endpoint listening on ``host`` (IPv4 or IPv6)."""
+    if ":" in host:
+        return "tcp6:{}:interface={}".format(port, host.replace(":", "\\:"))
+    return "tcp:{}:interface={}".format(port, host)
+
+
 def child_env(plugin_path: str) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([plugin_path, ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     return env
+
+
+# Like the installed ``twistd`` script: the current directory is not on sys.path
+# (``python -c`` would put it there).
+TWISTD = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "from twisted.scripts.twistd import run; run()")
 
 
 @pytest.fixture
@@ -73,17 +86,20 @@ def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
     servers = []
 
-    def start(*options, wait=True):
-        login_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
+    def start(*options, wait=True, host="127.0.0.1"):
+        """``host``: the loopback address both ports bind ("::1" for IPv6)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        login_port = free_port(family=family, host=host)
+        udp_port = free_port(socket.SOCK_DGRAM, family=family, host=host)
         key = PrivateKey.generate()
         key_file = str(tmp_path / "server-{}.key".format(len(servers)))
         write_private_key(key_file, key)
         log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
         argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            sys.executable, "-c", TWISTD,
             "-n", "--pidfile=", "--logfile=" + log_path, "gamesession",
-            "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
-            "--udp", str(udp_port), "--interface", "127.0.0.1",
+            "--login", login_endpoint(login_port, host),
+            "--udp", str(udp_port), "--interface", host,
             "--key-file", key_file,
         ] + list(options)
         process = subprocess.Popen(argv, env=child_env(plugin_path), cwd=str(tmp_path),
@@ -93,7 +109,7 @@ def start_server(plugin_path, tmp_path):
         servers.append(server)
         if wait:
             try:
-                wait_for_port(login_port, process=process)
+                wait_for_tcp(login_port, process, 10.0, host=host)
             except RuntimeError:
                 raise RuntimeError("twistd did not start: {}".format(process.stderr.read().decode()))
         return server
@@ -103,9 +119,15 @@ def start_server(plugin_path, tmp_path):
         server.stop(sig=9)
 
 
-def run_cli(plugin_path, *args, timeout=30):
-    """Run ``gamesession ...`` as a user would; returns CompletedProcess."""
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
-        + list(args),
-        env=child_env(plugin_path), capture_output=True, text=True, timeout=timeout)
+CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
+
+
+def run_cli(plugin_path, *args, timeout=30, env=None):
+    """Run ``gamesession ...`` as a user would; returns CompletedProcess.
+
+    ``env``: extra environment variables for the command.
+    """
+    full_env = child_env(plugin_path)
+    full_env.update(env or {})
+    return subprocess.run(CLI + list(args), env=full_env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)

@@ -112,6 +112,7 @@ def run_entrypoint(tmp_path: Path, env: dict, *args: str) -> list[str]:
         "args = sys.argv[1:]\n"
         "path = args[args.index('--key-file') + 1]\n"
         "if args[0] == 'keygen':\n"
+        "    assert '--quiet' in args\n"
         "    open(path, 'x').write('secret')\n"
         "    open(path + '.keygens', 'a').write('x')\n"
         "elif args[0] == 'pubkey':\n"
@@ -128,7 +129,8 @@ def run_entrypoint(tmp_path: Path, env: dict, *args: str) -> list[str]:
         capture_output=True, text=True, timeout=30, env=full_env,
     )
     assert done.returncode == 0, done.stderr
-    assert "server public key: PUBKEY" in done.stdout
+    # The server logs its key itself; the entrypoint adds no copy of it.
+    assert "PUBKEY" not in done.stdout
     return json.loads(log.read_text())
 
 
@@ -341,6 +343,7 @@ def test_entrypoint_runs_the_real_server_and_keeps_its_key(plugin_path, tmp_path
                 proc.wait()
         log = log_path.read_text()
         assert "server public key: " + printed in log
+        assert log.count(printed) == 1, log  # once: keygen and the entrypoint are quiet
         assert ("creating the server key" in log) == (run == 0)
         assert "session started: user=alice" in log
         assert "Traceback" not in log
@@ -359,3 +362,87 @@ def test_knock_override_publishes_every_knock_port(tmp_path):
     argv = run_entrypoint(tmp_path, service["environment"] | {
         "GAMESESSION_KEY_FILE": str(tmp_path / "data" / "k")})
     assert option(argv, "--knock") == "7102,7101,7103"
+
+
+# -- the build context (.dockerignore, issue 12 item 15) ------------------------
+
+
+def dockerignore_patterns(path: Path) -> list:
+    """(exclude?, regex) per line, as Docker's fileutils.PatternMatcher reads them."""
+    import posixpath
+    import re
+
+    patterns = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exclude = not line.startswith("!")
+        line = posixpath.normpath(line.lstrip("!").strip().lstrip("/"))
+        regex, i = "", 0
+        while i < len(line):
+            if line.startswith("**/", i):
+                regex, i = regex + "(?:.*/)?", i + 3
+            elif line.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif line[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif line[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            else:
+                regex, i = regex + re.escape(line[i]), i + 1
+        patterns.append((exclude, re.compile(regex + r"\Z")))
+    return patterns
+
+
+def ignored(patterns, path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents wins."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    result = False
+    for exclude, regex in patterns:
+        if any(regex.match(c) for c in candidates):
+            result = exclude
+    return result
+
+
+def test_the_root_dockerignore_keeps_secrets_and_litter_out_of_every_build():
+    # Only the root file: the classic builder and docker-compose 1.29 read no other.
+    assert not (DOCKER / "Dockerfile.dockerignore").exists()
+    patterns = dockerignore_patterns(ROOT / ".dockerignore")
+    for path in ("gamesession.key", "data/gamesession.key", "docker/server.key", "knock.secret",
+                 "docker/.env", ".env", "docker/prod.env", "users.txt", ".git/HEAD",
+                 ".git/objects/ab/cdef", "tests/test_tap.py", "tests/conftest.py",
+                 "build/lib/gamesession/keys.py", "gamesession.egg-info/PKG-INFO",
+                 "dist/gamesession-0.1.0.tar.gz", "gamesession/__pycache__/keys.cpython-311.pyc",
+                 ".ci/run", ".venv/bin/python"):
+        assert ignored(patterns, path), path
+    # What `pip install .` and the Dockerfile's COPY instructions need.
+    for path in ("setup.cfg", "pyproject.toml", "README.md", "gamesession/__init__.py",
+                 "gamesession/keys.py", "gamesession/server/tap.py",
+                 "twisted_plugins/gamesession_plugin.py", "docker/entrypoint.sh",
+                 "docker/Dockerfile"):
+        assert not ignored(patterns, path), path
+
+
+def test_everything_the_package_holds_passes_the_dockerignore():
+    import subprocess as sp
+    tracked = sp.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    patterns = dockerignore_patterns(ROOT / ".dockerignore")
+    for path in tracked.stdout.split():
+        if path.startswith(("gamesession/", "twisted_plugins/")) or path in (
+                "setup.cfg", "pyproject.toml", "README.md"):
+            assert not ignored(patterns, path), path
+
+
+def test_docker_readme_states_the_measured_source_addresses():
+    text = " ".join((DOCKER / "README.md").read_text().split())
+    # Measured on Docker 20.10 (issue 12): remote IPv4 keeps its address with the
+    # defaults; IPv6 and the host's own clients appear as the bridge gateway.
+    assert "| another machine over IPv4 | its real address (kernel DNAT) | its real address |" in text
+    assert "another machine over IPv6" in text and "the bridge gateway" in text
+    assert "By default Docker may hand published-port traffic" not in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "must keep source addresses real: disable Docker's userland proxy" not in readme

@@ -6,7 +6,6 @@ import stat
 import pytest
 
 from gamesession.client import cli
-from gamesession.client.address import split_host_port
 from gamesession.keys import KeyFileError, read_public_key
 
 
@@ -45,11 +44,11 @@ def test_ping_with_unusable_key_is_one_line(capsys):
     assert capsys.readouterr().err.startswith("gamesession ping: --server-key:")
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("example.org", ("example.org", 7000)),
-    ("example.org:17000", ("example.org", 17000)),
-    ("[::1]:9", ("::1", 9)),
-    ("::1", ("::1", 7000)),
-])
-def test_split_host_port(text, expected):
-    assert split_host_port(text, 7000) == expected
+
+
+def test_keygen_quiet_prints_nothing(tmp_path, capsys):
+    path = str(tmp_path / "server.key")
+    assert cli.main(["keygen", "--quiet", "--key-file", path]) is None
+    assert capsys.readouterr().out == ""
+    assert cli.main(["pubkey", "--key-file", path]) is None
+    assert len(capsys.readouterr().out.strip()) == 44

@@ -254,3 +254,16 @@ def test_make_service_wires_the_limits(tmp_path):
     assert (limits.pending.max_total, limits.pending.max_per_address) == (7, 3)
     assert limits.max_send_buffer == 1234 and limits.attempts.free == 9
     assert service.registry.datagram_rate == 0
+
+
+def test_the_backoff_wait_reads_as_whole_seconds_in_the_singular_too():
+    limits = L.Limits(attempts=L.LoginAttempts(free=1, backoff=4.0, backoff_max=60.0))
+    server = Harness(application=RecordingApp(), limits=limits, users={"alice": "pw"})
+    for _ in range(10):  # wrong passwords until the server holds the address back
+        refused = [e for e in server.connect().attempt_login("alice", "wrong") if error_codes([e])]
+        if refused[0].code == ErrorCode.TOO_MANY_ATTEMPTS:
+            break
+    server.clock.advance(3.5)  # 0.5 s of the 4 s backoff left
+    refused = [e for e in server.connect().attempt_login("alice", "pw") if error_codes([e])]
+    assert refused[0].code == ErrorCode.TOO_MANY_ATTEMPTS
+    assert refused[0].reason.endswith("try again in 1 second"), refused[0].reason

@@ -26,9 +26,9 @@ def metrics_server(**registry_options):
     return Harness(framing="line", **registry_options)
 
 
-def log_in(server, user):
-    """Log ``user`` in over TCP and send the first UDP packet; the client core."""
-    connection, _ = server.logged_in(user, "")
+def log_in(server, user, host="127.0.0.1"):
+    """Log ``user`` in over TCP from ``host`` and send the first UDP packet; the client core."""
+    connection, _ = server.logged_in(user, "", host=host)
     core = connection.core
     server.registry.datagram_received(core.datagram(Kind.KEEPALIVE), CLIENT_UDP)
     return core, connection.protocol

@@ -8,7 +8,7 @@ from gamesession.protocol.datagram import Kind
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
-from test_metrics import CLIENT_UDP, Server
+from test_metrics import CLIENT_UDP, log_in, metrics_server
 
 
 def events(captured, name):
@@ -50,8 +50,8 @@ def test_summary_is_silent_when_nothing_was_dropped():
 
 
 def test_bad_datagrams_are_not_logged_one_by_one():
-    server = Server()
-    core, _ = server.login("alice")
+    server = metrics_server()
+    core, _ = log_in(server, "alice")
     with capturedLogs() as captured:
         for _ in range(100):
             server.registry.datagram_received(b"junk", CLIENT_UDP)
@@ -61,9 +61,9 @@ def test_bad_datagrams_are_not_logged_one_by_one():
 
 
 def test_login_and_logout_events_carry_fields():
-    server = Server()
+    server = metrics_server()
     with capturedLogs() as captured:
-        core, _ = server.login("alice")
+        core, _ = log_in(server, "alice")
         server.registry.datagram_received(core.datagram(Kind.DISCONNECT), CLIENT_UDP)
     [login] = events(captured, "login")
     assert (login["user"], login["outcome"], login["peer"]) == ("alice", "ok", "127.0.0.1")
@@ -72,20 +72,20 @@ def test_login_and_logout_events_carry_fields():
 
 
 def test_kick_and_replaced_log_a_kick_event():
-    server = Server()
+    server = metrics_server()
     with capturedLogs() as captured:
-        server.login("alice")
+        log_in(server, "alice")
         server.registry.by_user["alice"].kick()
-        server.login("bob")
-        server.login("bob", port=50001)  # duplicate login: the old one is replaced
+        log_in(server, "bob")
+        log_in(server, "bob")  # duplicate login: the old one is replaced
     kicks = events(captured, "kick")
     assert [(e["user"], e["reason"]) for e in kicks] == [("alice", "kicked"), ("bob", "replaced")]
     assert kicks[0]["address"] == CLIENT_UDP
 
 
 def test_timeout_logs_a_timeout_event_with_idle_time():
-    server = Server(keepalive=2.0, session_timeout=10.0)
-    server.login("alice")
+    server = metrics_server(keepalive=2.0, session_timeout=10.0)
+    log_in(server, "alice")
     with capturedLogs() as captured:
         server.clock.advance(10.5)
         server.registry.sweep()

@@ -102,3 +102,123 @@ def test_sigterm_tells_clients_and_exits_zero_quickly(start_server, plugin_path)
         client.wait()
     assert "reason=shutdown" in server.log()
 
+
+
+# -- first use: the hints a wrong option gets (issue 12) -----------------------------
+
+
+def test_line_client_against_an_int16_server_names_the_framing(start_server, plugin_path):
+    server = start_server()
+    result = ping(plugin_path, server, "--framing", "line", "--timeout", "3")
+    assert result.returncode == 1
+    assert "not line-framed" in result.stderr and "try --framing int16" in result.stderr, \
+        result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_int16_client_against_a_line_server_times_out_with_a_framing_hint(
+        start_server, plugin_path):
+    server = start_server("--framing", "line")
+    result = ping(plugin_path, server, "--timeout", "1")
+    assert result.returncode == 1
+    assert "timed out" in result.stderr and "--framing" in result.stderr, result.stderr
+
+
+def test_no_udp_back_says_so(start_server, plugin_path):
+    server = start_server()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # a port that never answers
+        silent.bind(("127.0.0.1", 0))
+        result = ping(plugin_path, server, "--udp-port", str(silent.getsockname()[1]),
+                      "--timeout", "0.3")
+    assert result.returncode == 1
+    assert "3 sent, 0 received, 100% loss" in result.stdout
+    assert "no UDP reply came back" in result.stderr and "--udp-port" in result.stderr, \
+        result.stderr
+
+
+def test_private_key_file_given_as_server_key_is_named(start_server, plugin_path):
+    server = start_server()
+    result = ping(plugin_path, server, "--server-key", "@" + server.key_file)
+    assert result.returncode == 1
+    assert "is the server's private key" in result.stderr, result.stderr
+    assert "gamesession pubkey --key-file" in result.stderr
+
+
+def test_password_from_a_file_or_the_environment(start_server, plugin_path, tmp_path):
+    server = start_server("--auth", "memory:alice:secret")
+    password_file = tmp_path / "password"
+    password_file.write_text("secret\n")
+    result = ping(plugin_path, server, "--user", "alice", "--password-file", str(password_file))
+    assert result.returncode == 0, result.stderr
+    result = run_cli(plugin_path, "ping", "--server", "127.0.0.1:{}".format(server.login_port),
+                     "--server-key", server.public_key, "--user", "alice", "--count", "1",
+                     env={"GAMESESSION_PASSWORD": "secret"})
+    assert result.returncode == 0, result.stderr
+    # No password and no terminal: no prompt, the server's refusal.
+    result = ping(plugin_path, server, "--user", "alice")
+    assert result.returncode == 1 and "auth failed" in result.stderr
+
+
+def test_password_prompt_on_a_terminal(start_server, plugin_path):
+    import os
+    import pty
+    import select
+    import subprocess
+
+    from conftest import CLI, child_env
+
+    server = start_server("--auth", "memory:alice:secret")
+    master, slave = pty.openpty()
+    env = child_env(plugin_path)
+    env.pop("GAMESESSION_PASSWORD", None)
+    process = subprocess.Popen(
+        CLI + ["ping", "--server", "127.0.0.1:{}".format(server.login_port),
+               "--server-key", server.public_key, "--user", "alice", "--count", "1"],
+        stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        while b"password for alice" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
+        assert b"password for alice on 127.0.0.1:" in seen, seen
+        os.write(master, b"secret\n")
+        while process.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+        assert process.wait(timeout=10) == 0, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    assert b"1 sent, 1 received" in seen
+    assert b"secret" not in seen.split(b"password for alice")[1].split(b"logged in")[0]
+
+
+def test_app_module_in_the_current_directory(start_server, plugin_path, tmp_path):
+    game = tmp_path / "mygame"
+    game.mkdir()
+    (game / "__init__.py").write_text("")
+    (game / "server.py").write_text(
+        "from gamesession.server.application import EchoApplication\n"
+        "class Game(EchoApplication):\n"
+        "    def session_started(self, session):\n"
+        "        print('mygame session for', session.user)\n")
+    server = start_server("--app", "mygame.server.Game")  # twistd runs in tmp_path
+    result = ping(plugin_path, server)
+    assert result.returncode == 0, result.stderr
+    assert "mygame session for guest" in server.log()
+
+
+def test_ping_an_ipv6_server(start_server, plugin_path):
+    server = start_server(host="::1")
+    result = run_cli(plugin_path, "ping", "--server", "[::1]:{}".format(server.login_port),
+                     "--server-key", server.public_key, "--count", "2", "--interval", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "UDP to [::1]:{}".format(server.udp_port) in result.stdout
+    assert SUMMARY.match(result.stdout.strip().splitlines()[-1])

@@ -143,3 +143,55 @@ def test_no_early_handler_when_the_reactor_already_runs(monkeypatch):
     from fakes import Harness
     tap.GameSessionService(Harness().registry, reactor, "pk", guests=False).startService()
     assert installed == {}
+
+
+GAME = '''
+from gamesession.server.application import EchoApplication
+
+
+class Game(EchoApplication):
+    def session_started(self, session):
+        session.send_message(b"hello from mygame")
+'''
+
+
+def write_game(directory, body=GAME, module="server"):
+    package = directory / "mygame"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / (module + ".py")).write_text(body)
+
+
+@pytest.fixture
+def in_game_directory(tmp_path, monkeypatch):
+    """A fresh directory as the current one, and sys.path/modules restored afterwards."""
+    import sys
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    return tmp_path
+
+
+def test_app_is_found_in_the_current_directory(in_game_directory):
+    write_game(in_game_directory)
+    assert type(parse("--app", "mygame.server.Game")["application"]).__name__ == "Game"
+
+
+@pytest.mark.parametrize("body, shown", [
+    ("import nosuchdependency\n", "No module named 'nosuchdependency'"),
+    ("def broken(:\n", "SyntaxError"),
+    ("raise RuntimeError('config missing')\n", "RuntimeError: config missing"),
+    ("x = 1\n", "mygame.server has no attribute 'Game'"),
+])
+def test_app_errors_show_the_underlying_error(in_game_directory, body, shown):
+    write_game(in_game_directory, body)
+    with pytest.raises(usage.UsageError) as info:
+        parse("--app", "mygame.server.Game")
+    assert shown in str(info.value)
+
+
+def test_app_not_found_says_where_it_looked(in_game_directory):
+    with pytest.raises(usage.UsageError) as info:
+        parse("--app", "nosuchgame.Game")
+    assert "no module named 'nosuchgame'" in str(info.value)
+    assert "current directory" in str(info.value)

@@ -11,47 +11,62 @@ def _payload(text):
     return value
 
 
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+    parse.__name__ = "positive " + kind.__name__  # argparse names the type in its error
+    return parse
+
+
+POSITIVE_INT, POSITIVE_FLOAT = _positive(int), _positive(float)
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     sub.required = True
 
     p = sub.add_parser("udp", help="datagrams/s and RTT: gamesession against a plain Twisted echo")
-    p.add_argument("--seconds", type=float, default=5.0, help="length of the throughput phase")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=5.0, help="length of the throughput phase")
     p.add_argument("--payload", type=_payload, default=64,
                    help="application payload bytes per datagram (64, 512, 1200, ...)")
-    p.add_argument("--window", type=int, default=64, help="packets kept in flight")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--window", type=POSITIVE_INT, default=64, help="packets kept in flight")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=3,
                    help="throughput rounds, alternating baseline and gamesession; the best counts")
-    p.add_argument("--latency-seconds", type=float, default=None,
+    p.add_argument("--latency-seconds", type=POSITIVE_FLOAT, default=None,
                    help="length of the light-load RTT phase (one packet in flight; default seconds/2)")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=5.0, help="length of the login phase")
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=64, help="clients logging in at once")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
-    p.add_argument("--sessions", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=2.0, help="length of each throughput phase")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--sessions", type=POSITIVE_INT, default=1000, help="sessions to hold")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=2.0, help="length of each throughput phase")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=3,
                    help="throughput phases with 1 and with N sessions; the best of each counts")
-    p.add_argument("--payload", type=_payload, default=64)
-    p.add_argument("--window", type=int, default=64)
-    p.add_argument("--concurrency", type=int, default=64, help="clients logging in at once")
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--payload", type=_payload, default=64,
+                   help="application payload bytes per datagram")
+    p.add_argument("--window", type=POSITIVE_INT, default=64, help="packets kept in flight")
+    p.add_argument("--concurrency", type=POSITIVE_INT, default=64, help="clients logging in at once")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
-    p.add_argument("--packets", type=int, default=50000)
-    p.add_argument("--payload", type=_payload, default=64)
-    p.add_argument("--sessions", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--packets", type=POSITIVE_INT, default=50000, help="packets per round")
+    p.add_argument("--payload", type=_payload, default=64,
+                   help="application payload bytes per datagram")
+    p.add_argument("--sessions", type=POSITIVE_INT, default=1, help="sessions the packets are spread over")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="rounds; the best counts")
     p.add_argument("--profile", action="store_true", help="print a cProfile of one round")
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("report", help="draw the chart of docs/benchmarks.md from JSON results")
     p.add_argument("results", nargs="+", help="JSON files written by bench udp and bench sessions")

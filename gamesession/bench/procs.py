@@ -71,20 +71,21 @@ def raise_nofile(wanted: int):
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(kind=socket.SOCK_STREAM, family=socket.AF_INET, host="127.0.0.1") -> int:
+    """A port nothing listens on at ``host`` right now."""
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_for_tcp(port: int, process=None, timeout: float = 20.0) -> None:
-    """Wait until 127.0.0.1:port accepts; RuntimeError if ``process`` exits first."""
+def wait_for_tcp(port: int, process=None, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Wait until host:port accepts; RuntimeError if ``process`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError("server exited with status {}".format(process.returncode))
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)

@@ -13,8 +13,16 @@ from gamesession.bench.runner import BenchError
 def load(paths):
     udp, sessions = [], []
     for path in paths:
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except OSError as e:
+            raise BenchError("cannot read {}: {}".format(path, e.strerror))
+        except ValueError as e:
+            raise BenchError("{} is not a JSON result of bench udp or bench sessions: {}"
+                             .format(path, e))
+        if not isinstance(result, dict):
+            raise BenchError("{} is not a JSON result of bench udp or bench sessions".format(path))
         if result.get("benchmark") == "udp":
             udp.append(result)
         elif result.get("benchmark") == "sessions":
@@ -92,6 +100,10 @@ def draw(paths, out) -> str:
         every[0]["machine"].get("cpu_model", "?"), every[0]["machine"].get("cpus"),
         ", ".join(str(l[0]) for l in loads)), fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=90)
+    except OSError as e:
+        raise BenchError("cannot write --out {}: {}".format(out, e.strerror))
+    finally:
+        plt.close(fig)
     return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import queue
+import re
 import sys
 import tempfile
 import time
@@ -27,21 +28,49 @@ class BenchError(Exception):
 
 
 class Progress:
-    """One updating status line on stderr."""
+    """Progress on stderr: one updating line on a terminal, plain lines otherwise.
+
+    Not on a terminal (a log file, CI), ``\r`` would pile every update onto one
+    line: then only the first and the last update of each phase (a phase is the
+    text before its first digit) are printed, each on its own line.
+    """
 
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self.width = 0
         self.started = time.monotonic()
+        try:
+            self.terminal = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.terminal = False
+        self.phase = None
+        self.unprinted = None
 
     def show(self, text: str) -> None:
         line = "[{:5.1f}s] {}".format(time.monotonic() - self.started, text)
+        if not self.terminal:
+            phase = re.match(r"\D*", text).group().strip()
+            if phase != self.phase:
+                if self.unprinted is not None:  # how the previous phase ended
+                    self.stream.write(self.unprinted + "\n")
+                self.phase, self.unprinted = phase, None
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            else:
+                self.unprinted = line
+            return
         pad = max(0, self.width - len(line))
         self.width = len(line)
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
 
     def done(self) -> None:
+        if not self.terminal:
+            if self.unprinted is not None:
+                self.stream.write(self.unprinted + "\n")
+                self.stream.flush()
+            self.phase = self.unprinted = None
+            return
         if self.width:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
@@ -593,6 +622,9 @@ def summary(result: dict) -> str:
 
 def write_json(result: dict, path) -> None:
     if path:
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-            f.write("\n")
+        try:
+            with open(path, "w") as f:
+                json.dump(result, f, indent=2, sort_keys=True)
+                f.write("\n")
+        except OSError as e:
+            raise BenchError("cannot write --json {}: {}".format(path, e.strerror))

@@ -1,17 +1,45 @@
-"""The ``gamesession`` command: keys, a ping client, status, healthcheck and benchmarks."""
+"""The ``gamesession`` command: keys, a ping client, status, healthcheck and benchmarks.
+
+Every failure a user can cause (a missing file, a wrong address, a server that
+is down) ends with one line on stderr and a non-zero exit, never a traceback:
+``CommandError`` (exit 2) for bad arguments, exit 1 for a failed check.
+"""
 
 import argparse
 import sys
 
+import gamesession
+from gamesession.client.address import split_host_port
+
 from nacl.public import PrivateKey
 
-from gamesession.client.address import split_host_port
 from gamesession.keys import KeyFileError, public_key_text, read_private_key, read_public_key, write_private_key
 
 
 class CommandError(Exception):
     """A failure to report as one line and a non-zero exit."""
 
+
+DESCRIPTION = ("The gamesession command: server keys, a ping client, a health check, a summary"
+               " of a server's figures, and benchmarks.  The server itself runs under twistd:"
+               " twistd -n gamesession --help.")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after each option's help, except for unset defaults."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _host_port(option: str, text: str, default_port: int = 7000):
+    
+    try:
+        return split_host_port(text, default_port)
+    except ValueError as e:
+        raise CommandError("{}: {}".format(option, e))
 
 
 def cmd_keygen(args):
@@ -20,7 +48,8 @@ def cmd_keygen(args):
         write_private_key(args.key_file, key, force=args.force)
     except KeyFileError as e:
         raise CommandError(str(e))
-    print(public_key_text(key))
+    if not args.quiet:
+        print(public_key_text(key))
 
 
 def cmd_pubkey(args):
@@ -35,8 +64,10 @@ def cmd_knock_secret(args):
 
     try:
         write_secret_file(args.file)
-    except (KnockError, OSError) as e:
+    except KnockError as e:
         raise CommandError(str(e))
+    except OSError as e:
+        raise CommandError("cannot write {}: {}".format(args.file, e.strerror))
     print("wrote a knock secret to {} (mode 0600)".format(args.file))
 
 
@@ -46,10 +77,24 @@ def cmd_ping(args):
     from gamesession.knock.rule import KnockError, load_secret, parse_ports
     from gamesession.client.ping import ping_main
 
+    from gamesession.client.password import Password, PasswordError
+
     try:
         server_key = read_public_key(args.server_key)
     except KeyFileError as e:
         raise CommandError("--server-key: {}".format(e))
+    args.server_key_spec = args.server_key
+    _host_port("--server", args.server)
+    for option, value, low in (("--count", args.count, 1), ("--interval", args.interval, 0),
+                               ("--timeout", args.timeout, 0.001)):
+        if value < low:
+            raise CommandError("{} must be at least {:g}".format(option, low))
+    if args.udp_port is not None and not 0 < args.udp_port < 65536:
+        raise CommandError("--udp-port must be a port from 1 to 65535")
+    try:
+        password = Password.from_args(args)
+    except PasswordError as e:
+        raise CommandError(str(e))
     try:
         args.knock = parse_ports(args.knock) if args.knock else None
         args.knock_secret = load_secret(args.knock_secret) if args.knock_secret else None
@@ -57,12 +102,14 @@ def cmd_ping(args):
         raise CommandError(str(e))
     if args.knock_secret is not None and args.knock is None:
         raise CommandError("--knock-secret needs --knock")
-    return task.react(lambda reactor: ping_main(reactor, args, server_key))
+    return task.react(lambda reactor: ping_main(reactor, args, server_key, password))
 
 
 def cmd_status(args):
     from gamesession.client.status import StatusError, status_main
 
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be positive")
     try:
         status_main(args.metrics_url, args.timeout)
     except StatusError as e:
@@ -72,6 +119,7 @@ def cmd_status(args):
 
 def cmd_healthcheck(args):
     from gamesession.client.healthcheck import Unhealthy, check
+    from gamesession.knock.rule import KnockError, load_secret, parse_ports
 
     if args.server_key and args.key_file:
         raise CommandError("give --server-key or --key-file, not both")
@@ -83,9 +131,18 @@ def cmd_healthcheck(args):
             server_key = bytes(read_private_key(args.key_file).public_key)
     except KeyFileError as e:
         raise CommandError("--server-key/--key-file: {}".format(e))
-    host, port = split_host_port(args.server, 7000)
+    host, port = _host_port("--server", args.server)
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be positive")
     try:
-        result = check(host, port, args.timeout, args.framing, server_key)
+        knock = parse_ports(args.knock) if args.knock else None
+        knock_secret = load_secret(args.knock_secret) if args.knock_secret else None
+    except KnockError as e:
+        raise CommandError(str(e))
+    if knock_secret is not None and knock is None:
+        raise CommandError("--knock-secret needs --knock")
+    try:
+        result = check(host, port, args.timeout, args.framing, server_key, knock, knock_secret)
     except Unhealthy as e:
         print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
         return 1
@@ -104,75 +161,105 @@ def cmd_bench(args):
         raise CommandError(str(e))
 
 
+def _add_knock_arguments(p) -> None:
+    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
+                   help="knock on these UDP ports first (resent if the login port stays shut)")
+    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gamesession", description=__doc__)
+    from gamesession.client import password
+
+    parser = argparse.ArgumentParser(prog="gamesession", description=DESCRIPTION)
+    parser.add_argument("--version", action="version",
+                        version="gamesession {}".format(gamesession.__version__))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("keygen", help="create a server key file (mode 0600)")
-    p.add_argument("--key-file", default="gamesession.key")
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    p = command("keygen", "create a server key file (mode 0600)")
+    p.add_argument("--key-file", default="gamesession.key", help="the key file to create")
     p.add_argument("--force", action="store_true", help="replace an existing key file")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print nothing (by default the public key, for scripts: KEY=$(... keygen))")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("pubkey", help="print the public key of a key file")
-    p.add_argument("--key-file", default="gamesession.key")
+    p = command("pubkey", "print the public key of a key file (what clients pin)")
+    p.add_argument("--key-file", default="gamesession.key", help="the server's private key file")
     p.set_defaults(func=cmd_pubkey)
 
-    p = sub.add_parser("ping", help="log in, ping over the session's UDP channel, log out")
+    p = command("ping", "log in, ping over the session's UDP channel, log out")
     p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
     p.add_argument("--server-key", required=True,
-                   help="the server's public key (base64) or @FILE holding it")
-    p.add_argument("--user", default="guest")
-    p.add_argument("--password", default="")
-    p.add_argument("--count", type=int, default=4)
+                   help="the server's public key (base64, as pubkey prints it) or @FILE holding it")
+    p.add_argument("--user", default="guest", help="the user name to log in as")
+    password.add_arguments(p)
+    p.add_argument("--count", type=int, default=4, help="pings to send")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
     p.add_argument("--udp-port", type=int, default=None,
                    help="UDP port to send to instead of the one the server advertises")
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds to wait for the login and for each pong")
-    p.add_argument("--framing", choices=["int16", "line"], default="int16")
-    p.add_argument("--knock", metavar="P1,P2,...|@FILE",
-                   help="knock on these UDP ports first (resent if the login port stays shut)")
-    p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16",
+                   help="the server's --framing")
+    _add_knock_arguments(p)
     p.set_defaults(func=cmd_ping)
 
-    p = sub.add_parser("knock-secret", help="create a secret file for authenticated knocks (mode 0600)")
-    p.add_argument("--file", required=True)
+    p = command("knock-secret", "create a secret file for authenticated knocks (mode 0600)")
+    p.add_argument("--file", required=True, help="the secret file to create")
     p.set_defaults(func=cmd_knock_secret)
 
-    p = sub.add_parser("status", help="print a short summary of a server's --metrics figures")
+    p = command("status", "print a short summary of a server's --metrics figures")
     p.add_argument("--metrics-url", default="http://127.0.0.1:9100/metrics",
                    help="URL of the server's --metrics endpoint (/metrics is added to a bare host:port)")
-    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("healthcheck",
-                       help="exit 0 if the login service answers a hello with a challenge, else 1")
+    p = command("healthcheck",
+                "exit 0 if the login service answers a hello with a challenge, else 1")
     p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds for the whole check")
-    p.add_argument("--framing", choices=["int16", "line"], default="int16")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16",
+                   help="the server's --framing")
     p.add_argument("--server-key", default=None,
                    help="also check the server proves this public key (base64 or @FILE)")
     p.add_argument("--key-file", default=None,
                    help="also check the server proves the key in this private key file")
+    _add_knock_arguments(p)
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
     p.set_defaults(func=cmd_healthcheck)
 
     from gamesession.bench.command import add_arguments as add_bench_arguments
 
-    p = sub.add_parser("bench", help="measure throughput, logins and memory against plain Twisted")
+    p = command("bench", "measure throughput, logins and memory against plain Twisted")
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+    _use_formatter(parser, HelpFormatter)
     return parser
 
 
+def _use_formatter(parser, formatter_class) -> None:
+    """Give ``parser`` and all its subcommands' parsers ``formatter_class``."""
+    parser.formatter_class = formatter_class
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _use_formatter(child, formatter_class)
+
+
 def main(argv=None):
+    """Run the ``gamesession`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except CommandError as e:
         print("gamesession {}: {}".format(args.command, e), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gamesession {}: interrupted".format(args.command), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import sys
 
 from twisted.internet import defer, error, task
 
-from gamesession.client.address import split_host_port
-from gamesession.client.gameclient import GameClient
+from gamesession.client.address import join_host_port, split_host_port
+from gamesession.client.gameclient import FramingMismatch, GameClient
+from gamesession.client.password import Password, login_with_password
 from gamesession.protocol.clientcore import LoginFailed
 from gamesession.protocol.handshake import ServerKeyMismatch
 from gamesession.knock.client import DEFAULT_SETTLE as KNOCK_SETTLE
@@ -20,10 +21,13 @@ from gamesession.knock.client import knock, knock_and_connect
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
-def describe_failure(exc, server: str) -> str:
+def describe_failure(exc, server: str, framing: str = "int16") -> str:
     """One clear line for each way a login can fail."""
+    other = "line" if framing == "int16" else "int16"
     if isinstance(exc, ServerKeyMismatch):
         return "server key mismatch: {} did not prove it holds the pinned key".format(server)
+    if isinstance(exc, FramingMismatch):
+        return "{}: {} (try --framing {})".format(server, exc.args[0], other)
     if isinstance(exc, LoginFailed):
         if exc.code == ErrorCode.AUTH_FAILED:
             return "auth failed: wrong user name or password"
@@ -31,12 +35,14 @@ def describe_failure(exc, server: str) -> str:
     if isinstance(exc, error.ConnectionRefusedError):
         return "connection refused by {}".format(server)
     if isinstance(exc, (defer.TimeoutError, error.TimeoutError)):
-        return "timed out connecting or logging in to {}".format(server)
+        return ("timed out connecting or logging in to {} (a server whose --framing is not"
+                " {} looks like this too)".format(server, framing))
     if isinstance(exc, error.DNSLookupError):
         return "cannot resolve {}".format(server)
     if isinstance(exc, (error.ConnectionClosed, error.ConnectionLost, error.ConnectError)):
-        return "{}: {} (if the server uses port knocking, pass --knock)".format(
-            server, exc.args[0] if exc.args else "connection closed")
+        return ("{}: {} (if the server uses port knocking, pass --knock; if its --framing is"
+                " not {}, pass --framing {})".format(
+                    server, exc.args[0] if exc.args else "connection closed", framing, other))
     if isinstance(exc, ProtocolError):
         return "protocol error from {}: {}".format(server, exc.reason)
     return "{}: {}".format(server, exc)
@@ -71,31 +77,69 @@ async def run_pings(reactor, client, count, interval, timeout, out=print):
             out("seq={} timeout".format(seq))
             continue
         rtts.append(rtt)
-        out("pong from {}:{} seq={} time={:.3f} ms".format(
-            client.server_udp[0], client.server_udp[1], seq, rtt * 1000))
+        out("pong from {} seq={} time={:.3f} ms".format(
+            join_host_port(*client.server_udp), seq, rtt * 1000))
     return rtts
 
 
-async def ping_main(reactor, args, server_key):
+def private_key_given_as_public(spec: str, host: str, port: int, timeout: float,
+                                framing: str) -> bool:
+    """True if ``@FILE`` is a private key file whose public half the server proves.
 
+    A private and a public key file look the same (a line of base64); after a
+    key mismatch this asks the server (a hello, no login) whether the file's
+    key, taken as a private key, is the server's.
+    """
+    from nacl.public import PrivateKey
+
+    from gamesession.client.healthcheck import Unhealthy, check
+    from gamesession.keys import KeyFileError, decode_key
+
+    if not spec.startswith("@"):
+        return False
+    try:
+        with open(spec[1:]) as f:
+            derived = bytes(PrivateKey(decode_key(f.read())).public_key)
+        check(host, port, timeout, framing, derived)
+    except (OSError, KeyFileError, Unhealthy):
+        return False
+    return True
+
+
+def _fail(message: str) -> None:
+    print("gamesession ping: " + message, file=sys.stderr)
+    raise SystemExit(1)
+
+
+async def ping_main(reactor, args, server_key, password: "Password | None" = None):
+    if password is None:
+        password = Password(args.password)
     host, port = split_host_port(args.server, 7000)
-    server = "{}:{}".format(host, port)
-    def connect():
+    server = join_host_port(host, port)
+
+    def connect(secret):
         return GameClient.connect(
-            reactor, host, port, server_key, args.user, args.password,
+            reactor, host, port, server_key, args.user, secret,
             framing=args.framing, udp_port=args.udp_port, timeout=args.timeout)
 
-    try:
+    def knock_then_connect(secret):
         if getattr(args, "knock", None):
-            client = await knock_and_connect(reactor, host, args.knock, connect,
-                                             secret=args.knock_secret)
-        else:
-            client = await connect()
+            return knock_and_connect(reactor, host, args.knock, lambda: connect(secret),
+                                     secret=args.knock_secret)
+        return connect(secret)
+
+    try:
+        client = await login_with_password(knock_then_connect, password, args.user, server)
     except Exception as e:
-        print("gamesession ping: " + describe_failure(e, server), file=sys.stderr)
-        raise SystemExit(1)
-    print("logged in to {} as {}; UDP to {}:{}".format(
-        server, client.welcome.user, client.server_udp[0], client.server_udp[1]))
+        spec = getattr(args, "server_key_spec", "")
+        if isinstance(e, ServerKeyMismatch) and private_key_given_as_public(
+                spec, host, port, args.timeout, args.framing):
+            _fail("--server-key {}: that file is the server's private key; pin its public key"
+                  " instead (gamesession pubkey --key-file {}), and keep the private key"
+                  " on the server".format(spec, spec[1:]))
+        _fail(describe_failure(e, server, args.framing))
+    print("logged in to {} as {}; UDP to {}".format(
+        server, client.welcome.user, join_host_port(*client.server_udp)))
     if getattr(args, "knock", None):
         async def knock_again():
             await knock(reactor, host, args.knock, secret=args.knock_secret)
@@ -106,8 +150,15 @@ async def ping_main(reactor, args, server_key):
         "resumed the session" if resumed else "logged in again (the session could not resume)")
     client.on_resume_failed = lambda reason: print("could not resume: {}".format(reason))
     rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)
-    if client.end_reason is None:
+    ended_early = client.end_reason is not None
+    if not ended_early:
         await client.logout().addTimeout(args.timeout, reactor).addErrback(lambda _: None)
     print(summary(args.count, rtts, client.resumed))
-    if not rtts:
+    if not rtts and ended_early:
         raise SystemExit(1)
+    if not rtts:
+        udp = join_host_port(*client.server_udp)
+        _fail("no UDP reply came back from {}: is UDP port {} reachable (published or forwarded,"
+              " not firewalled){}?".format(
+                  udp, client.server_udp[1],
+                  ", and is --udp-port right" if args.udp_port else ""))

@@ -5,6 +5,7 @@ with prometheus_client's parser and prints a few lines: sessions, logins,
 traffic, drops by reason, RTT.  No Prometheus server needed.
 """
 
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +29,11 @@ def metrics_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts)
 
 
+NOT_METRICS = "(is the server running with --metrics, and is this its --metrics port?)"
+
+
 def fetch(url: str, timeout: float = 5.0) -> str:
+    """The text at ``url``; StatusError for every way that can fail."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.read().decode("utf-8")
@@ -36,8 +41,16 @@ def fetch(url: str, timeout: float = 5.0) -> str:
         raise StatusError("{} answered HTTP {} {}".format(url, e.code, e.reason))
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise StatusError("cannot fetch {}: {} (is the server running with --metrics?)"
-                          .format(url, reason))
+        raise StatusError("cannot fetch {}: {} {}".format(url, reason, NOT_METRICS))
+    except http.client.InvalidURL as e:
+        raise StatusError("bad --metrics-url {}: {}".format(url, e))
+    except http.client.HTTPException as e:
+        raise StatusError("{} did not answer HTTP ({}: {}) {}".format(
+            url, type(e).__name__, str(e).strip()[:60] or "no status line", NOT_METRICS))
+    except UnicodeDecodeError:
+        raise StatusError("{} answered bytes that are not UTF-8 text {}".format(url, NOT_METRICS))
+    except ValueError as e:  # a malformed URL (http.client.InvalidURL, a bad port...)
+        raise StatusError("bad --metrics-url {}: {}".format(url, e))
 
 
 class Figures:
@@ -45,10 +58,14 @@ class Figures:
 
     def __init__(self, text: str):
         self.samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                self.samples[key] = sample.value
+        try:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    self.samples[key] = sample.value
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise StatusError("the answer is not Prometheus text ({}): is this the --metrics"
+                              " endpoint?".format(e))
         if not any(name.startswith(P) for name, _ in self.samples):
             raise StatusError("no gamesession_ figures in the answer: is this the --metrics endpoint?")
 
@@ -154,6 +171,10 @@ def summarize(figures: Figures) -> list:
 
 
 def status_main(url: str, timeout: float = 5.0, out=print) -> None:
-    url = metrics_url(url)
+    """Fetch the figures at ``url`` and print the summary; StatusError if that fails."""
+    try:
+        url = metrics_url(url)
+    except ValueError as e:
+        raise StatusError("bad --metrics-url {}: {}".format(url, e))
     for line in summarize(Figures(fetch(url, timeout))):
         out(line)

@@ -16,9 +16,21 @@ one under the new key.
 import attrs
 
 from gamesession.protocol import resume, wire
-from gamesession.protocol.datagram import TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
+from gamesession.protocol.datagram import (MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind,
+                                           split_header)
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 from gamesession.protocol.wire import ErrorCode, ProtocolError
+
+
+#: The largest application message (``send_message``) a peer accepts, in bytes.
+MAX_MESSAGE = wire.MAX_DATA
+#: The largest application datagram payload (``send_datagram``), in bytes;
+#: keep game datagrams at or under 1200 bytes to avoid IP fragmentation.
+MAX_DATAGRAM = MAX_PAYLOAD
+
+
+class PayloadTooLarge(ValueError):
+    """An application payload over the protocol's limit; nothing was sent."""
 
 
 class LoginFailed(Exception):
@@ -49,6 +61,8 @@ class ResumeRefused(LoginFailed):
 
 @attrs.frozen
 class Welcome:
+    """The login succeeded: the session's token, UDP port and timers (seconds)."""
+
     user: str
     token: bytes
     udp_port: int
@@ -74,11 +88,15 @@ class Pong:
 
 @attrs.frozen
 class SessionEnded:
+    """The server ended the session; ``reason`` says why (logout, kicked, ...)."""
+
     reason: str
 
 
 @attrs.frozen
 class MessageData:
+    """An application message from the server (TCP)."""
+
     payload: bytes
 
 
@@ -118,6 +136,7 @@ class ClientCore:
         return self.hello()
 
     def hello(self) -> bytes:
+        """The first frame to send: the protocol version and this login's ephemeral key."""
         return wire.encode({
             "type": "hello",
             "version": wire.PROTOCOL_VERSION,
@@ -125,6 +144,7 @@ class ClientCore:
         })
 
     def seal_message(self, message: dict) -> bytes:
+        """A message sealed for the server, as a frame (after the challenge)."""
         return wire.encode(wire.sealed(self.sender.seal(wire.encode(message))))
 
     def frame_received(self, frame: bytes):
@@ -207,9 +227,19 @@ class ClientCore:
         return self.seal_message({"type": "ping", "id": ping_id})
 
     def logout(self) -> bytes:
+        """The frame that ends the session politely."""
         return self.seal_message({"type": "logout"})
 
+    @staticmethod
+    def check_message(payload: bytes) -> None:
+        """PayloadTooLarge when an application message is over MAX_MESSAGE."""
+        if len(payload) > MAX_MESSAGE:
+            raise PayloadTooLarge("message of {} bytes is over the {}-byte limit (MAX_MESSAGE)"
+                                  .format(len(payload), MAX_MESSAGE))
+
     def data_message(self, payload: bytes) -> bytes:
+        """The sealed frame of an application message; PayloadTooLarge over MAX_MESSAGE."""
+        self.check_message(payload)
         return self.seal_message({"type": "data", "data": wire.b64(payload)})
 
     def datagram_received(self, packet: bytes):
@@ -231,4 +261,8 @@ class ClientCore:
         return kind, payload
 
     def datagram(self, kind: int, payload: bytes = b"") -> bytes:
+        """A sealed datagram; PayloadTooLarge over MAX_DATAGRAM."""
+        if len(payload) > MAX_DATAGRAM:
+            raise PayloadTooLarge("datagram payload of {} bytes is over the {}-byte limit"
+                                  " (MAX_DATAGRAM)".format(len(payload), MAX_DATAGRAM))
         return self.channel.seal(kind, payload)

@@ -74,11 +74,64 @@ class EchoApplication:
         session.send_message(payload)
 
 
-def load_application(dotted: str):
-    """Resolve ``--app``: a dotted name of a class (instantiated) or an object."""
-    from twisted.python.reflect import namedAny
+class AppImportError(Exception):
+    """``--app`` names nothing importable; the message carries the underlying error."""
 
-    target = namedAny(dotted)
+
+def import_dotted(dotted: str, path=None):
+    """The object a dotted name ``package.module.Name`` refers to.
+
+    Imports the longest prefix that is a module, then follows attributes.  The
+    current directory is searched first, as ``python -m`` does (twistd does not
+    put it on ``sys.path``), then ``path`` (default ``sys.path``).  An error
+    raised while importing a module that exists (its own missing dependency,
+    a SyntaxError...) is reported as it is, not as "not found".
+    """
+    import importlib
+    import os
+    import sys
+
+    if path is None:
+        path = sys.path
+    cwd = os.getcwd()
+    if cwd not in path and "" not in path:
+        path.insert(0, cwd)
+    parts = dotted.split(".")
+    if not all(parts):
+        raise AppImportError("{!r} is not a dotted name such as mygame.server.Game".format(dotted))
+    obj = None
+    for i in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
+                continue  # this prefix is no module: try a shorter one
+            raise AppImportError("importing {} failed: {}: {}".format(
+                module_name, type(e).__name__, e))
+        except Exception as e:
+            raise AppImportError("importing {} failed: {}: {}".format(
+                module_name, type(e).__name__, e))
+        break
+    else:
+        raise AppImportError("no module named {!r} (searched the current directory {} first,"
+                             " then sys.path)".format(parts[0], cwd))
+    for name in parts[i:]:
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise AppImportError("{} has no attribute {!r}".format(
+                ".".join(parts[:i]), name))
+        i += 1
+    return obj
+
+
+def load_application(dotted: str):
+    """Resolve ``--app``: a dotted name of a class (instantiated) or an object.
+
+    See ``import_dotted`` for where modules are looked for.
+    """
+    target = import_dotted(dotted)
     app = target() if isinstance(target, type) else target
     if not IGameApplication.providedBy(app):
         missing = [

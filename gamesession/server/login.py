@@ -14,6 +14,8 @@ transport's own buffer (the protocol is the transport's streaming producer,
 so ``pauseProducing`` says when the buffer is full).
 """
 
+import math
+
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginDenied, UnauthorizedLogin
 from twisted.internet.interfaces import IPushProducer
@@ -34,6 +36,12 @@ KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "da
 
 
 @implementer(IControlChannel, IPushProducer)
+def seconds_text(wait: float) -> str:
+    """A wait as a person reads it, rounded up to whole seconds: "1 second", "3 seconds"."""
+    seconds = max(1, int(math.ceil(wait)))
+    return "{} second{}".format(seconds, "" if seconds == 1 else "s")
+
+
 class LoginProtocol:
     """Mixed with a framing from ``framing.FRAMINGS`` by ``LoginFactory``."""
 
@@ -257,8 +265,8 @@ class LoginProtocol:
             if wait > 0:
                 return LoginRefused(
                     ErrorCode.TOO_MANY_ATTEMPTS,
-                    "too many failed logins from your address; try again in {:.0f} seconds"
-                    .format(max(1.0, wait + 0.5)), "too_many_attempts")
+                    "too many failed logins from your address; try again in {}"
+                    .format(seconds_text(wait)), "too_many_attempts")
         return None
 
     def _login(self, message: dict):

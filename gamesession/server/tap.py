@@ -80,7 +80,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-sessions", None, 10000, "Most sessions at once; further logins are refused.", _positive(int)],
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
-        ["app", None, DEFAULT_APP, "Dotted name of the game application (IGameApplication)."],
+        ["app", None, DEFAULT_APP,
+         "Dotted name of the game application (IGameApplication), e.g. mygame.server.Game; "
+         "modules are looked for in the current directory first, then on sys.path."],
         ["metrics", None, None,
          "Endpoint serving Prometheus figures at /metrics, e.g. tcp:9100:interface=127.0.0.1 "
          "(off unless given)."],
