@@ -41,6 +41,10 @@ from gamesession.protocol.handshake import ServerKeyMismatch
 from gamesession.protocol.wire import ProtocolError
 
 
+#: Control frames (messages, requests) that may wait while the client reconnects.
+MAX_QUEUED_FRAMES = 1024
+
+
 class SessionClosed(Exception):
     """The session has ended (``reason`` says how); nothing more can be sent."""
 
@@ -281,8 +285,11 @@ class GameClient:
         self.last_heard = self.reactor.seconds()
         self._send(Kind.KEEPALIVE)  # tells the server our address under the new token
         outbox, self._outbox = self._outbox, []
-        for payload in outbox:
-            self.control.sendFrame(self.core.data_message(payload))
+        for build in outbox:
+            try:
+                self.control.sendFrame(build())
+            except Exception:
+                self.log.failure("a message queued while reconnecting could not be sent")
         self._emit("on_reconnected", resumed)
         if self.logging_out:
             self.control.sendFrame(self.core.logout())
@@ -387,13 +394,22 @@ class GameClient:
         message waits (at most 1024 of them) and goes out once it is back.
         """
         self._check_open()
-        if self.reconnecting:
-            self.core.check_message(payload)
-            if len(self._outbox) >= 1024:
-                raise RuntimeError("more than 1024 messages queued while reconnecting")
-            self._outbox.append(payload)
+        self.core.check_message(payload)
+        self._send_control(lambda: self.core.data_message(payload))
+
+    def _send_control(self, build) -> None:
+        """Send the frame ``build()`` seals now, or once back when reconnecting.
+
+        Sealing waits too: the frame must be sealed under the keys of the
+        connection it goes out on.  At most MAX_QUEUED_FRAMES wait.
+        """
+        if not self.reconnecting:
+            self.control.sendFrame(build())
             return
-        self.control.sendFrame(self.core.data_message(payload))
+        if len(self._outbox) >= MAX_QUEUED_FRAMES:
+            raise RuntimeError("more than {} messages queued while reconnecting"
+                               .format(MAX_QUEUED_FRAMES))
+        self._outbox.append(build)
 
     # -- UDP -----------------------------------------------------------------------
 
