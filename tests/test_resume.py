@@ -475,3 +475,18 @@ def test_malformed_resume_is_a_bad_field():
     with pytest.raises(LoginFailed) as info:
         connection.pump()
     assert info.value.code == ErrorCode.BAD_FIELD
+
+
+def test_a_message_made_while_reconnecting_is_sealed_for_the_new_connection():
+    from gamesession.protocol.clientcore import Unsent
+    harness, app = make()
+    connection, session = harness.logged_in()
+    core = connection.core
+    connection.lose()
+    core.connection_lost()
+    unsent = core.data_message(b"made while away")
+    assert isinstance(unsent, Unsent)
+    second = harness.connect()
+    second.resume(core)
+    second.send(core.seal_message(unsent.message))
+    assert app.events[-1] == ("message", "alice", b"made while away")

@@ -34,7 +34,7 @@ from gamesession.client.events import EventSlot
 from gamesession.keys import server_key_bytes
 from gamesession.protocol.clientcore import (
     MAX_DATAGRAM, MAX_MESSAGE, ClientCore, LoginFailed, MessageData, Pong, Resumed, SessionEnded,
-    Welcome)
+    Unsent, Welcome)
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import ServerKeyMismatch
@@ -285,11 +285,8 @@ class GameClient:
         self.last_heard = self.reactor.seconds()
         self._send(Kind.KEEPALIVE)  # tells the server our address under the new token
         outbox, self._outbox = self._outbox, []
-        for build in outbox:
-            try:
-                self.control.sendFrame(build())
-            except Exception:
-                self.log.failure("a message queued while reconnecting could not be sent")
+        for unsent in outbox:
+            self.control.sendFrame(self.core.seal_message(unsent.message))
         self._emit("on_reconnected", resumed)
         if self.logging_out:
             self.control.sendFrame(self.core.logout())
@@ -376,6 +373,7 @@ class GameClient:
               and self.core.ticket is not None and self.endpoint is not None):
             self.reconnecting = True
             self.control = None
+            self.core.connection_lost()
             why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
             defer.ensureDeferred(reconnecting.reconnect(self, why)).addErrback(
                 lambda f: (self.log.failure("reconnect failed", f), self._end("disconnected")))
@@ -394,22 +392,21 @@ class GameClient:
         message waits (at most 1024 of them) and goes out once it is back.
         """
         self._check_open()
-        self.core.check_message(payload)
-        self._send_control(lambda: self.core.data_message(payload))
+        self._send_control(self.core.data_message(payload))
 
-    def _send_control(self, build) -> None:
-        """Send the frame ``build()`` seals now, or once back when reconnecting.
+    def _send_control(self, frame) -> None:
+        """Send a session frame; while reconnecting (``Unsent``) it waits to be sealed.
 
-        Sealing waits too: the frame must be sealed under the keys of the
-        connection it goes out on.  At most MAX_QUEUED_FRAMES wait.
+        It must be sealed under the keys of the connection it goes out on.
+        At most MAX_QUEUED_FRAMES wait.
         """
-        if not self.reconnecting:
-            self.control.sendFrame(build())
+        if not isinstance(frame, Unsent):
+            self.control.sendFrame(frame)
             return
         if len(self._outbox) >= MAX_QUEUED_FRAMES:
             raise RuntimeError("more than {} messages queued while reconnecting"
                                .format(MAX_QUEUED_FRAMES))
-        self._outbox.append(build)
+        self._outbox.append(frame)
 
     # -- UDP -----------------------------------------------------------------------
 

@@ -73,6 +73,14 @@ class Welcome:
 
 
 @attrs.frozen
+class Unsent:
+    """A session frame made while reconnecting: seal it with ``seal_message(message)``
+    once the session is back (it must go out under the new connection's keys)."""
+
+    message: dict
+
+
+@attrs.frozen
 class Resumed:
     """The session resumed on a new connection: its new token and ticket are in ``welcome``."""
 
@@ -116,6 +124,8 @@ class ClientCore:
         self.previous_channel = None
         # The ticket this connection's handshake presents (reconnect), else None: a login.
         self.resuming = None
+        # True while the connection carries the session (after welcome or resumed).
+        self.established = False
 
     @property
     def ticket(self) -> "resume.Ticket | None":
@@ -130,6 +140,7 @@ class ClientCore:
         """
         self.handshake = ClientHandshake(self.server_public_key, ephemeral)
         self.sender = self.receiver = None
+        self.established = False
         self.resuming = self.ticket if resume_session else None
         if resume_session and self.resuming is None:
             raise ValueError("no resume ticket: the server gave none")
@@ -192,6 +203,7 @@ class ClientCore:
             )
             self._switch_channel(welcome)
             self.resuming = None
+            self.established = True
             return [], [welcome if kind == "welcome" else Resumed(welcome)]
         if kind == "pong":
             return [], [Pong(wire.int_field(inner, "id", 0, 2**31 - 1))]
@@ -240,7 +252,17 @@ class ClientCore:
     def data_message(self, payload: bytes) -> bytes:
         """The sealed frame of an application message; PayloadTooLarge over MAX_MESSAGE."""
         self.check_message(payload)
-        return self.seal_message({"type": "data", "data": wire.b64(payload)})
+        return self.session_frame({"type": "data", "data": wire.b64(payload)})
+
+    def connection_lost(self) -> None:
+        """The control connection is gone: session frames are Unsent until the next one."""
+        self.established = False
+
+    def session_frame(self, message: dict) -> "bytes | Unsent":
+        """``message`` sealed, or Unsent while reconnecting (seal it once back)."""
+        if not self.established:
+            return Unsent(message)
+        return self.seal_message(message)
 
     def datagram_received(self, packet: bytes):
         """(kind, payload) of an authenticated datagram for this session, else Drop."""
