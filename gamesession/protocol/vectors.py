@@ -33,6 +33,28 @@ RESUME_ID_2 = bytes(range(0xe0, 0xf0))
 RESUME_SECRET_2 = bytes(range(0x10, 0x30))
 
 
+def _challenge(reply) -> bytes:
+    return wire.encode({
+        "type": "challenge", "version": wire.PROTOCOL_VERSION,
+        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
+    })
+
+
+def _handshake_vectors(prefix: str, client_ephemeral, server_ephemeral, reply) -> list:
+    """The ephemeral keys and the four session keys of one handshake."""
+    keys = reply.keys
+    return [
+        (prefix + "client_ephemeral_private", bytes(client_ephemeral)),
+        (prefix + "client_ephemeral_public", bytes(client_ephemeral.public_key)),
+        (prefix + "server_ephemeral_private", bytes(server_ephemeral)),
+        (prefix + "server_ephemeral_public", reply.server_ephemeral),
+        (prefix + "key_tcp_c2s", keys.tcp_c2s),
+        (prefix + "key_tcp_s2c", keys.tcp_s2c),
+        (prefix + "key_udp_c2s", keys.udp_c2s),
+        (prefix + "key_udp_s2c", keys.udp_s2c),
+    ]
+
+
 def compute_resume() -> "list[tuple[str, bytes]]":
     """The resume handshake after the login of ``compute``, and the first datagram after it."""
     core = ClientCore(bytes(SERVER_STATIC.public_key), USER, PASSWORD, ephemeral=CLIENT_EPHEMERAL)
@@ -41,11 +63,7 @@ def compute_resume() -> "list[tuple[str, bytes]]":
     hello = core.reconnect(ephemeral=CLIENT_EPHEMERAL_2)
     reply = server_respond(SERVER_STATIC, bytes(CLIENT_EPHEMERAL_2.public_key), SERVER_EPHEMERAL_2)
     keys = reply.keys
-    challenge = wire.encode({
-        "type": "challenge", "version": wire.PROTOCOL_VERSION,
-        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
-    })
-    [request], _ = core.frame_received(challenge)
+    [request], _ = core.frame_received(_challenge(reply))
     proof = resume.proof(RESUME_SECRET, bytes(CLIENT_EPHEMERAL_2.public_key),
                          reply.server_ephemeral, bytes(SERVER_STATIC.public_key))
     server_tcp = StreamCipher(keys.tcp_s2c, 1)
@@ -59,14 +77,7 @@ def compute_resume() -> "list[tuple[str, bytes]]":
     return [
         ("resume_id", RESUME_ID),
         ("resume_secret", RESUME_SECRET),
-        ("resume_client_ephemeral_private", bytes(CLIENT_EPHEMERAL_2)),
-        ("resume_client_ephemeral_public", bytes(CLIENT_EPHEMERAL_2.public_key)),
-        ("resume_server_ephemeral_private", bytes(SERVER_EPHEMERAL_2)),
-        ("resume_server_ephemeral_public", reply.server_ephemeral),
-        ("resume_key_tcp_c2s", keys.tcp_c2s),
-        ("resume_key_tcp_s2c", keys.tcp_s2c),
-        ("resume_key_udp_c2s", keys.udp_c2s),
-        ("resume_key_udp_s2c", keys.udp_s2c),
+    ] + _handshake_vectors("resume_", CLIENT_EPHEMERAL_2, SERVER_EPHEMERAL_2, reply) + [
         ("resume_proof", proof),
         ("frame_resume_hello", hello),
         ("frame_resume", request),
@@ -81,10 +92,7 @@ def compute() -> "list[tuple[str, bytes]]":
     reply = server_respond(SERVER_STATIC, bytes(CLIENT_EPHEMERAL.public_key), SERVER_EPHEMERAL)
     keys = reply.keys
     hello = core.hello()
-    challenge = wire.encode({
-        "type": "challenge", "version": wire.PROTOCOL_VERSION,
-        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
-    })
+    challenge = _challenge(reply)
     [login], _ = core.frame_received(challenge)
     server_tcp = StreamCipher(keys.tcp_s2c, 1)
     welcome = wire.encode(wire.sealed(server_tcp.seal(wire.encode({
@@ -100,14 +108,7 @@ def compute() -> "list[tuple[str, bytes]]":
     return [
         ("server_static_private", bytes(SERVER_STATIC)),
         ("server_static_public", bytes(SERVER_STATIC.public_key)),
-        ("client_ephemeral_private", bytes(CLIENT_EPHEMERAL)),
-        ("client_ephemeral_public", bytes(CLIENT_EPHEMERAL.public_key)),
-        ("server_ephemeral_private", bytes(SERVER_EPHEMERAL)),
-        ("server_ephemeral_public", reply.server_ephemeral),
-        ("key_tcp_c2s", keys.tcp_c2s),
-        ("key_tcp_s2c", keys.tcp_s2c),
-        ("key_udp_c2s", keys.udp_c2s),
-        ("key_udp_s2c", keys.udp_s2c),
+    ] + _handshake_vectors("", CLIENT_EPHEMERAL, SERVER_EPHEMERAL, reply) + [
         ("nonce_counter_1", nonce(1)),
         ("confirm", reply.confirm),
         ("frame_hello", hello),
