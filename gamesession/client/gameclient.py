@@ -166,6 +166,7 @@ class GameClient:
         self._tcp_heard = 0.0
         self._tcp_ping_sent = None
         self._tcp_ping_id = 0
+        self._silent = None  # why _check_control gave the connection up
         self.control = None
         self.udp = None
         self.server_udp = None
@@ -304,8 +305,9 @@ class GameClient:
         keepalive = self.welcome.keepalive
         if self._tcp_ping_sent is not None:
             if now - self._tcp_ping_sent >= keepalive:
-                self.log.info("control connection silent for {idle:.1f}s: giving it up",
-                              idle=now - self._tcp_heard)
+                self._silent = "no answer on the control connection for {:.1f}s".format(
+                    now - self._tcp_heard)
+                self.log.info("{why}: giving it up", why=self._silent)
                 self._tcp_ping_sent = None
                 self.control.transport.abortConnection()
         elif now - self._tcp_heard >= keepalive:
@@ -374,7 +376,9 @@ class GameClient:
             self.reconnecting = True
             self.control = None
             self.core.connection_lost()
-            why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason)
+            why = self._silent or (
+                reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else str(reason))
+            self._silent = None
             defer.ensureDeferred(reconnecting.reconnect(self, why)).addErrback(
                 lambda f: (self.log.failure("reconnect failed", f), self._end("disconnected")))
             return
