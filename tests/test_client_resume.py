@@ -189,3 +189,17 @@ async def test_a_resume_refused_for_good_ends_the_client_without_a_login(server,
     assert await client.wait_closed().addTimeout(5, reactor) == "kicked"
     assert server.registry.stats.resumes["resume_ended"] == 1
     assert server.registry.stats.logins["ok"] == 1  # no fallback login after a kick
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_logout_while_reconnecting_goes_out_once_back(server, proxy):  # noqa: F811
+    from twisted.internet import reactor
+    client = await connect_via(proxy, server)
+    events = Events(client)
+    await client.ping()
+    closed = []
+    client.on_reconnecting = lambda reason: closed.append(client.logout())
+    proxy.cut("rst")
+    assert await events.back.addTimeout(5, reactor) is True
+    assert await closed[0].addTimeout(5, reactor) == "logout"
+    assert server.registry.stats.logouts["logout"] == 1 and len(server.registry) == 0
