@@ -20,7 +20,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from gamesession.client.status import Figures
 from gamesession.ops.metrics import make_registry
 from gamesession.ops.stats import ServerStats
-from gamesession.protocol import wire
+from gamesession.protocol import rooms, wire
 from gamesession.protocol.clientcore import ClientCore, LoginFailed, MessageData, SessionEnded
 from gamesession.protocol.wire import encode_frame, split_frames
 from gamesession.server.accounts import make_portal
@@ -199,6 +199,24 @@ class Connection:
 
     def lose(self):
         self.protocol.connectionLost(None)
+
+    def request(self, message: dict):
+        """Send one sealed inner message (a room request, say) as the client."""
+        self.send(self.core.seal_message(message))
+
+    def messages(self):
+        """The server's frames since the last read, sealed ones opened: inner dicts."""
+        out = []
+        for frame in self.received():
+            envelope = wire.decode(frame)
+            if envelope["type"] == "sealed":
+                envelope = wire.decode(self.core.receiver.open(wire.unseal_envelope(envelope)))
+            out.append(envelope)
+        return out
+
+    def room_events(self):
+        """The room events among the server's frames, parsed by the room codec."""
+        return [rooms.parse_event(m) for m in self.messages() if m["type"] in rooms.EVENT_TYPES]
 
 
 class Harness:

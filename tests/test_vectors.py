@@ -120,3 +120,85 @@ def test_datagrams_follow_the_written_format():
         assert len(packet) == 33 + len(payload)
         plain = crypto_secretbox_open(packet[16:], _nonce(counter), v[key])
         assert plain == bytes([kind]) + payload
+
+
+ROOM_HEX = "9f1c2e3d4c5b6a70"
+
+
+def test_room_frames_follow_the_written_formats():
+    """Each room vector is the JSON that docs/protocol.md §9 describes, written out by hand."""
+    v = {k: bytes.fromhex(h) for k, h in documented().items()}
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    expected = {
+        "room_create": {"type": "room_create", "rid": 1, "room_type": "deathmatch",
+                        "label": {"map": "q2dm1"}, "max_members": 8},
+        "room_create_private": {"type": "room_create", "rid": 2, "room_type": "duel",
+                                "listed": False, "options": {"team": "red"}},
+        "room_join": {"type": "room_join", "rid": 3, "room": ROOM_HEX},
+        "room_join_or_create": {"type": "room_join_or_create", "rid": 4,
+                                "room_type": "deathmatch", "label": {"map": "q2dm1"},
+                                "max_members": 8},
+        "room_leave": {"type": "room_leave", "rid": 5, "room": ROOM_HEX},
+        "room_list": {"type": "room_list", "rid": 6, "room_type": "deathmatch"},
+        "room_send": {"type": "room_send", "room": ROOM_HEX, "data": b64(b"hello room")},
+        "room_send_to": {"type": "room_send", "room": ROOM_HEX, "data": b64(b"hi bob"), "to": [2]},
+        "room_joined": {"type": "room_joined", "rid": 3, "room": ROOM_HEX,
+                        "room_type": "deathmatch", "member": 2, "label": {"map": "q2dm1"},
+                        "max_members": 8, "listed": True, "created": False,
+                        "members": [{"member": 1, "user": "alice"},
+                                    {"member": 2, "user": "bob"}]},
+        "room_members": {"type": "room_members", "room": ROOM_HEX,
+                         "members": [{"member": 3, "user": "carol"}]},
+        "room_left": {"type": "room_left", "room": ROOM_HEX, "reason": "left", "rid": 5},
+        "room_left_closed": {"type": "room_left", "room": ROOM_HEX, "reason": "closed"},
+        "room_presence_join": {"type": "room_presence", "room": ROOM_HEX, "event": "join",
+                               "member": 2, "user": "bob"},
+        "room_presence_leave": {"type": "room_presence", "room": ROOM_HEX, "event": "leave",
+                                "member": 2, "user": "bob", "reason": "timeout"},
+        "room_message": {"type": "room_message", "room": ROOM_HEX, "from": 1,
+                         "data": b64(b"hello room")},
+        "room_message_handler": {"type": "room_message", "room": ROOM_HEX, "from": 0,
+                                 "data": b64(b"tick 42")},
+        "room_label": {"type": "room_label", "room": ROOM_HEX, "label": {"map": "q2dm2"}},
+        "room_rooms": {"type": "room_rooms", "rid": 6, "rooms": [
+            {"room": ROOM_HEX, "room_type": "deathmatch", "label": {"map": "q2dm1"},
+             "members": 2, "max_members": 8}]},
+        "room_error": {"type": "room_error", "code": 461, "reason": "room full", "rid": 3},
+    }
+    for name, message in expected.items():
+        frame = v["frame_" + name]
+        # Canonical form: compact, sorted keys, ASCII.
+        assert frame == json.dumps(message, separators=(",", ":"), sort_keys=True).encode(), name
+    # The sealed forms open under the written keys and counters to those frames.
+    sealed = json.loads(v["frame_room_join_sealed_c2s_counter_1"])
+    assert crypto_secretbox_open(base64.b64decode(sealed["box"]), _nonce(1),
+                                 v["key_tcp_c2s"]) == v["frame_room_join"]
+    sealed = json.loads(v["frame_room_joined_sealed_s2c_counter_2"])
+    assert crypto_secretbox_open(base64.b64decode(sealed["box"]), _nonce(2),
+                                 v["key_tcp_s2c"]) == v["frame_room_joined"]
+
+
+def test_room_datagrams_follow_the_written_layout():
+    v = {k: bytes.fromhex(h) for k, h in documented().items()}
+    room = bytes.fromhex(ROOM_HEX)
+    assert v["room_send_payload"] == room + bytes([2]) + struct.pack("<II", 2, 3) + b"pos"
+    assert v["room_send_all_payload"] == room + bytes([0]) + b"pos"
+    assert v["room_relay_payload"] == room + struct.pack("<I", 1) + b"pos"
+    for name, key, counter, kind, payload in [
+        ("udp_room_send_c2s_counter_3", "key_udp_c2s", 3, 6, v["room_send_payload"]),
+        ("udp_room_relay_s2c_counter_1", "key_udp_s2c", 1, 7, v["room_relay_payload"]),
+    ]:
+        packet = v[name]
+        assert packet[:8] == v["token"]
+        assert struct.unpack("<Q", packet[8:16])[0] == counter
+        plain = crypto_secretbox_open(packet[16:], _nonce(counter), v[key])
+        assert plain == bytes([kind]) + payload
+
+
+def test_every_error_code_is_in_the_document():
+    from gamesession.protocol.wire import ErrorCode
+
+    with open(DOC) as f:
+        text = f.read()
+    for code in ErrorCode:
+        assert re.search(r"^\| {} \| {} \|".format(int(code), code.name), text, re.M), code

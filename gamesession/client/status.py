@@ -162,6 +162,17 @@ def summarize(figures: Figures) -> list:
         resumed = resumes.pop("ok", 0)
         lines.append("resumes: {} ok, {} refused{}".format(
             _n(resumed), _n(sum(resumes.values())), _breakdown({k: v for k, v in resumes.items() if v})))
+    if figures.has("rooms_active"):
+        limited = figures.by("room_limited_total", "limit")
+        lines.append("rooms: {} active, {} members; relayed udp {} in / {} out, tcp {} in / {} out; "
+                     "{} limited{}, {} handler errors".format(
+                         _n(figures.get("rooms_active")), _n(figures.get("room_members")),
+                         _n(figures.get("room_relayed_total", channel="udp", direction="in")),
+                         _n(figures.get("room_relayed_total", channel="udp", direction="out")),
+                         _n(figures.get("room_relayed_total", channel="tcp", direction="in")),
+                         _n(figures.get("room_relayed_total", channel="tcp", direction="out")),
+                         _n(sum(limited.values())), _breakdown(limited),
+                         _n(sum(figures.by("room_handler_errors_total", "method").values()))))
     if figures.has("knocks_total"):
         lines.append("knocks: {}, grants {}, connections allowed {} rejected {}".format(
             _n(figures.get("knocks_total")), _n(figures.get("knock_grants_total")),

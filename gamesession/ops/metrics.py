@@ -33,14 +33,23 @@ PREFIX = "gamesession_"
 # refer to them before the first event.  Reasons added later (by the rate
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
-                "send_error")
+                "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
                   "error")
 RESUME_OUTCOMES = ("ok", "resume_unknown", "resume_expired", "resume_used", "resume_ended",
                    "resume_off", "too_many_attempts")
 LIMITS = ("pending_total", "pending_per_address", "send_buffer")
 LOGOUT_REASONS = END_REASONS
-PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode)
+# Fatal codes only: the room refusals (460-469) never close a connection.
+PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode if not 460 <= code < 470)
+ROOM_JOIN_OUTCOMES = ("created", "joined", "room_not_found", "room_full", "room_refused",
+                      "too_many_rooms", "rooms_exhausted", "bad_label", "already_in_room",
+                      "bad_room_type")
+ROOM_LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
+                      "shutdown", "closed")
+ROOM_LIMITS = ("max_rooms", "max_rooms_per_session", "max_room_members", "max_label_bytes",
+               "relay_rate")
+ROOM_RELAYED = (("udp", "in"), ("udp", "out"), ("tcp", "in"), ("tcp", "out"))
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
 
 
@@ -145,6 +154,8 @@ class ServerCollector:
             PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
             buckets=buckets, sum_value=rtt_total)
 
+        yield from _room_families(registry.rooms, stats.rooms)
+
         knock_stats = _knock_stats(self.knock)
         if knock_stats is not None:
             yield from self._knock(dict(knock_stats))
@@ -165,6 +176,38 @@ class ServerCollector:
         yield _labelled_counter("knock_events",
                                 "Other knock gate events (bad_mac, replayed, stale, ...).",
                                 "event", counts)
+
+
+def _room_families(manager, stats):
+    """The rooms' figures (server/rooms.py), from atomic snapshots."""
+    joins = dict(stats.joins)
+    leaves = dict(stats.leaves)
+    relayed = dict(stats.relayed)
+    limited = dict(stats.limited)
+    handler_errors = dict(stats.handler_errors)
+    yield GaugeMetricFamily(PREFIX + "rooms_active", "Rooms open now (lingering ones included).",
+                            value=len(manager.rooms))
+    yield GaugeMetricFamily(PREFIX + "room_members", "Room memberships now, over all rooms.",
+                            value=manager.member_count)
+    yield _labelled_counter("room_joins", "Room joins and creates, by outcome (a refusal's name).",
+                            "outcome", joins, ROOM_JOIN_OUTCOMES)
+    yield _labelled_counter("room_leaves", "Members gone from rooms, by reason.",
+                            "reason", leaves, ROOM_LEAVE_REASONS)
+    family = CounterMetricFamily(
+        PREFIX + "room_relayed",
+        "Room messages (tcp) and datagrams (udp) received from members (in) and copies sent (out).",
+        labels=["channel", "direction"])
+    for channel, direction in ROOM_RELAYED:
+        family.add_metric([channel, direction], relayed.get(channel + "_" + direction, 0))
+    yield family
+    yield CounterMetricFamily(
+        PREFIX + "room_relay_unaddressed",
+        "Relayed datagrams not sent: the receiver had no UDP address yet.",
+        value=relayed.get("udp_no_address", 0))
+    yield _labelled_counter("room_limited", "Room requests refused or relays dropped by a limit, by option.",
+                            "limit", limited, ROOM_LIMITS)
+    yield _labelled_counter("room_handler_errors", "Room handler methods that raised, by method.",
+                            "method", handler_errors)
 
 
 def make_registry(registry, knock=None) -> CollectorRegistry:

@@ -37,6 +37,25 @@ class RttHistogram:
 
 
 @attrs.define
+class RoomStats:
+    """Counters of the rooms (server/rooms.py); names in README.md, "Operations"."""
+
+    # Joins by outcome: created, joined, or the refusal (room_full, room_refused, ...).
+    joins: Counter = attrs.Factory(Counter)
+    # Members gone from rooms, by reason: left, logout, timeout, kicked, closed, ...
+    leaves: Counter = attrs.Factory(Counter)
+    # Relayed traffic: udp_in, udp_out, tcp_in, tcp_out, udp_no_address.
+    relayed: Counter = attrs.Factory(Counter)
+    # Requests refused or traffic dropped by a room limit, by option.
+    limited: Counter = attrs.Factory(Counter)
+    # Handler methods that raised, by method.
+    handler_errors: Counter = attrs.Factory(Counter)
+    created: int = 0
+    # Rooms closed, by why: empty, shutdown, refused, handler.
+    closed: Counter = attrs.Factory(Counter)
+
+
+@attrs.define
 class ServerStats:
     udp_in_packets: int = 0
     udp_in_bytes: int = 0
@@ -64,6 +83,7 @@ class ServerStats:
     roams: int = 0
     # Round trips of keepalive pings answered by clients.
     rtt: RttHistogram = attrs.Factory(RttHistogram)
+    rooms: RoomStats = attrs.Factory(RoomStats)
 
 
 def changes(current: dict, previous: dict) -> dict:

@@ -32,6 +32,8 @@ class Kind(enum.IntEnum):
     KEEPALIVE = 3
     DISCONNECT = 4
     DATA = 5
+    ROOM_SEND = 6  # client to server: room datagram to relay (protocol/rooms.py)
+    ROOM_RELAY = 7  # server to client: a relayed room datagram, sender stamped
 
 
 KINDS = frozenset(int(k) for k in Kind)

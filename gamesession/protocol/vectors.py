@@ -9,7 +9,7 @@ import struct
 
 from nacl.public import PrivateKey
 
-from gamesession.protocol import resume, wire
+from gamesession.protocol import resume, rooms, wire
 from gamesession.protocol.clientcore import ClientCore, Welcome
 from gamesession.protocol.datagram import DatagramChannel, Kind
 from gamesession.protocol.handshake import StreamCipher, nonce, server_respond
@@ -21,6 +21,44 @@ TOKEN = bytes.fromhex("0102030405060708")
 USER = "alice"
 PASSWORD = "correct horse"
 PING_ID = bytes.fromhex("00000000000000ff")
+ROOM = bytes.fromhex("9f1c2e3d4c5b6a70")
+
+
+def room_vectors() -> "list[tuple[str, bytes]]":
+    """Every room message and datagram payload form (inner frames, before sealing)."""
+    alice, bob = rooms.MemberInfo(1, "alice"), rooms.MemberInfo(2, "bob")
+    frames = [
+        ("room_create", rooms.create(1, "deathmatch", {"map": "q2dm1"}, 8)),
+        ("room_create_private", rooms.create(2, "duel", listed=False, options={"team": "red"})),
+        ("room_join", rooms.join(3, ROOM)),
+        ("room_join_or_create", rooms.join_or_create(4, "deathmatch", {"map": "q2dm1"}, 8)),
+        ("room_leave", rooms.leave(5, ROOM)),
+        ("room_list", rooms.list_rooms(6, "deathmatch")),
+        ("room_send", rooms.send(ROOM, b"hello room")),
+        ("room_send_to", rooms.send(ROOM, b"hi bob", to=[2])),
+        ("room_joined", rooms.joined(3, ROOM, "deathmatch", 2, {"map": "q2dm1"}, 8, True, False,
+                                     [alice, bob])[0]),
+        ("room_members", {"type": "room_members", "room": rooms.room_hex(ROOM),
+                          "members": [{"member": 3, "user": "carol"}]}),
+        ("room_left", rooms.left(ROOM, "left", rid=5)),
+        ("room_left_closed", rooms.left(ROOM, "closed")),
+        ("room_presence_join", rooms.presence(ROOM, "join", 2, "bob")),
+        ("room_presence_leave", rooms.presence(ROOM, "leave", 2, "bob", "timeout")),
+        ("room_message", rooms.message(ROOM, 1, b"hello room")),
+        ("room_message_handler", rooms.message(ROOM, rooms.HANDLER, b"tick 42")),
+        ("room_label", rooms.label_changed(ROOM, {"map": "q2dm2"})),
+        ("room_rooms", rooms.rooms(6, [rooms.RoomInfo(ROOM, "deathmatch", {"map": "q2dm1"}, 2, 8)])),
+        ("room_error", rooms.error(wire.ErrorCode.ROOM_FULL, "room full", rid=3)),
+    ]
+    out = [("frame_" + name, wire.encode(message)) for name, message in frames]
+    out += [
+        ("room_send_payload", rooms.pack_room_send(ROOM, b"pos", to=[2, 3])),
+        ("room_send_all_payload", rooms.pack_room_send(ROOM, b"pos")),
+        ("room_relay_payload", rooms.pack_room_relay(ROOM, 1, b"pos")),
+    ]
+    return out
+
+
 # The resume (docs/protocol.md, "Session resume"): a ticket from the first
 # login, then a second handshake with fresh ephemeral keys.
 RESUME_ID = bytes(range(0xa0, 0xb0))
@@ -105,6 +143,14 @@ def compute() -> "list[tuple[str, bytes]]":
     client_udp.seal(Kind.KEEPALIVE)
     data = client_udp.seal(Kind.DATA, b"hello")
     pong = server_udp.seal(Kind.PONG, PING_ID)
+    room_send = client_udp.seal(Kind.ROOM_SEND, rooms.pack_room_send(ROOM, b"pos", to=[2, 3]))
+    room_relay = server_udp.seal(Kind.ROOM_RELAY, rooms.pack_room_relay(ROOM, 1, b"pos"))
+    client_tcp = core.sender  # counter 1 after the login
+    sealed_join = core.seal_message(rooms.join(3, ROOM))
+    sealed_joined = wire.encode(wire.sealed(server_tcp.seal(wire.encode(rooms.joined(
+        3, ROOM, "deathmatch", 2, {"map": "q2dm1"}, 8, True, False,
+        [rooms.MemberInfo(1, "alice"), rooms.MemberInfo(2, "bob")])[0]))))
+    assert client_tcp.counter == 2
     return [
         ("server_static_private", bytes(SERVER_STATIC)),
         ("server_static_public", bytes(SERVER_STATIC.public_key)),
@@ -121,7 +167,11 @@ def compute() -> "list[tuple[str, bytes]]":
         ("udp_ping_c2s_counter_0", ping),
         ("udp_data_c2s_counter_2", data),
         ("udp_pong_s2c_counter_0", pong),
-    ] + compute_resume()
+        ("frame_room_join_sealed_c2s_counter_1", sealed_join),
+        ("frame_room_joined_sealed_s2c_counter_2", sealed_joined),
+        ("udp_room_send_c2s_counter_3", room_send),
+        ("udp_room_relay_s2c_counter_1", room_relay),
+    ] + room_vectors() + compute_resume()
 
 
 def render() -> str:

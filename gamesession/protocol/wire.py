@@ -61,6 +61,17 @@ class ErrorCode(enum.IntEnum):
     BAD_FIELD = 422  # missing field or wrong type or size
     BAD_VERSION = 426
     TOO_MANY_ATTEMPTS = 429  # failed logins from this address: wait (reason says how long)
+    # Room refusals (room_error; the connection stays open): protocol/rooms.py.
+    ROOM_NOT_FOUND = 460  # no such room, or it is closing
+    ROOM_FULL = 461
+    ROOM_REFUSED = 462  # the room's handler refused the join; reason is its text
+    TOO_MANY_ROOMS = 463  # --max-rooms-per-session
+    ROOMS_EXHAUSTED = 464  # --max-rooms
+    BAD_LABEL = 465  # not an object, or over --max-label-bytes
+    NOT_IN_ROOM = 466
+    ALREADY_IN_ROOM = 467
+    BAD_ROOM_TYPE = 468
+    RELAY_LIMITED = 469  # a room_send over --max-relay-rate was not relayed
     BAD_BOX = 495  # a sealed frame that did not open
     INTERNAL = 500
     SERVER_FULL = 503

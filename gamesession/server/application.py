@@ -5,6 +5,12 @@ answers through the ``Session`` it is given (``send_datagram`` over UDP,
 unreliable; ``send_message`` over the TCP control channel, reliable).  Select
 one with ``--app package.module.Class`` (a class whose constructor takes no
 arguments, or an object); the default echoes.
+
+A game that needs the other sessions or the rooms defines an optional
+``attach(server)`` method: the server calls it once, before any session,
+with a ``GameServer`` (``server.sessions.find(user)``,
+``server.sessions.all()``, ``server.rooms``).  Room handlers reach the same
+object as ``room.server``.
 """
 
 from zope.interface import Attribute, Interface, implementer
@@ -29,7 +35,62 @@ class ISession(Interface):
         """End the session; the client is told it was kicked."""
 
 
+class ISessionDirectory(Interface):
+    """The sessions logged in now, for game code and room handlers."""
+
+    def find(user):
+        """The ISession of ``user``, or None if the user is not logged in."""
+
+    def all():
+        """Every ISession logged in now (a new list)."""
+
+    def __len__():
+        """How many sessions are logged in."""
+
+
+@implementer(ISessionDirectory)
+class SessionDirectory:
+    """``ISessionDirectory`` over a SessionRegistry's user index."""
+
+    def __init__(self, registry):
+        self._registry = registry
+
+    def find(self, user):
+        return self._registry.by_user.get(user)
+
+    def all(self):
+        return list(self._registry.by_user.values())
+
+    def __len__(self):
+        return len(self._registry.by_user)
+
+    def __iter__(self):
+        return iter(self.all())
+
+
+class GameServer:
+    """What game code sees of the server: ``sessions`` (ISessionDirectory) and ``rooms``.
+
+    ``rooms`` is the ``RoomManager``: ``find(room_id)``, ``of_type(type)``,
+    ``all()``, ``rooms_of(session)``.  ``clock`` is the server's IReactorTime.
+    """
+
+    def __init__(self, registry, rooms):
+        self.sessions = SessionDirectory(registry)
+        self.rooms = rooms
+        self.clock = registry.clock
+
+
+def attach_application(application, server: GameServer) -> None:
+    """Call the application's optional ``attach(server)``."""
+    attach = getattr(application, "attach", None)
+    if callable(attach):
+        attach(server)
+
+
 class IGameApplication(Interface):
+    """A game. Optional, outside the interface: ``attach(server)`` (see the module doc)."""
+
     def session_started(session):
         """A player logged in; ``session`` provides ISession."""
 

@@ -30,18 +30,22 @@ from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
+from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES
+
+ROOM_REQUESTS = frozenset(REQUEST_TYPES)
+ROOM_TYPES = ROOM_REQUESTS | frozenset(EVENT_TYPES)
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong"])
+                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong"]) | ROOM_TYPES
 
 
-@implementer(IControlChannel, IPushProducer)
 def seconds_text(wait: float) -> str:
     """A wait as a person reads it, rounded up to whole seconds: "1 second", "3 seconds"."""
     seconds = max(1, int(math.ceil(wait)))
     return "{} second{}".format(seconds, "" if seconds == 1 else "s")
 
 
+@implementer(IControlChannel, IPushProducer)
 class LoginProtocol:
     """Mixed with a framing from ``framing.FRAMINGS`` by ``LoginFactory``."""
 
@@ -237,6 +241,8 @@ class LoginProtocol:
             if kind == "data":
                 payload = wire.bytes_field(message, "data", max_size=wire.MAX_DATA)
                 self.factory.registry.notify_application("message_received", self.session, payload)
+            elif kind in ROOM_REQUESTS:
+                self.factory.registry.rooms.request(self.session, message)
             elif kind == "logout":
                 self.factory.registry.end(self.session, "logout")
             elif kind == "ping":
@@ -245,7 +251,7 @@ class LoginProtocol:
             elif kind == "login":
                 raise ProtocolError(ErrorCode.UNEXPECTED, "already logged in on this connection")
             else:
-                raise self._misplaced(kind, "logout or data")
+                raise self._misplaced(kind, "logout, data or a room request")
         else:
             raise self._misplaced(kind, "a login" if self.state == "login" else "nothing until the login is decided")
 

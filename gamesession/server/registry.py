@@ -17,6 +17,7 @@ from zope.interface import Interface, implementer
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
+from gamesession.server.rooms import RoomManager
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode
 
@@ -27,6 +28,8 @@ _DATA = int(Kind.DATA)
 _PING = int(Kind.PING)
 _PONG = int(Kind.PONG)
 _DISCONNECT = int(Kind.DISCONNECT)
+_ROOM_SEND = int(Kind.ROOM_SEND)
+_ROOM_RELAY = int(Kind.ROOM_RELAY)
 _counter_at = struct.Struct("<Q").unpack_from
 
 
@@ -73,6 +76,9 @@ class IControlChannel(Interface):
 
     def detach():
         """The session resumed on another connection: close this one, end nothing."""
+
+    def send_message(message):
+        """Send one control message (a dict: room events); sealed, reliable."""
 
 
 @implementer(ISession)
@@ -178,6 +184,8 @@ class SessionRegistry:
 
         # Suspended sessions and resume tickets (--resume-grace; 0: off).
         self.resumes = ResumeTable(self, resume_grace)
+        # Rooms with the default limits; the tap replaces it with the configured one.
+        self.rooms = RoomManager(self)
 
     @property
     def transport(self):
@@ -264,6 +272,7 @@ class SessionRegistry:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
         self.stats.logouts[reason] += 1
+        self.rooms.session_ended(session, reason)
         now = self.clock.seconds()
         if reason in ("kicked", "replaced"):
             self.log.info("kicked: user={user} ({reason})", user=session.user, reason=reason,
@@ -289,6 +298,7 @@ class SessionRegistry:
             self.end(session, "disconnected")
 
     def shutdown(self) -> None:
+        self.rooms.shutdown()
         for session in list(self.by_token.values()):
             self.end(session, "shutdown")
 
@@ -348,8 +358,12 @@ class SessionRegistry:
             if payload == session.ping_id:
                 session.ping_id = None
                 stats.rtt.observe(session.last_seen - session.ping_sent)
+        elif kind == _ROOM_SEND:
+            self.rooms.datagram_received(session, payload)
         elif kind == _DISCONNECT:
             self.end(session, "logout")
+        elif kind == _ROOM_RELAY:
+            self.rooms.stray_datagram(session, payload)
         # KEEPALIVE only refreshed last_seen.
 
     # -- timers -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
-from gamesession.server import limits
+from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
 from gamesession.server.registry import SessionRegistry
 from gamesession.ops.stats import ServerStats
@@ -57,7 +57,7 @@ def _port(value):
     return port
 
 
-class Options(usage.Options, strcred.AuthOptionMixin):
+class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
                 "NaCl-secured UDP datagrams bound to their session. See README.md.")
@@ -115,7 +115,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
-    ] + knocktap.OPT_PARAMETERS
+    ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
@@ -135,6 +135,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     "--metrics {!r}: {} (expected an endpoint such as tcp:9100 or "
                     "tcp:9100:interface=127.0.0.1)".format(self["metrics"], e))
         knocktap.check_options(self)
+        roomoptions.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
         try:
@@ -219,6 +220,7 @@ def makeService(config, reactor=None):
         datagram_burst=config["datagram-burst"],
         resume_grace=config["resume-grace"],
     )
+    roomoptions.make_rooms(config, registry)
     checkers = config.get("credCheckers", [])
     top = GameSessionService(registry, reactor, public_key_text(key), guests=not checkers)
     if created:
