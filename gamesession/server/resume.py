@@ -180,6 +180,7 @@ class ResumeTable:
         self.log.info("session suspended: user={user}; resumable for {grace:g}s",
                       user=session.user, grace=self.grace, event="session_suspended")
         self._notify("session_suspended", session)
+        registry.rooms.session_suspended(session)
         return True
 
     def _expire(self, entry: _Ticket) -> None:
@@ -275,6 +276,7 @@ class ResumeTable:
                       queued=len(resumption.queued), dropped=resumption.dropped,
                       event="resume", outcome="ok")
         self._notify("session_resumed", session)
+        self.registry.rooms.session_resumed(session)
 
     def _notify(self, method: str, session) -> None:
         # Optional methods (application.IResumeListener): older applications lack them.
