@@ -22,6 +22,9 @@
 # GAMESESSION_DUPLICATE_LOGIN   --duplicate-login      (server default, kick)
 # GAMESESSION_APP               --app                  (server default, echo)
 # GAMESESSION_KNOCK             --knock                (none: no port knocking)
+# GAMESESSION_CLUSTER           --cluster              (none: a single node)
+# GAMESESSION_NODE_NAME         --node-name            (server default, HOSTNAME:PORT)
+# GAMESESSION_ADVERTISE         --advertise            (server default)
 # GAMESESSION_EXTRA_ARGS        appended as they are   (none)
 #
 # Arguments starting with "-" are appended to the server's options; any other
@@ -57,6 +60,9 @@ set -- --login "$login" \
     ${GAMESESSION_DUPLICATE_LOGIN:+--duplicate-login "$GAMESESSION_DUPLICATE_LOGIN"} \
     ${GAMESESSION_APP:+--app "$GAMESESSION_APP"} \
     ${GAMESESSION_KNOCK:+--knock "$GAMESESSION_KNOCK"} \
+    ${GAMESESSION_CLUSTER:+--cluster "$GAMESESSION_CLUSTER"} \
+    ${GAMESESSION_NODE_NAME:+--node-name "$GAMESESSION_NODE_NAME"} \
+    ${GAMESESSION_ADVERTISE:+--advertise "$GAMESESSION_ADVERTISE"} \
     ${GAMESESSION_EXTRA_ARGS:-} \
     "$@"
 

@@ -86,12 +86,13 @@ def start_server(plugin_path, tmp_path):
     """Start a real twistd gamesession with extra options; stopped at teardown."""
     servers = []
 
-    def start(*options, wait=True, host="127.0.0.1"):
-        """``host``: the loopback address both ports bind ("::1" for IPv6)."""
+    def start(*options, wait=True, host="127.0.0.1", key=None):
+        """``host``: the loopback address both ports bind ("::1" for IPv6);
+        ``key``: a PrivateKey to share (the nodes of a cluster), default a fresh one."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         login_port = free_port(family=family, host=host)
         udp_port = free_port(socket.SOCK_DGRAM, family=family, host=host)
-        key = PrivateKey.generate()
+        key = key if key is not None else PrivateKey.generate()
         key_file = str(tmp_path / "server-{}.key".format(len(servers)))
         write_private_key(key_file, key)
         log_path = str(tmp_path / "twistd-{}.log".format(len(servers)))
@@ -131,3 +132,14 @@ def run_cli(plugin_path, *args, timeout=30, env=None):
     full_env.update(env or {})
     return subprocess.run(CLI + list(args), env=full_env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (``.url``, ``.stop()``, ``.start()``); stopped at teardown."""
+    from redisserver import RedisServer, have_redis
+
+    need(have_redis(), "redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop(sig=9)

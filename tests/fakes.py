@@ -226,12 +226,13 @@ class Harness:
     ``--auth memory:``); None means guests.  ``limits`` and ``login_timeout``
     go to the LoginFactory, the rest (``application``, ``duplicate_login``,
     ``max_sessions``, ...) to the SessionRegistry.  ``connect()`` gives each
-    connection its own client port, counting up from 40000.
+    connection its own client port, counting up from 40000.  Several
+    harnesses (the nodes of a cluster) may share one ``clock``.
     """
 
     def __init__(self, framing="int16", users=None, limits=None, login_timeout=10.0,
-                 checkers=None, **registry_options):
-        self.clock = task.Clock()
+                 checkers=None, clock=None, **registry_options):
+        self.clock = clock if clock is not None else task.Clock()
         self.framing = framing
         self.stats = ServerStats()
         self.registry = SessionRegistry(self.clock, stats=self.stats, **registry_options)

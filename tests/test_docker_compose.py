@@ -446,3 +446,53 @@ def test_docker_readme_states_the_measured_source_addresses():
     assert "By default Docker may hand published-port traffic" not in text
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "must keep source addresses real: disable Docker's userland proxy" not in readme
+
+
+# -- the cluster: Redis and two nodes ---------------------------------------------
+
+CLUSTER_FILE = DOCKER / "docker-compose.cluster.yml"
+
+
+def test_cluster_compose_redis_and_two_nodes_with_distinct_ports_and_one_key(tmp_path):
+    config = compose_config(tmp_path, files=(CLUSTER_FILE,))
+    services = config["services"]
+    assert set(services) == {"redis", "keygen", "node-a", "node-b"}
+    assert "test" in services["redis"]["healthcheck"]
+    assert "ports" not in services["redis"]  # only the nodes reach the directory
+    seen_tcp, seen_udp = set(), set()
+    for name in ("node-a", "node-b"):
+        node = services[name]
+        env = node["environment"]
+        [(login, login_target)] = published(node, "tcp")
+        [(udp, udp_target)] = published(node, "udp")
+        assert (login_target, udp_target) == (7000, 7001)
+        seen_tcp.add(login), seen_udp.add(udp)
+        assert env["GAMESESSION_CLUSTER"] == "redis://redis:6379/0"
+        assert env["GAMESESSION_NODE_NAME"] == name
+        assert env["GAMESESSION_PUBLIC_UDP_PORT"] == str(udp)
+        assert env["GAMESESSION_ADVERTISE"] == "127.0.0.1:{}".format(login)
+        assert env["GAMESESSION_KEY_FILE"] == "/data/gamesession.key"
+        assert node["volumes"] == ["gamesession-key:/data:ro"]
+        assert node["depends_on"] == {"keygen": {"condition": "service_completed_successfully"},
+                                      "redis": {"condition": "service_healthy"}}
+        assert "gamesession healthcheck" in " ".join(node["healthcheck"]["test"])
+    assert len(seen_tcp) == len(seen_udp) == 2 and not seen_tcp & seen_udp
+    assert any(v.startswith("gamesession-key:/data") for v in services["keygen"]["volumes"])
+    assert "gamesession keygen" in " ".join(services["keygen"]["command"])
+
+
+def test_cluster_compose_node_options_reach_the_server(tmp_path):
+    """compose -> entrypoint -> the options twistd gamesession accepts."""
+    from gamesession.server import tap
+
+    config = compose_config(tmp_path, files=(CLUSTER_FILE,), GAMESESSION_PUBLIC_HOST="play.example.test")
+    env = dict(config["services"]["node-b"]["environment"])
+    env["GAMESESSION_KEY_FILE"] = str(tmp_path / "data" / "gamesession.key")
+    argv = run_entrypoint(tmp_path, env)
+    assert option(argv, "--cluster") == "redis://redis:6379/0"
+    assert option(argv, "--node-name") == "node-b"
+    assert option(argv, "--advertise") == "play.example.test:17100"
+    options = tap.Options()
+    options.parseOptions(argv[3:])
+    assert options["advertise-address"] == ("play.example.test", 17100)
+    assert options["public-udp-port"] == 17101

@@ -80,10 +80,19 @@ class Figures:
         return {dict(labels)[label]: value for (n, labels), value in self.samples.items()
                 if n == P + name and value and label in dict(labels)}
 
-    def buckets(self, name):
-        """Sorted (upper bound, cumulative count) of a histogram."""
+    def buckets(self, name, **match):
+        """Sorted (upper bound, cumulative count) of a histogram (of the series with ``match`` labels)."""
         return sorted((float(dict(labels)["le"]), value)
-                      for (n, labels), value in self.samples.items() if n == P + name + "_bucket")
+                      for (n, labels), value in self.samples.items()
+                      if n == P + name + "_bucket"
+                      and all(dict(labels).get(k) == v for k, v in match.items()))
+
+    def labels(self, name) -> dict:
+        """The labels of the first sample of ``name`` (an info gauge), or {}."""
+        for (n, labels) in self.samples:
+            if n == P + name:
+                return dict(labels)
+        return {}
 
 
 def quantile(q: float, buckets) -> "float | None":
@@ -173,12 +182,31 @@ def summarize(figures: Figures) -> list:
                          _n(figures.get("room_relayed_total", channel="tcp", direction="out")),
                          _n(sum(limited.values())), _breakdown(limited),
                          _n(sum(figures.by("room_handler_errors_total", "method").values()))))
+    if figures.has("cluster_up"):
+        lines.append(cluster_line(figures))
     if figures.has("knocks_total"):
         lines.append("knocks: {}, grants {}, connections allowed {} rejected {}".format(
             _n(figures.get("knocks_total")), _n(figures.get("knock_grants_total")),
             _n(figures.get("knock_connections_total", outcome="allowed")),
             _n(figures.get("knock_connections_total", outcome="rejected"))))
     return lines
+
+
+def cluster_line(figures: Figures) -> str:
+    """``cluster: up|DOWN as NODE (DIRECTORY), N users held, ...``."""
+    info = figures.labels("cluster_info")
+    line = "cluster: {} as {} ({}), {} users held, {} replaced by logins elsewhere".format(
+        "up" if figures.get("cluster_up") else "DOWN (logins refused)",
+        info.get("node", "?"), info.get("directory", "?"),
+        _n(figures.get("cluster_users_held")), _n(figures.get("cluster_replaced_total")))
+    claims = figures.buckets("cluster_operation_seconds", operation="claim_user")
+    p50 = quantile(0.5, claims)
+    if p50 is not None:
+        line += ", login claim p50 ~{:.1f} ms".format(p50 * 1000)
+    errors = figures.by("cluster_operation_errors_total", "operation")
+    if errors:
+        line += ", {} failed directory calls".format(_n(sum(errors.values())))
+    return line
 
 
 def status_main(url: str, timeout: float = 5.0, out=print) -> None:

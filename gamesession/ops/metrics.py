@@ -35,7 +35,8 @@ PREFIX = "gamesession_"
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
-                  "error")
+                  "directory_unavailable", "error")
+CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore")
 RESUME_OUTCOMES = ("ok", "resume_unknown", "resume_expired", "resume_used", "resume_ended",
                    "resume_off", "too_many_attempts")
 LIMITS = ("pending_total", "pending_per_address", "send_buffer")
@@ -67,6 +68,16 @@ def _labelled_counter(name, documentation, label, counts, documented=()):
     return family
 
 
+def _buckets(histogram, counts):
+    """Cumulative (bound, count) pairs of a stats.RttHistogram's ``counts`` snapshot, and the total."""
+    buckets, cumulative = [], 0
+    for bound, count in zip(histogram.bounds, counts):
+        cumulative += count
+        buckets.append((repr(float(bound)), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return buckets
+
+
 def _knock_stats(knock):
     """The knock gate's Counter: ``knock.stats``, or its knocker's."""
     stats = getattr(knock, "stats", None)
@@ -80,12 +91,14 @@ class ServerCollector:
 
     ``knock`` is the optional knock gate: any object with a ``stats`` Counter
     (or a ``knocker`` that has one); its counters are exported as
-    ``gamesession_knock*``.
+    ``gamesession_knock*``.  ``cluster`` is the optional ``ClusterNode``:
+    ``gamesession_cluster*``.
     """
 
-    def __init__(self, registry, knock=None):
+    def __init__(self, registry, knock=None, cluster=None):
         self.registry = registry
         self.knock = knock
+        self.cluster = cluster
 
     def describe(self):
         # The registry learns the names (for ?name[]= filtering) from one collect.
@@ -145,20 +158,50 @@ class ServerCollector:
                                   "Sessions whose UDP address moved (NAT rebinding, network change).",
                                   value=stats.roams)
 
-        buckets, cumulative = [], 0
-        for bound, count in zip(rtt.bounds, rtt_counts):
-            cumulative += count
-            buckets.append((repr(float(bound)), cumulative))
-        buckets.append(("+Inf", cumulative + rtt_counts[-1]))
         yield HistogramMetricFamily(
             PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
-            buckets=buckets, sum_value=rtt_total)
+            buckets=_buckets(rtt, rtt_counts), sum_value=rtt_total)
 
         yield from _room_families(registry.rooms, stats.rooms)
 
         knock_stats = _knock_stats(self.knock)
         if knock_stats is not None:
             yield from self._knock(dict(knock_stats))
+        if self.cluster is not None:
+            yield from self._cluster(self.cluster)
+
+    @staticmethod
+    def _cluster(node):
+        from gamesession.cluster.node import OPERATION_BOUNDS
+        from gamesession.ops.stats import RttHistogram
+
+        info = GaugeMetricFamily(PREFIX + "cluster_info",
+                                 "This node's name and directory (value 1).",
+                                 labels=["node", "directory"])
+        info.add_metric([node.name, node.label], 1)
+        yield info
+        yield GaugeMetricFamily(PREFIX + "cluster_up",
+                                "1 while the cluster directory answers, else 0.",
+                                value=1 if node.up else 0)
+        yield GaugeMetricFamily(PREFIX + "cluster_users_held",
+                                "Users this node holds in the directory.", value=len(node.held))
+        yield CounterMetricFamily(PREFIX + "cluster_replaced",
+                                  "Sessions ended here because their user logged in on another node.",
+                                  value=node.replaced)
+        yield _labelled_counter("cluster_operation_errors",
+                                "Directory operations that failed, by operation.",
+                                "operation", dict(node.errors), CLUSTER_OPERATIONS)
+        timings = dict(node.timings)
+        family = HistogramMetricFamily(PREFIX + "cluster_operation_seconds",
+                                       "Latency of directory operations, by operation.",
+                                       labels=["operation"])
+        for operation in sorted(set(timings) | set(CLUSTER_OPERATIONS)):
+            histogram = timings.get(operation)
+            if histogram is None:
+                histogram = RttHistogram(bounds=OPERATION_BOUNDS)
+            counts = list(histogram.counts)
+            family.add_metric([operation], _buckets(histogram, counts), histogram.total)
+        yield family
 
     @staticmethod
     def _knock(counts):
@@ -210,10 +253,10 @@ def _room_families(manager, stats):
                             "method", handler_errors)
 
 
-def make_registry(registry, knock=None) -> CollectorRegistry:
+def make_registry(registry, knock=None, cluster=None) -> CollectorRegistry:
     """A fresh CollectorRegistry holding only this server's figures."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(ServerCollector(registry, knock))
+    collectors.register(ServerCollector(registry, knock, cluster))
     return collectors
 
 

@@ -299,12 +299,31 @@ class LoginProtocol:
         if self.state != "checking":
             logout()
             return
+        # admission.ILoginAdmission: cluster-wide rules; a single node answers at once.
+        d = self.factory.registry.admission.admit(self.user)
+        d.addCallbacks(self._admitted, self._not_admitted,
+                       callbackArgs=(avatar, logout), errbackArgs=(logout,))
+        return d
+
+    def _not_admitted(self, failure, logout):
+        failure.trap(LoginRefused)
+        logout()
+        if self.state == "checking":
+            self._refused(failure.value)
+
+    def _admitted(self, claim, avatar, logout):
         registry = self.factory.registry
+        if self.state != "checking":
+            logout()
+            registry.admission.abandoned(self.user, claim)
+            return
         try:
             self.session = registry.open(self.user, avatar, logout, self, self.keys)
         except LoginRefused as refused:
             logout()
+            registry.admission.abandoned(self.user, claim)
             return self._refused(refused)
+        registry.admission.opened(self.session, claim)
         self._login_settled()
         if self.factory.limits is not None:
             self.factory.limits.attempts.succeeded(self.host)

@@ -14,6 +14,7 @@ from twisted.internet import udp
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from gamesession.server.admission import LOCAL
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
 from gamesession.server.limits import TokenBucket
@@ -163,6 +164,7 @@ class SessionRegistry:
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
         resume_grace: float = 0.0,
+        admission=LOCAL,
     ):
         self.clock = clock
         self.application = application if application is not None else EchoApplication()
@@ -178,6 +180,8 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # admission.ILoginAdmission: told of every session opened and ended (cluster membership).
+        self.admission = admission
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
         from gamesession.server.resume import ResumeTable
@@ -289,6 +293,7 @@ class SessionRegistry:
             session.logout()
         except Exception:
             self.log.failure("avatar logout failed for {user}", user=session.user)
+        self.admission.ended(session, reason)
         self.notify_application("session_ended", session, reason)
 
     def control_lost(self, control) -> None:

@@ -16,6 +16,7 @@ from gamesession.protocol.resume import DEFAULT_RESUME_GRACE
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
 from gamesession.server.gameport import GamePort
+from gamesession.cluster import options as clustertap
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
 from gamesession.server import limits, roomoptions
@@ -115,7 +116,7 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
-    ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS
+    ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS + clustertap.OPT_PARAMETERS
     optFlags = knocktap.OPT_FLAGS
 
     def postOptions(self):
@@ -138,6 +139,7 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
         roomoptions.check_options(self)
         if self["public-udp-port"] is None:
             self["public-udp-port"] = self["udp"]
+        clustertap.check_options(self)
         try:
             self["application"] = load_application(self["app"])
         except Exception as e:
@@ -226,6 +228,11 @@ def makeService(config, reactor=None):
     if created:
         top.log.info("created key file {path}", path=config["key-file"])
 
+    # First child, so it stops last: it deregisters after the sessions ended.
+    cluster = clustertap.make_cluster_node(config, registry, reactor)
+    if cluster is not None:
+        cluster.setServiceParent(top)
+
     knocking = knocktap.make_knock_service(config, reactor)
     if knocking is not None:
         knocking.setServiceParent(top)  # before the login port opens
@@ -264,7 +271,7 @@ def makeService(config, reactor=None):
     if config["metrics"]:
         from gamesession.ops.metrics import make_registry, make_site
 
-        top.metrics = make_registry(registry, knock=factory.gate)
+        top.metrics = make_registry(registry, knock=factory.gate, cluster=cluster)
         metrics = StreamServerEndpointService(
             endpoints.serverFromString(reactor, config["metrics"]), make_site(top.metrics))
         metrics._raiseSynchronously = True
@@ -272,4 +279,5 @@ def makeService(config, reactor=None):
 
     top.registry = registry
     top.login_factory = factory
+    top.cluster = cluster
     return top
