@@ -362,6 +362,7 @@ class LoginProtocol:
                           reason=refused.reason, event="resume", outcome=refused.outcome)
             return self.fail(refused.code, refused.reason, getattr(refused, "message", None))
         session = self.session = resumption.session
+        self.keys = None  # the ciphers and the session hold what they need of them
         self.user = session.user
         self._login_settled()
         if limits is not None:

@@ -276,8 +276,8 @@ class SessionRegistry:
         self.by_control.pop(old_control, None)
         del self.by_token[session.token]
         token = self._new_token()
-        session.token = token
-        session.channel = DatagramChannel(token, keys.udp_s2c, keys.udp_c2s)
+        # The session is its own channel: new token, keys, counters from 0, fresh window.
+        DatagramChannel.__init__(session, token, keys.udp_s2c, keys.udp_c2s)
         session.control = control
         session.ping_id = None
         session.last_seen = self.clock.seconds()
