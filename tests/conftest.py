@@ -62,6 +62,15 @@ def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
     wait_for_tcp(port, process, timeout)
 
 
+def knock_ports(n=3):
+    """``n`` free UDP ports for a knock sequence, unsorted (the server warns about sorted ones)."""
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port(socket.SOCK_DGRAM))
+    ports = sorted(ports)
+    return ports[1:] + ports[:1]
+
+
 def login_endpoint(port: int, host: str = "127.0.0.1") -> str:
     """The ``--login`` endpoint listening on ``host`` (IPv4 or IPv6)."""
     if ":" in host:

@@ -381,7 +381,8 @@ def test_a_login_decided_after_a_resume_replaces_it_under_kick():
 
 
 def test_failed_resumes_go_through_the_login_backoff():
-    limits = Limits(attempts=LoginAttempts(free=2, backoff=10.0, backoff_max=60.0))
+    # The 3rd failure starts the wait (--max-login-failures 3).
+    limits = Limits(attempts=LoginAttempts(free=3, backoff=10.0, backoff_max=60.0))
     harness, _ = make(limits=limits)
     connection, _ = harness.logged_in()
     core = connection.core

@@ -100,10 +100,14 @@ def draw(paths, out) -> str:
         every[0]["machine"].get("cpu_model", "?"), every[0]["machine"].get("cpus"),
         ", ".join(str(l[0]) for l in loads)), fontsize=10)
     fig.tight_layout()
+    import io
+    from gamesession.files import write_atomic
+    png = io.BytesIO()
     try:
-        fig.savefig(out, dpi=90)
+        fig.savefig(png, dpi=90, format="png")
+        write_atomic(str(out), png.getvalue(), 0o644)
     except OSError as e:
-        raise BenchError("cannot write --out {}: {}".format(out, e.strerror))
+        raise BenchError("cannot write --out {}: {}".format(out, e.strerror or e))
     finally:
         plt.close(fig)
     return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))

@@ -125,7 +125,8 @@ async def ping_main(reactor, args, server_key, password: "Password | None" = Non
     def knock_then_connect(secret):
         if getattr(args, "knock", None):
             return knock_and_connect(reactor, host, args.knock, lambda: connect(secret),
-                                     secret=args.knock_secret)
+                                     secret=args.knock_secret,
+                                     server_id=getattr(args, "knock_server_id_bytes", b""))
         return connect(secret)
 
     try:
