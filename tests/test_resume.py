@@ -491,3 +491,20 @@ def test_a_message_made_while_reconnecting_is_sealed_for_the_new_connection():
     second.resume(core)
     second.send(core.seal_message(unsent.message))
     assert app.events[-1] == ("message", "alice", b"made while away")
+
+
+def test_a_suspended_session_still_counts_for_its_address_and_moves_with_a_resume():
+    harness, _ = make(max_sessions_per_address=1)
+    connection, session = harness.logged_in(host="198.51.100.7")
+    core = connection.core
+    connection.lose()
+    assert harness.registry.by_host == {"198.51.100.7": 1}
+    with pytest.raises(LoginFailed) as info:
+        harness.connect(host="198.51.100.7").login("bob", "pw2")
+    assert info.value.code == ErrorCode.SERVER_FULL
+    harness.connect(host="203.0.113.5").resume(core)  # a network change: a new address
+    assert harness.registry.by_host == {"203.0.113.5": 1}
+    assert isinstance(harness.connect(host="198.51.100.7").login("bob", "pw2")[0], Welcome)
+    session.kick()
+    harness.clock.advance(30)
+    assert "203.0.113.5" not in harness.registry.by_host

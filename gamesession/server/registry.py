@@ -283,6 +283,14 @@ class SessionRegistry:
         self.stats.logins["ok"] += 1
         return session
 
+    def _uncount_host(self, host) -> None:
+        if self.by_host:
+            count = self.by_host.get(host, 0)
+            if count > 1:
+                self.by_host[host] = count - 1
+            elif count == 1:
+                del self.by_host[host]
+
     def _new_token(self) -> bytes:
         token = self.random_bytes(TOKEN_SIZE)
         while token in self.by_token:
@@ -308,6 +316,12 @@ class SessionRegistry:
         session.last_seen = self.clock.seconds()
         self.by_token[token] = session
         self.by_control[control] = session
+        if self.max_sessions_per_address:
+            # --max-sessions-per-address: the session now counts for its new address.
+            self._uncount_host(_host_of_control(old_control))
+            host = _host_of_control(control)
+            if host is not None:
+                self.by_host[host] = self.by_host.get(host, 0) + 1
         return old_control
 
     def announce(self, session: Session) -> None:
@@ -329,13 +343,7 @@ class SessionRegistry:
         if self.by_user.get(session.user) is session:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
-        if self.by_host:
-            host = _host_of(session)
-            count = self.by_host.get(host, 0)
-            if count > 1:
-                self.by_host[host] = count - 1
-            elif count == 1:
-                del self.by_host[host]
+        self._uncount_host(_host_of(session))
         self.stats.logouts[reason] += 1
         self.rooms.session_ended(session, reason)
         now = self.clock.seconds()

@@ -56,8 +56,10 @@ class SuspendedControl:
     ``send_data`` payloads and ``send_message`` control messages (room events).
     """
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, host=None):
         self.max_bytes = max_bytes
+        # The address of the connection it stands in for (--max-sessions-per-address).
+        self.host = host
         self.queue = collections.deque()
         self.size = 0
         self.dropped = 0
@@ -172,7 +174,8 @@ class ResumeTable:
         registry = self.registry
         now = registry.clock.seconds()
         registry.by_control.pop(session.control, None)
-        entry.suspended = session.control = SuspendedControl(self.max_queued_bytes)
+        entry.suspended = session.control = SuspendedControl(
+            self.max_queued_bytes, getattr(session.control, "host", None))
         entry.suspended_at = now
         entry.timer = registry.clock.callLater(self.grace, self._expire, entry)
         self.suspended_count += 1
