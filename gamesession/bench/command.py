@@ -79,6 +79,17 @@ def add_arguments(parser) -> None:
     _server_udp_io(p)
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
+    p = sub.add_parser("rooms", help="room relay: R rooms of K bots at HZ datagrams/s each, "
+                                     "against a plain Twisted relay")
+    p.add_argument("--rooms", type=int, default=10, help="rooms (R)")
+    p.add_argument("--size", type=int, default=4, help="bots per room (K)")
+    p.add_argument("--rate", type=float, default=30.0,
+                   help="datagrams per second each bot sends to its room (HZ)")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
+    p.add_argument("--payload", type=int, default=64,
+                   help="bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--json", metavar="FILE")
+
     p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
     p.add_argument("--packets", type=POSITIVE_INT, default=50000, help="packets per round")
     p.add_argument("--payload", type=_payload, default=64,
@@ -137,6 +148,10 @@ def run(args):
         from gamesession.bench import accept
 
         result = accept.run(args.connections, args.rounds, args.backlog, args.baseline_backlog)
+    elif args.benchmark == "rooms":
+        from gamesession.bench.rooms import bench_rooms
+
+        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload)
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 

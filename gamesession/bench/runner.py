@@ -432,9 +432,9 @@ class Bench:
         self.servers.append(server)
         return server
 
-    def echo(self):
-        self.progress.show("starting the baseline echo")
-        server = procs.start_echo(self.server_cpu)
+    def echo(self, module="gamesession.bench.echo"):
+        self.progress.show("starting the baseline " + module.rsplit(".", 1)[-1])
+        server = procs.start_echo(self.server_cpu, module)
         self.servers.append(server)
         return server
 
@@ -714,6 +714,10 @@ def summary(result: dict) -> str:
             rows.append(("storm_10k_s", _fmt(result["storm_10k_s"])))
         if "storm_failed" in result:
             rows.append(("storm FAILED", result["storm_failed"]))
+    elif kind == "rooms":
+        from gamesession.bench.rooms import summary_rows
+
+        rows = summary_rows(result)
     else:
         rounds = result["settings"].get("rounds", 1)
         best = ", best of {}".format(rounds) if rounds > 1 else ""
