@@ -266,3 +266,28 @@ def test_progress_counters_add_up():
         progress.knock(host, 7102, 9.0)  # too late: expired on the knock, then a stray
     assert (stats["advanced"], stats["restarted"], stats["out_of_order"],
             stats["progress_expired"]) == (2, 2, 2, 2)
+
+
+# -- the per-sender replay floors (mutation survivors after the security review) -------------
+
+def test_a_senders_floor_never_goes_down():
+    cache = k.ReplayCache(10, per_host=2)
+    for nonce, expires in [(b"1", 20), (b"2", 10), (b"3", 30)]:
+        cache.add(nonce, expires, "A")  # the third drops b"1": A's floor rises to 20
+    assert not cache.fresh(15, "A") and cache.fresh(21, "A")
+    cache.add(b"4", 40, "A")  # drops b"2" (expiring at 10, under the floor): the floor stays
+    assert not cache.fresh(15, "A")
+    assert cache.fresh(15, "B")  # another sender's knocks are not stale
+
+
+def test_the_floor_raised_longest_ago_is_the_one_folded_into_the_global_floor():
+    cache = k.ReplayCache(3, per_host=2)
+    for nonce, expires, host in [(b"0", 20, "C"), (b"1", 30, "A"), (b"2", 20, "C"), (b"3", 20, "D"),
+                                 (b"4", 30, "B")]:
+        cache.add(nonce, expires, host)
+    assert list(cache._floors.items()) == [("C", 20), ("A", 30)]
+    cache.add(b"5", 20, "A")  # drops A's nonce at 30: A's floor is already 30, not raised
+    cache.add(b"6", 10, "C")  # D's floor (20) raised
+    cache.add(b"7", 10, "B")  # B's floor: four floors, the oldest raised (C at 20) is folded
+    assert cache.floor == 20
+    assert cache.fresh(25, "E") and not cache.fresh(20, "E")
