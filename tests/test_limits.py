@@ -363,3 +363,72 @@ def test_the_backoff_wait_reads_as_whole_seconds_in_the_singular_too():
     refused = [e for e in server.connect().attempt_login("alice", "pw") if error_codes([e])]
     assert refused[0].code == ErrorCode.TOO_MANY_ATTEMPTS
     assert refused[0].reason.endswith("try again in 1 second"), refused[0].reason
+
+
+# -- edges the mutation run found unpinned after the security review (docs/testing.md) -------
+
+class Conn:
+    evictable = True
+
+
+def test_pending_per_subnet_is_counted_and_released_exactly():
+    pending = L.PendingLogins(max_total=100, max_per_address=5, max_per_subnet=3)
+    hosts = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+    conns = [Conn() for _ in hosts]
+    for host, conn in zip(hosts, conns):
+        assert pending.admit(host, conn) is None
+    assert pending.admit("203.0.113.4") == "pending_per_subnet"
+    assert pending.admit("203.0.114.4") is None  # another /24
+    pending.release("203.0.114.4")
+    pending.release(hosts[0], conns[0])
+    assert pending.evictable() is conns[1]  # the released connection is forgotten
+    assert pending.admit("203.0.113.4") is None  # its subnet slot is free again, one only
+    assert pending.admit("203.0.113.5") == "pending_per_subnet"
+    for host, conn in zip(hosts[1:], conns[1:]):
+        pending.release(host, conn)
+    pending.release("203.0.113.4", Conn())  # admitted without a connection: no error
+    assert (pending.total, pending.by_host, pending.by_subnet, list(pending.connections)) == (0, {}, {}, [])
+
+
+def test_subnet_of_hosts_without_dots_and_scoped_ipv6():
+    assert L.subnet_of("localhost") == "localhost"
+    assert L.subnet_of("203.0.113.9") == "203.0.113"
+    assert L.subnet_of("fe80::1%eth0") == L.subnet_of("fe80::1") == "fe80000000000000"
+    assert L.subnet_of("::ffff:203.0.113.9") == "203.0.113"
+    assert L.subnet_of(None) is None
+
+
+def test_the_hello_tables_keep_the_most_recent_senders():
+    hellos = L.HelloLimiter(rate=1, burst=5, subnet_rate=0, size=2)
+    for host in ["192.0.2.1", "192.0.2.2", "192.0.2.3"]:
+        assert hellos.allow(host, 0.0) is None
+    assert list(hellos.by_host) == ["192.0.2.2", "192.0.2.3"]
+    hellos.allow("192.0.2.2", 0.0)
+    hellos.allow("192.0.2.4", 0.0)
+    assert list(hellos.by_host) == ["192.0.2.2", "192.0.2.4"]
+
+
+def test_the_message_meter_holds_burst_seconds_of_each_rate():
+    meter = L.MessageMeter(10, 1000, now=0.0, burst_seconds=2)
+    assert meter.charge(0.0, 2000) == 0.0  # two seconds of bytes in one burst
+    assert meter.charge(0.0, 1) == pytest.approx(0.001)
+    meter = L.MessageMeter(1.5, 0, now=0.0, burst_seconds=1)
+    assert meter.charge(0.0, 1) == 0.0  # half a message left: no wait, not a negative one
+    assert meter.charge(0.0, 1) == pytest.approx(1 / 3)
+
+
+def test_per_user_failures_are_bounded_and_forgiven_per_user():
+    attempts = L.LoginAttempts(free=1000)
+    host = "203.0.113.9"
+    attempts.failed(host, 0.0)  # no user known
+    for n in range(L.USERS_PER_ADDRESS):
+        attempts.failed(host, 0.0, "u{}".format(n))
+    attempts.failed(host, 0.0, "u0")  # a known user is counted again at the cap
+    attempts.failed(host, 0.0, "extra")  # one user more than the cap is not recorded
+    entry = attempts.table[host]
+    assert entry.count == L.USERS_PER_ADDRESS + 3
+    assert len(entry.by_user) == L.USERS_PER_ADDRESS and entry.by_user["u0"] == 2
+    attempts.succeeded(host, "extra")
+    assert entry.count == L.USERS_PER_ADDRESS + 3  # nothing of it was recorded to forgive
+    attempts.succeeded(host, "u0")
+    assert entry.count == L.USERS_PER_ADDRESS + 1
