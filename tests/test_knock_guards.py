@@ -291,3 +291,29 @@ def test_the_floor_raised_longest_ago_is_the_one_folded_into_the_global_floor():
     cache.add(b"7", 10, "B")  # B's floor: four floors, the oldest raised (C at 20) is folded
     assert cache.floor == 20
     assert cache.fresh(25, "E") and not cache.fresh(20, "E")
+
+
+def test_a_floor_is_kept_until_it_is_in_the_past_then_forgotten():
+    cache = k.ReplayCache(10, per_host=1)
+    cache.add(b"1", 50, "A")
+    cache.add(b"2", 60, "A")  # drops b"1": A's floor is 50
+    cache.expire(50)
+    assert not cache.fresh(50, "A")  # a floor at now still refuses a knock expiring now
+    cache.expire(51)  # b"2" is still held (the loop stops there), the floor is past
+    assert len(cache) == 1 and list(cache._floors) == []
+
+
+def test_a_knock_dated_exactly_future_skew_ahead_is_accepted():
+    secret = bytes(32)
+    knocker = k.Knocker((7102, 7101), secret=secret, skew=30.0)
+    [(port, data), _] = k.make_client_knocks((7102, 7101), secret, "192.0.2.1",
+                                             1000.0 + knocker.future_skew)
+    knocker.knock("192.0.2.1", port, data, 1000.0)
+    assert knocker.stats["stale"] == 0 and knocker.progress.position("192.0.2.1") == 1
+
+
+def test_a_secret_file_that_cannot_be_written_says_why(tmp_path):
+    path = str(tmp_path / "missing" / "knock.secret")
+    with pytest.raises(k.KnockError) as info:
+        k.write_secret_file(path)
+    assert str(info.value) == "cannot write knock secret {}: No such file or directory".format(path)
