@@ -317,3 +317,22 @@ def test_a_secret_file_that_cannot_be_written_says_why(tmp_path):
     with pytest.raises(k.KnockError) as info:
         k.write_secret_file(path)
     assert str(info.value) == "cannot write knock secret {}: No such file or directory".format(path)
+
+
+def test_server_ids_up_to_the_limit_and_a_clear_refusal_beyond():
+    longest = b"s" * k.MAX_SERVER_ID
+    assert k.server_binding(longest) == b"\x00" + bytes([k.MAX_SERVER_ID]) + longest
+    for make in (lambda: k.server_binding(longest + b"s"),
+                 lambda: k.Knocker((7101,), secret=bytes(32), server_id=longest + b"s")):
+        with pytest.raises(k.KnockError) as info:
+            make()
+        assert str(info.value) == "a knock server id is at most 64 bytes"
+
+
+def test_knocker_bounds_follow_its_options():
+    assert k.Knocker((7101,), skew=30.0, future_skew=2.0).future_skew == 2.0
+    assert k.Knocker((7101,), skew=30.0).future_skew == k.DEFAULT_FUTURE_SKEW
+    ports = tuple(range(7101, 7111))  # ten knocks: each sender may hold four sequences' nonces
+    assert k.Knocker(ports, secret=bytes(32)).replay.per_host == 40
+    assert k.ReplayCache(10, per_host=1).per_host == 1
+    assert k.ReplayCache(10, per_host=0).per_host == 1
