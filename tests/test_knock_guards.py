@@ -336,3 +336,14 @@ def test_knocker_bounds_follow_its_options():
     assert k.Knocker(ports, secret=bytes(32)).replay.per_host == 40
     assert k.ReplayCache(10, per_host=1).per_host == 1
     assert k.ReplayCache(10, per_host=0).per_host == 1
+
+
+def test_the_packed_address_cache_is_bounded_and_holds_what_the_mac_covers(monkeypatch):
+    # A fresh cache: mutmut's workers fork from a process whose tests already filled it.
+    monkeypatch.setattr(k, "_ADDRESS_BYTES", {})
+    monkeypatch.setattr(k, "_ADDRESS_CACHE_SIZE", 2)
+    assert k._packed("192.0.2.1") == b"\x04\xc0\x00\x02\x01"
+    assert k._packed("::1") == b"\x10" + bytes(15) + b"\x01"
+    assert k._ADDRESS_BYTES == {"192.0.2.1": b"\x04\xc0\x00\x02\x01", "::1": b"\x10" + bytes(15) + b"\x01"}
+    assert k._packed("192.0.2.2") == b"\x04\xc0\x00\x02\x02"  # full: cleared, not grown
+    assert list(k._ADDRESS_BYTES) == ["192.0.2.2"]

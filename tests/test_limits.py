@@ -432,3 +432,13 @@ def test_per_user_failures_are_bounded_and_forgiven_per_user():
     assert entry.count == L.USERS_PER_ADDRESS + 3  # nothing of it was recorded to forgive
     attempts.succeeded(host, "u0")
     assert entry.count == L.USERS_PER_ADDRESS + 1
+
+
+def test_a_subnet_going_from_two_pending_to_one_keeps_its_count():
+    pending = L.PendingLogins(max_total=100, max_per_address=5, max_per_subnet=3)
+    pending.admit("203.0.113.1")
+    pending.admit("203.0.113.2")
+    pending.release("203.0.113.2")
+    assert pending.by_subnet == {"203.0.113": 1}
+    assert pending.admit("203.0.113.3") is None and pending.admit("203.0.113.4") is None
+    assert pending.admit("203.0.113.5") == "pending_per_subnet"
