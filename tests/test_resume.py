@@ -508,3 +508,54 @@ def test_a_suspended_session_still_counts_for_its_address_and_moves_with_a_resum
     session.kick()
     harness.clock.advance(30)
     assert "203.0.113.5" not in harness.registry.by_host
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_the_resume_codec_says_what_is_wrong():
+    from gamesession.protocol.wire import ProtocolError
+    ticket = resume.Ticket(bytes(range(16)), bytes(32), 20.0)
+    assert repr(ticket) == "<Ticket 000102030405060708090a0b0c0d0e0f grace=20>"  # never the secret
+    with pytest.raises(ValueError) as info:
+        resume.proof(bytes(31), bytes(32), bytes(32), bytes(32))
+    assert str(info.value) == "a resume secret is 32 bytes"
+    for field, size in (("resume_id", resume.RESUME_ID_SIZE), ("proof", resume.PROOF_SIZE)):
+        message = resume.resume_message(bytes(16), bytes(32))
+        message[field] = wire.b64(bytes(size + 1))
+        with pytest.raises(ProtocolError) as info:
+            resume.parse_resume(message)
+        assert info.value.reason == "{} must be {} bytes".format(field, size)
+    reasons = {
+        resume.REFUSED_UNKNOWN: "no session to resume",
+        resume.REFUSED_EXPIRED: "the session ended: its resume grace ran out",
+        resume.REFUSED_USED: "this resume ticket was already used",
+        resume.REFUSED_ENDED: "the session ended (kicked)",
+        resume.REFUSED_OFF: "this server does not resume sessions",
+    }
+    for refused, reason in reasons.items():
+        message = resume.refusal(refused, "kicked" if refused == resume.REFUSED_ENDED else None)
+        assert (message["code"], message["reason"], message["refused"]) == (410, reason, refused)
+
+
+def test_the_client_reads_a_resume_refusal_defensively():
+    from gamesession.protocol.clientcore import ClientCore
+    failure = ClientCore._failure({"type": "error", "code": 410, "reason": "gone",
+                                   "refused": 5, "ended": 7})
+    assert isinstance(failure, ResumeRefused)
+    assert (failure.code, failure.reason, failure.refused, failure.ended) == (410, "gone", "unknown", None)
+    assert failure.args == (410, "gone") and not failure.final
+    failure = ClientCore._failure({"type": "error", "code": 410, "reason": "gone",
+                                   "refused": "ended", "ended": "kicked"})
+    assert (failure.refused, failure.ended, failure.final) == ("ended", "kicked", True)
+
+
+def test_reconnecting_holds_session_frames_and_needs_a_ticket_to_resume():
+    from fakes import SERVER_KEY
+    from gamesession.protocol.clientcore import ClientCore, Unsent
+    core = ClientCore(bytes(SERVER_KEY.public_key), "alice", "pw")
+    with pytest.raises(ValueError) as info:
+        core.reconnect()
+    assert str(info.value) == "no resume ticket: the server gave none"
+    core.established = True
+    core.reconnect(resume_session=False)
+    assert core.session_frame({"type": "data"}) == Unsent({"type": "data"})
