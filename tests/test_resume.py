@@ -559,3 +559,21 @@ def test_reconnecting_holds_session_frames_and_needs_a_ticket_to_resume():
     core.established = True
     core.reconnect(resume_session=False)
     assert core.session_frame({"type": "data"}) == Unsent({"type": "data"})
+
+
+def test_a_ticket_is_read_within_its_bounds():
+    from gamesession.protocol.wire import ProtocolError
+    ticket = resume.Ticket(bytes(16), bytes(32), 20.0)
+    good = resume.ticket_fields(ticket)
+    assert resume.parse_ticket({}) is None
+    for grace in (0.5, 86400):
+        assert resume.parse_ticket(dict(good, resume_grace=grace)).grace == grace
+    for grace in (0, -1, 86400.5, "20", True):
+        with pytest.raises(ProtocolError) as info:
+            resume.parse_ticket(dict(good, resume_grace=grace))
+        assert (info.value.code, info.value.reason) == (
+            ErrorCode.BAD_FIELD, "resume_grace must be a positive number of seconds")
+    for field, size in (("resume_id", 16), ("resume_secret", 32)):
+        with pytest.raises(ProtocolError) as info:
+            resume.parse_ticket(dict(good, **{field: wire.b64(bytes(size + 1))}))
+        assert info.value.reason == "{} must be {} bytes".format(field, size)
