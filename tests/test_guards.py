@@ -728,3 +728,19 @@ def test_bytes_field_bounds_and_messages():
     # decode to too many bytes); 24 are refused unread.
     assert field("A" * 20, max_size=12) == (ErrorCode.BAD_FIELD, "box must be at most 12 bytes")
     assert field("A" * 24, max_size=12) == (ErrorCode.BAD_FIELD, "box must be a base64 string")
+
+
+def test_pong_ids_resumed_out_of_place_and_frames_before_the_session():
+    from gamesession.protocol.clientcore import Pong, Unsent
+    core = ClientCore(bytes(SERVER_KEY.public_key), "alice", "pw")
+    assert core.session_frame({"type": "data"}) == Unsent({"type": "data"})  # nothing sealed yet
+    server = FakeServer()
+    server.core.frame_received(server.welcome())
+    for ping_id in (0, 2**31 - 1):
+        assert server.core.frame_received(server.sealed({"type": "pong", "id": ping_id})) == \
+            ([], [Pong(ping_id)])
+    assert bad_field(server.core.frame_received, server.sealed({"type": "pong", "id": 2**31}))[0] == \
+        ErrorCode.BAD_FIELD
+    # A "resumed" answers only a resume: after a login's welcome it is unknown.
+    resumed = {"type": "resumed", "user": "alice", "token": wire.b64(b"U" * 8), "udp_port": 7001}
+    assert bad_field(server.core.frame_received, server.sealed(resumed))[0] == ErrorCode.UNKNOWN_TYPE
