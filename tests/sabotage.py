@@ -25,7 +25,7 @@ BREAKS = [
   "        self._end_session()\n        self._close()\n\n    def _end_session", "        self._end_session()\n\n    def _end_session",
   [T+"test_adversarial_tcp.py::test_garbage_frames_get_one_error_and_a_close"]),
  ("fail() closes without sending its error", "gamesession/server/login.py",
-  "        self.send_message(wire.error(code, reason))\n        self.state = \"closed\"", "        self.state = \"closed\"",
+  "        self.send_message(message or wire.error(code, reason))\n        self.state = \"closed\"", "        self.state = \"closed\"",
   [T+"test_adversarial_tcp.py::test_a_mebibyte_of_noise"]),
  ("a reply however small the knock", "gamesession/knock/rule.py",
   "            if len(candidate) <= len(data):", "            if True:",
