@@ -7,10 +7,13 @@ tested separately, in test_install.py).
 """
 
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from nacl.public import PrivateKey
@@ -123,15 +126,109 @@ def start_server(plugin_path, tmp_path):
 CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]
 
 
-def run_cli(plugin_path, *args, timeout=30, env=None):
+def run_cli(plugin_path, *args, timeout=30, env=None, **run):
     """Run ``gamesession ...`` as a user would; returns CompletedProcess.
 
-    ``env``: extra environment variables for the command.
+    ``env``: extra environment variables for the command; ``run`` goes to
+    subprocess.run (``input="..."`` feeds stdin, else stdin is /dev/null).
     """
     full_env = child_env(plugin_path)
     full_env.update(env or {})
+    if "input" not in run:
+        run["stdin"] = subprocess.DEVNULL
     return subprocess.run(CLI + list(args), env=full_env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=timeout, **run)
+
+
+class Interactive:
+    """A child process driven line by line: ``send`` lines to its stdin,
+    ``expect`` lines on its stdout (a reader thread queues them)."""
+
+    def __init__(self, argv, env):
+        self.argv = argv
+        self.process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, text: str, timeout: float = 10.0, fail: bool = True) -> "str | None":
+        """The next line that contains ``text``; after ``timeout`` seconds without
+        one, fails the test (or returns None with ``fail=False``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.0, left))
+            except queue.Empty:
+                line = ""
+                left = 0
+            if left <= 0 and line is not None and not fail:
+                return None
+            if line is None or left <= 0:
+                self.process.kill()
+                raise AssertionError("no line with {!r} from {}; saw {!r}; stderr {!r}".format(
+                    text, self.argv[-1], self.seen, self.process.stderr.read()))
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def rest(self, timeout: float = 10.0) -> list:
+        """Every line still to come, until the process closes stdout."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            lines.append(line)
+        self.seen += lines
+        return lines
+
+    def send(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float = 10.0) -> "tuple[int, str]":
+        """Close stdin and wait: (exit status, stderr)."""
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode, self.process.stderr.read()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def interactive(plugin_path):
+    """``interactive(argv)`` (or ``interactive.cli(*args)``) starts an Interactive; all are killed at teardown."""
+    started = []
+
+    def start(argv):
+        child = Interactive(list(argv), child_env(plugin_path))
+        started.append(child)
+        return child
+
+    start.cli = lambda *args: start(CLI + list(args))
+    yield start
+    for child in started:
+        child.kill()
 
 
 @pytest.fixture

@@ -82,3 +82,55 @@ def test_bench_report(plugin_path, tmp_path):
     result = run_cli(plugin_path, "bench", "report", str(udp), str(sessions), "--out", str(png))
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rooms(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "rooms", "--rooms", "3", "--size", "3",
+                            "--rate", "20", "--seconds", "0.5")
+    assert figures["expected_per_s"] == 3 * 3 * 20 * 2  # every datagram to the 2 others
+    for key in ("delivered_per_s", "baseline_delivered_per_s", "ratio", "p50_us", "p99_us",
+                "baseline_p50_us"):
+        assert figures[key] is not None and figures[key] > 0, key
+    assert 0 <= figures["loss"] <= 1 and figures["server_cpu"] is not None
+    assert figures["cross_room_leaks"] == 0 and figures["misattributed"] == 0
+    assert figures["detail"]["baseline"]["cross_room_leaks"] == 0
+    assert figures["server_log_tracebacks"] == 0
+    assert "cross_room_leaks" in result.stdout
+
+
+def test_bench_rooms_tally_counts_leaks_and_misattributed_senders():
+    from gamesession.bench.rooms import STAMP, Tally
+
+    tally = Tally({0: 0, 1: 0, 2: 1, 3: 1}, size=2)
+    tally.window = (0, 100)
+    tally.received(0, STAMP.pack(1, 50, 0, 1), 1, 60)  # from its room mate, stamped right
+    tally.received(0, STAMP.pack(2, 50, 1, 2), 2, 60)  # from another room: a leak
+    tally.received(0, STAMP.pack(3, 50, 0, 1), 3, 60)  # stamped as someone else
+    tally.received(0, STAMP.pack(4, 500, 0, 1), 1, 600)  # sent after the window: not counted
+    tally.received(0, b"junk", None, 60)
+    assert (tally.delivered, tally.leaks, tally.misattributed, tally.strays) == (2, 1, 1, 1)
+    assert list(tally.latencies) == [10, 10]
+
+
+def test_bench_report_rooms(plugin_path, tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        need(False, "matplotlib is not installed (pip install '.[test]')")
+    paths = []
+    for n, (rooms, size) in enumerate([(2, 4), (5, 8)]):
+        expected = rooms * size * 30 * (size - 1)
+        path = tmp_path / "rooms-{}.json".format(n)
+        path.write_text(json.dumps({
+            "benchmark": "rooms", "settings": {"rooms": rooms, "size": size, "rate": 30},
+            "expected_per_s": expected, "delivered_per_s": expected * 0.9,
+            "baseline_delivered_per_s": expected, "p50_us": 300.0, "p99_us": 900.0,
+            "baseline_p50_us": 200.0, "baseline_p99_us": 700.0, "server_us_per_delivery": 11.0,
+            "baseline_server_us_per_delivery": 9.0, "load_before": [0.5, 0.4, 0.3],
+            "machine": {"cpus": 2, "cpu_model": "test"}}))
+        paths.append(str(path))
+    png = tmp_path / "rooms.png"
+    result = run_cli(plugin_path, "bench", "report", *paths, "--out", str(png))
+    assert result.returncode == 0, result.stderr
+    assert "from 2 rooms results" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -59,6 +59,17 @@ def add_arguments(parser) -> None:
     p.add_argument("--concurrency", type=POSITIVE_INT, default=64, help="clients logging in at once")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
+    p = sub.add_parser("rooms", help="room relay: R rooms of K bots at HZ datagrams/s each, "
+                                     "against a plain Twisted relay")
+    p.add_argument("--rooms", type=int, default=10, help="rooms (R)")
+    p.add_argument("--size", type=int, default=4, help="bots per room (K)")
+    p.add_argument("--rate", type=float, default=30.0,
+                   help="datagrams per second each bot sends to its room (HZ)")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
+    p.add_argument("--payload", type=int, default=64,
+                   help="bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--json", metavar="FILE")
+
     p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
     p.add_argument("--packets", type=POSITIVE_INT, default=50000, help="packets per round")
     p.add_argument("--payload", type=_payload, default=64,
@@ -88,6 +99,10 @@ def run(args):
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
                                        rounds=args.rounds)
+    elif args.benchmark == "rooms":
+        from gamesession.bench.rooms import bench_rooms
+
+        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload)
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 

@@ -14,13 +14,19 @@ class Echo(DatagramProtocol):
         self.transport.write(datagram, addr)
 
 
-def main(argv=None):
+def serve(protocol, argv=None):
+    """Listen with ``protocol`` on 127.0.0.1 at the UDP port ``argv[0]`` (0: any),
+    print ``ready PORT`` and run the reactor: how every baseline starts."""
     from twisted.internet import reactor
 
     argv = sys.argv[1:] if argv is None else argv
-    port = reactor.listenUDP(int(argv[0]), Echo(), interface="127.0.0.1")
+    port = reactor.listenUDP(int(argv[0]), protocol, interface="127.0.0.1")
     print("ready", port.getHost().port, flush=True)
     reactor.run()
+
+
+def main(argv=None):
+    serve(Echo(), argv)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ class Fleet:
         self.ended = Counter()
         self.on_ready = None
         self.on_failed = None
+        self.on_event = None  # callable(login, event): other ClientCore events (rooms)
+        self.on_datagram = None  # callable(login, kind, payload): other datagram kinds
         self.latencies = array("q")
         self.pinging = {}
         self.ping_retries = 0
@@ -140,7 +142,7 @@ class Fleet:
             if self.on_failed is not None:
                 self.on_failed(login, why)
 
-    def _send_frame(self, login, frame: bytes) -> None:
+    def send_frame(self, login, frame: bytes) -> None:
         login.sock.sendall(encode_frame(frame))
 
     def _tcp_event(self, login, mask) -> None:
@@ -150,7 +152,7 @@ class Fleet:
                 return self._failed(login, "connect: " + os.strerror(err))
             login.state = "handshake"
             self.sel.modify(login.sock, selectors.EVENT_READ, login)
-            self._send_frame(login, login.core.hello())
+            self.send_frame(login, login.core.hello())
             return
         try:
             data = login.sock.recv(65536)
@@ -175,7 +177,7 @@ class Fleet:
             except (LoginFailed, HandshakeError, ProtocolError) as e:
                 return self._failed(login, "{}: {}".format(type(e).__name__, e))
             for out in frames:
-                self._send_frame(login, out)
+                self.send_frame(login, out)
             for event in events:
                 if isinstance(event, Welcome):
                     self.by_token[event.token] = login
@@ -186,6 +188,8 @@ class Fleet:
                     self.ended[event.reason] += 1
                     if login.state != "ready":
                         self.failures["ended: " + event.reason] += 1
+                elif self.on_event is not None:
+                    self.on_event(login, event)
 
     def _send_udp(self, login, kind, payload=b""):
         login.last_sent = time.monotonic()
@@ -223,6 +227,8 @@ class Fleet:
                     self.ready.append(login)
                 if self.on_ready is not None:
                     self.on_ready(login)
+            elif self.on_datagram is not None:
+                self.on_datagram(login, kind, payload)
 
     def keepalive(self, now=None) -> None:
         """Keep held sessions alive and ping again where a PING or PONG was lost.

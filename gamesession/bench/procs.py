@@ -116,6 +116,23 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped at the UDP socket bound to local ``port``
+    (its receive buffer was full), from /proc/net/udp; 0 when unreadable."""
+    total = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(fields[-1])
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return total
+
+
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -198,15 +215,17 @@ def start_gamesession(workdir: str, cpu=None, options=(), nofile=0,
     return server
 
 
-def start_echo(cpu=None) -> ServerProcess:
-    """The baseline plain Twisted UDP echo."""
+def start_echo(cpu=None, module="gamesession.bench.echo") -> ServerProcess:
+    """The baseline plain Twisted UDP echo (or another baseline ``module`` of the
+    same shape: ``python -m MODULE 0`` prints ``ready PORT``)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "gamesession.bench.echo", "0"], env=_env(),
+        [sys.executable, "-m", module, "0"], env=_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_preexec(cpu, 0))
     line = process.stdout.readline().split()
     if len(line) != 2 or line[0] != "ready":
         process.kill()
-        raise RuntimeError("baseline echo did not start: {}".format(process.stderr.read()[-2000:]))
+        raise RuntimeError("baseline {} did not start: {}".format(
+            module, process.stderr.read()[-2000:]))
     return ServerProcess("baseline", process, int(line[1]))
 
 

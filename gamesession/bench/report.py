@@ -2,7 +2,9 @@
 
 Needs matplotlib (``pip install 'gamesession[bench]'``).  Throughput and RTT
 are drawn against payload size (from ``bench udp`` results) and against the
-number of sessions held (from ``bench sessions`` results).
+number of sessions held (from ``bench sessions`` results).  Given only
+``bench rooms`` results, it draws the rooms chart instead: deliveries per
+second, latency and server CPU per delivery against the load asked for.
 """
 
 import json
@@ -11,7 +13,7 @@ from gamesession.bench.runner import BenchError
 
 
 def load(paths):
-    udp, sessions = [], []
+    udp, sessions, rooms = [], [], []
     for path in paths:
         try:
             with open(path) as f:
@@ -19,29 +21,43 @@ def load(paths):
         except OSError as e:
             raise BenchError("cannot read {}: {}".format(path, e.strerror))
         except ValueError as e:
-            raise BenchError("{} is not a JSON result of bench udp or bench sessions: {}"
+            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms: {}"
                              .format(path, e))
         if not isinstance(result, dict):
-            raise BenchError("{} is not a JSON result of bench udp or bench sessions".format(path))
-        if result.get("benchmark") == "udp":
-            udp.append(result)
-        elif result.get("benchmark") == "sessions":
-            sessions.append(result)
+            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms"
+                             .format(path))
+        kind = result.get("benchmark")
+        {"udp": udp, "sessions": sessions, "rooms": rooms}.get(kind, []).append(result)
     udp.sort(key=lambda r: r["payload"])
     sessions.sort(key=lambda r: r["sessions_held"])
-    return udp, sessions
+    rooms.sort(key=lambda r: r["expected_per_s"])
+    return udp, sessions, rooms
 
 
-def draw(paths, out) -> str:
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("the chart needs matplotlib: pip install 'gamesession[bench]'")
-    udp, sessions = load(paths)
+    return plt
+
+
+def _title(fig, results):
+    loads = sorted({tuple(r["load_before"]) for r in results})
+    fig.suptitle("gamesession bench on {} ({} cpus); load averages at start: {}".format(
+        results[0]["machine"].get("cpu_model", "?"), results[0]["machine"].get("cpus"),
+        ", ".join(str(l[0]) for l in loads)), fontsize=10)
+
+
+def draw(paths, out) -> str:
+    plt = _pyplot()
+    udp, sessions, rooms = load(paths)
+    if rooms and not udp and not sessions:
+        return draw_rooms(plt, rooms, out)
     if not udp and not sessions:
-        raise BenchError("no udp or sessions results among {}".format(", ".join(paths)))
+        raise BenchError("no udp, sessions or rooms results among {}".format(", ".join(paths)))
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     (tp_payload, rtt_payload), (tp_sessions, rtt_sessions) = axes
     if udp:
@@ -94,11 +110,12 @@ def draw(paths, out) -> str:
         rtt_sessions.set_xlabel("sessions")
         rtt_sessions.set_ylabel("round trip (us)")
         rtt_sessions.legend()
-    every = udp + sessions
-    loads = sorted({tuple(r["load_before"]) for r in every})
-    fig.suptitle("gamesession bench on {} ({} cpus); load averages at start: {}".format(
-        every[0]["machine"].get("cpu_model", "?"), every[0]["machine"].get("cpus"),
-        ", ".join(str(l[0]) for l in loads)), fontsize=10)
+    _title(fig, udp + sessions)
+    _save(plt, fig, out)
+    return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))
+
+
+def _save(plt, fig, out) -> None:
     fig.tight_layout()
     try:
         fig.savefig(out, dpi=90)
@@ -106,4 +123,44 @@ def draw(paths, out) -> str:
         raise BenchError("cannot write --out {}: {}".format(out, e.strerror))
     finally:
         plt.close(fig)
-    return "wrote {} from {} udp and {} sessions results".format(out, len(udp), len(sessions))
+
+
+def draw_rooms(plt, rooms, out) -> str:
+    """The rooms chart: one point per ``bench rooms`` result, by the deliveries asked for."""
+    fig, (delivered, latency, cpu) = plt.subplots(1, 3, figsize=(14, 4.5))
+    expected = [r["expected_per_s"] for r in rooms]
+    labels = ["{}x{}".format(r["settings"]["rooms"], r["settings"]["size"]) for r in rooms]
+    delivered.plot(expected, expected, "k:", label="expected")
+    delivered.plot(expected, [r["baseline_delivered_per_s"] for r in rooms], "o-",
+                   label="plain Twisted relay")
+    delivered.plot(expected, [r["delivered_per_s"] for r in rooms], "s-", label="gamesession")
+    for x, y, text in zip(expected, [r["delivered_per_s"] for r in rooms], labels):
+        delivered.annotate(text, (x, y), textcoords="offset points", xytext=(0, -14),
+                           ha="center", fontsize=8)
+    delivered.set_title("room datagrams delivered/s (rooms x size @ {:g} Hz)".format(
+        rooms[0]["settings"]["rate"]))
+    delivered.set_xlabel("deliveries/s asked for")
+    delivered.set_ylabel("delivered/s")
+    delivered.legend()
+    for key, marker, name, color in (("baseline_", "o", "plain relay", "C0"),
+                                     ("", "s", "gamesession", "C1")):
+        latency.plot(expected, [r[key + "p50_us"] for r in rooms], marker + "-", color=color,
+                     label=name + " p50")
+        latency.plot(expected, [r[key + "p99_us"] for r in rooms], marker + "--", color=color,
+                     label=name + " p99")
+    latency.set_yscale("log")
+    latency.set_title("send to receive at another member")
+    latency.set_xlabel("deliveries/s asked for")
+    latency.set_ylabel("us (log)")
+    latency.legend(fontsize=8)
+    cpu.plot(expected, [r["baseline_server_us_per_delivery"] for r in rooms], "o-",
+             label="plain relay")
+    cpu.plot(expected, [r["server_us_per_delivery"] for r in rooms], "s-", label="gamesession")
+    cpu.set_title("server CPU per delivered datagram")
+    cpu.set_xlabel("deliveries/s asked for")
+    cpu.set_ylabel("us")
+    cpu.set_ylim(bottom=0)
+    cpu.legend()
+    _title(fig, rooms)
+    _save(plt, fig, out)
+    return "wrote {} from {} rooms results".format(out, len(rooms))

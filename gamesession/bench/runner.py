@@ -371,9 +371,9 @@ class Bench:
         self.servers.append(server)
         return server
 
-    def echo(self):
-        self.progress.show("starting the baseline echo")
-        server = procs.start_echo(self.server_cpu)
+    def echo(self, module="gamesession.bench.echo"):
+        self.progress.show("starting the baseline " + module.rsplit(".", 1)[-1])
+        server = procs.start_echo(self.server_cpu, module)
         self.servers.append(server)
         return server
 
@@ -593,6 +593,10 @@ def summary(result: dict) -> str:
             ("scrypt per check (ms)", _fmt(result["scrypt_ms"])),
             ("logins/s with scrypt (est.)", _fmt(result.get("logins_per_s_with_scrypt_estimate"))),
         ]
+    elif kind == "rooms":
+        from gamesession.bench.rooms import summary_rows
+
+        rows = summary_rows(result)
     else:
         rounds = result["settings"].get("rounds", 1)
         best = ", best of {}".format(rounds) if rounds > 1 else ""

@@ -1,4 +1,4 @@
-"""The ``gamesession`` command: keys, a ping client, status, healthcheck and benchmarks.
+"""The ``gamesession`` command: keys, a ping client, rooms, status, healthcheck and benchmarks.
 
 Every failure a user can cause (a missing file, a wrong address, a server that
 is down) ends with one line on stderr and a non-zero exit, never a traceback:
@@ -20,8 +20,8 @@ class CommandError(Exception):
     """A failure to report as one line and a non-zero exit."""
 
 
-DESCRIPTION = ("The gamesession command: server keys, a ping client, a health check, a summary"
-               " of a server's figures, and benchmarks.  The server itself runs under twistd:"
+DESCRIPTION = ("The gamesession command: server keys, a ping client, a room client, a health"
+               " check, a summary of a server's figures, and benchmarks.  The server itself runs under twistd:"
                " twistd -n gamesession --help.")
 
 
@@ -71,13 +71,11 @@ def cmd_knock_secret(args):
     print("wrote a knock secret to {} (mode 0600)".format(args.file))
 
 
-def cmd_ping(args):
-    from twisted.internet import task
-
-    from gamesession.knock.rule import KnockError, load_secret, parse_ports
-    from gamesession.client.ping import ping_main
-
+def _login_options(args):
+    """(server key, Password) of the options of a command that logs in (ping,
+    room), with --knock/--knock-secret parsed in place; CommandError when wrong."""
     from gamesession.client.password import Password, PasswordError
+    from gamesession.knock.rule import KnockError, load_secret, parse_ports
 
     try:
         server_key = read_public_key(args.server_key)
@@ -85,10 +83,8 @@ def cmd_ping(args):
         raise CommandError("--server-key: {}".format(e))
     args.server_key_spec = args.server_key
     _host_port("--server", args.server)
-    for option, value, low in (("--count", args.count, 1), ("--interval", args.interval, 0),
-                               ("--timeout", args.timeout, 0.001)):
-        if value < low:
-            raise CommandError("{} must be at least {:g}".format(option, low))
+    if args.timeout < 0.001:
+        raise CommandError("--timeout must be at least 0.001")
     if args.udp_port is not None and not 0 < args.udp_port < 65536:
         raise CommandError("--udp-port must be a port from 1 to 65535")
     try:
@@ -102,7 +98,41 @@ def cmd_ping(args):
         raise CommandError(str(e))
     if args.knock_secret is not None and args.knock is None:
         raise CommandError("--knock-secret needs --knock")
+    return server_key, password
+
+
+def cmd_ping(args):
+    from twisted.internet import task
+
+    from gamesession.client.ping import ping_main
+
+    for option, value, low in (("--count", args.count, 1), ("--interval", args.interval, 0)):
+        if value < low:
+            raise CommandError("{} must be at least {:g}".format(option, low))
+    server_key, password = _login_options(args)
     return task.react(lambda reactor: ping_main(reactor, args, server_key, password))
+
+
+def cmd_room(args):
+    from twisted.internet import task
+
+    from gamesession.client.roomcli import room_main
+    from gamesession.protocol.rooms import room_bytes, valid_room_type
+
+    if args.join is not None:
+        try:
+            args.join = room_bytes(args.join).hex()
+        except ValueError:
+            raise CommandError("--join: a room id is 16 hex digits, not {!r}".format(args.join))
+    for option in ("room", "create"):
+        value = getattr(args, option)
+        if value is not None and not valid_room_type(value):
+            raise CommandError("--{}: a room type is 1-32 characters of A-Z a-z 0-9 _ . -, "
+                               "not {!r}".format(option, value))
+    if args.max_members is not None and args.max_members < 1:
+        raise CommandError("--max-members must be at least 1")
+    server_key, password = _login_options(args)
+    return task.react(lambda reactor: room_main(reactor, args, server_key, password))
 
 
 def cmd_status(args):
@@ -161,6 +191,22 @@ def cmd_bench(args):
         raise CommandError(str(e))
 
 
+def _add_login_arguments(p, password) -> None:
+    """The options of every command that logs in (ping, room)."""
+    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
+    p.add_argument("--server-key", required=True,
+                   help="the server's public key (base64, as pubkey prints it) or @FILE holding it")
+    p.add_argument("--user", default="guest", help="the user name to log in as")
+    password.add_arguments(p)
+    p.add_argument("--udp-port", type=int, default=None,
+                   help="UDP port to send to instead of the one the server advertises")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the login and for each reply")
+    p.add_argument("--framing", choices=["int16", "line"], default="int16",
+                   help="the server's --framing")
+    _add_knock_arguments(p)
+
+
 def _add_knock_arguments(p) -> None:
     p.add_argument("--knock", metavar="P1,P2,...|@FILE",
                    help="knock on these UDP ports first (resent if the login port stays shut)")
@@ -191,21 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pubkey)
 
     p = command("ping", "log in, ping over the session's UDP channel, log out")
-    p.add_argument("--server", default="127.0.0.1:7000", help="HOST[:PORT] of the login service")
-    p.add_argument("--server-key", required=True,
-                   help="the server's public key (base64, as pubkey prints it) or @FILE holding it")
-    p.add_argument("--user", default="guest", help="the user name to log in as")
-    password.add_arguments(p)
+    _add_login_arguments(p, password)
     p.add_argument("--count", type=int, default=4, help="pings to send")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
-    p.add_argument("--udp-port", type=int, default=None,
-                   help="UDP port to send to instead of the one the server advertises")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds to wait for the login and for each pong")
-    p.add_argument("--framing", choices=["int16", "line"], default="int16",
-                   help="the server's --framing")
-    _add_knock_arguments(p)
     p.set_defaults(func=cmd_ping)
+
+    p = command("room", "join a room; print its events, send stdin lines to it")
+    p.description = (
+        "Join (or create) a room and print one line per event: joined ROOM as USER (members: "
+        "a, b), + USER joined, - USER left (REASON), <USER> TEXT.  Each line of stdin goes to "
+        "the other members; at end of input leave, log out and exit 0.")
+    _add_login_arguments(p, password)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--room", metavar="NAME",
+                       help="join the fullest open room of type NAME with a free seat, or "
+                            "create one (join_or_create; without --join or --create: lobby)")
+    which.add_argument("--join", metavar="ID", help="join the room with this id (16 hex digits)")
+    which.add_argument("--create", metavar="TYPE", help="create a new room of this type")
+    p.add_argument("--private", action="store_true",
+                   help="with --create: leave the room out of room lists (joinable by id)")
+    p.add_argument("--max-members", type=int, default=None,
+                   help="with --create or --room: seats in a room this creates")
+    p.add_argument("--udp", action="store_true",
+                   help="send stdin lines as room datagrams (UDP) instead of messages (TCP)")
+    p.set_defaults(func=cmd_room)
 
     p = command("knock-secret", "create a secret file for authenticated knocks (mode 0600)")
     p.add_argument("--file", required=True, help="the secret file to create")

@@ -22,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
 from gamesession.client.events import EventSlot
+from gamesession.client.room import RoomOperations
 from gamesession.keys import server_key_bytes
 from gamesession.protocol.clientcore import (
     MAX_DATAGRAM, MAX_MESSAGE, ClientCore, LoginFailed, MessageData, SessionEnded, Welcome)
@@ -76,12 +77,15 @@ class _DatagramProtocol(DatagramProtocol):
         self.client._datagram_received(datagram, addr)
 
 
-class GameClient:
+class GameClient(RoomOperations):
     """One player's session with a gamesession server, on a Twisted reactor.
 
     Make one with ``await GameClient.connect(...)``.  Then ``send_message``
     (TCP: reliable, in order), ``send_datagram`` (UDP: unreliable, fresh),
-    ``ping()``, ``logout()``; incoming messages, datagrams and the end of the
+    ``ping()``, ``logout()``; rooms: ``create_room``, ``join_room``,
+    ``join_or_create``, ``list_rooms`` (each returns a ``Room``, whose
+    ``members``, ``send_message``, ``send_datagram``, ``leave`` and event
+    callbacks are the multiplayer part); incoming messages, datagrams and the end of the
     session go to the ``on_message``, ``on_datagram`` and ``on_closed``
     callbacks (given to ``connect`` or set later: events wait until then).
     After the session ended, sending or pinging raises SessionClosed.
@@ -125,6 +129,7 @@ class GameClient:
         self._timer = None
         self.last_heard = self.last_sent = 0.0
         self.dropped = 0
+        self._init_rooms()
         for name, handler in handlers.items():
             if not isinstance(getattr(type(self), name, None), EventSlot):
                 raise TypeError("unknown event callback {!r}".format(name))
@@ -218,6 +223,8 @@ class GameClient:
                 self._end(event.reason)
             elif isinstance(event, MessageData):
                 self._emit("on_message", event.payload)
+            else:
+                self._room_event(event)
 
     def _fail(self, exc):
         if not self._logged_in.called:
@@ -255,7 +262,10 @@ class GameClient:
 
     def _send(self, kind, payload=b""):
         self._check_open()
-        self.udp.write(self.core.datagram(kind, payload), self.server_udp)
+        self._send_packet(self.core.datagram(kind, payload))
+
+    def _send_packet(self, packet: bytes) -> None:
+        self.udp.write(packet, self.server_udp)
         self.last_sent = self.reactor.seconds()
 
     def send_datagram(self, payload: bytes) -> None:
@@ -283,6 +293,8 @@ class GameClient:
                 self._send(Kind.PONG, payload)
         elif kind == Kind.DATA:
             self._emit("on_datagram", payload)
+        elif kind == Kind.ROOM_RELAY:
+            self._room_datagram(payload)
         elif kind == Kind.DISCONNECT:
             self._end(payload.decode("ascii", "replace") or "disconnected")
 
@@ -340,6 +352,7 @@ class GameClient:
         for _, d in list(self._pings.values()):
             d.cancel()
         self._abort()
+        self._rooms_ended(reason)
         self._emit("on_closed", reason)  # before the Deferred, whose waiters may run on
         self.closed.callback(reason)
 

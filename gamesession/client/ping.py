@@ -100,12 +100,19 @@ def private_key_given_as_public(spec: str, host: str, port: int, timeout: float,
     return True
 
 
-def _fail(message: str) -> None:
-    print("gamesession ping: " + message, file=sys.stderr)
+def _fail(message: str, command: str = "ping") -> None:
+    print("gamesession {}: {}".format(command, message), file=sys.stderr)
     raise SystemExit(1)
 
 
-async def ping_main(reactor, args, server_key, password: "Password | None" = None):
+async def connect_from_args(reactor, args, server_key, password: "Password | None" = None,
+                            command: str = "ping"):
+    """Log in as the command-line options ``args`` say (knocking first with
+    ``--knock``, asking for the password as ``password`` says); returns the GameClient.
+
+    On failure prints one line on stderr, ``gamesession COMMAND: ...`` (see
+    ``describe_failure``), and exits 1.  ``ping`` and ``room`` share it.
+    """
     if password is None:
         password = Password(args.password)
     host, port = split_host_port(args.server, 7000)
@@ -123,15 +130,20 @@ async def ping_main(reactor, args, server_key, password: "Password | None" = Non
         return connect(secret)
 
     try:
-        client = await login_with_password(knock_then_connect, password, args.user, server)
+        return await login_with_password(knock_then_connect, password, args.user, server)
     except Exception as e:
         spec = getattr(args, "server_key_spec", "")
         if isinstance(e, ServerKeyMismatch) and private_key_given_as_public(
                 spec, host, port, args.timeout, args.framing):
             _fail("--server-key {}: that file is the server's private key; pin its public key"
                   " instead (gamesession pubkey --key-file {}), and keep the private key"
-                  " on the server".format(spec, spec[1:]))
-        _fail(describe_failure(e, server, args.framing))
+                  " on the server".format(spec, spec[1:]), command)
+        _fail(describe_failure(e, server, args.framing), command)
+
+
+async def ping_main(reactor, args, server_key, password: "Password | None" = None):
+    client = await connect_from_args(reactor, args, server_key, password, "ping")
+    server = join_host_port(*split_host_port(args.server, 7000))
     print("logged in to {} as {}; UDP to {}".format(
         server, client.welcome.user, join_host_port(*client.server_udp)))
     rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)

@@ -7,9 +7,13 @@ a pygame or asyncio loop can drive the same object.
 
 import attrs
 
-from gamesession.protocol import wire
-from gamesession.protocol.datagram import MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, split_header
+from gamesession.protocol import rooms, wire
+from gamesession.protocol.datagram import MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
+# The room events, typed by the shared codec; re-exported as this module's.
+from gamesession.protocol.rooms import (  # noqa: F401
+    MemberInfo, RoomDatagram, RoomError, RoomInfo, RoomJoined, RoomLabel, RoomLeft, RoomList,
+    RoomMessage, RoomPresence)
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
@@ -61,8 +65,51 @@ class MessageData:
     payload: bytes
 
 
+# -- rooms ------------------------------------------------------------------------
+
+#: The largest room message (TCP, ``room_message``) in bytes; larger raises PayloadTooLarge.
+MAX_ROOM_MESSAGE = rooms.MAX_ROOM_MESSAGE
+#: The largest room datagram (UDP, ``room_datagram``) in bytes; keep game
+#: datagrams at or under about 1200 bytes to avoid IP fragmentation.
+MAX_ROOM_DATAGRAM = rooms.MAX_ROOM_DATAGRAM
+
+
+class NotInRoom(KeyError):
+    """A send to a room this session is not in; nothing was sent."""
+
+    def __str__(self):
+        return self.args[0] if self.args else "not in that room"
+
+
+class RoomState:
+    """The client's view of a room it is in, kept up to date by ClientCore.
+
+    ``room`` (8 bytes), ``room_type``, ``member`` (this session's member id),
+    ``label``, ``max_members``, ``listed`` and ``members``: member id -> user
+    name of everyone in the room, this session included.
+    """
+
+    def __init__(self, joined: RoomJoined):
+        self.room = joined.room
+        self.room_type = joined.room_type
+        self.member = joined.member
+        self.label = joined.label
+        self.max_members = joined.max_members
+        self.listed = joined.listed
+        self.members = {m.member: m.user for m in joined.members}
+
+
 class ClientCore:
-    """One login and the session that follows, from the client's side."""
+    """One login and the session that follows, from the client's side.
+
+    Feed it every frame (``frame_received``) and datagram
+    (``datagram_received``); send what it returns.  Rooms: the request
+    methods (``create_room``, ``join_room``, ``join_or_create``,
+    ``leave_room``, ``list_rooms``) return ``(rid, frame)``; the answer is an
+    event carrying the same ``rid`` (``RoomJoined``, ``RoomLeft``, ``RoomList``
+    or ``RoomError``).  ``rooms`` holds the rooms this session is in, kept up
+    to date by the events.
+    """
 
     def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None):
         self.handshake = ClientHandshake(server_public_key, ephemeral)
@@ -72,6 +119,11 @@ class ClientCore:
         self.receiver = None
         self.welcome = None
         self.channel = None
+        self.rooms = {}  # room id (8 bytes) -> RoomState
+        self._joining = {}  # room id -> RoomJoined whose member list continues
+        self._last_rid = 0
+        #: ROOM_RELAY datagrams for a room this client is not (or not yet) in.
+        self.unknown_room_datagrams = 0
 
     def hello(self) -> bytes:
         """The first frame to send: the protocol version and this login's ephemeral key."""
@@ -130,6 +182,9 @@ class ClientCore:
             return [], [SessionEnded(str(inner.get("reason", "")))]
         if kind == "data":
             return [], [MessageData(wire.bytes_field(inner, "data", max_size=wire.MAX_DATA))]
+        if kind in rooms.EVENT_TYPES:
+            event = self._room_event(inner)
+            return [], [] if event is None else [event]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type from server")
 
     @staticmethod
@@ -164,3 +219,161 @@ class ClientCore:
             raise PayloadTooLarge("datagram payload of {} bytes is over the {}-byte limit"
                                   " (MAX_DATAGRAM)".format(len(payload), MAX_DATAGRAM))
         return self.channel.seal(kind, payload)
+
+    # -- rooms: requests ----------------------------------------------------------
+    #
+    # Each returns (rid, frame): send the frame; the answer is an event with
+    # the same rid.  Room ids are 8 bytes or their 16 hex digits.
+
+    def _rid(self) -> int:
+        self._last_rid = self._last_rid % rooms.MAX_RID + 1
+        return self._last_rid
+
+    def _request(self, build, *args):
+        rid = self._rid()
+        return rid, self.seal_message(build(rid, *args))
+
+    def create_room(self, room_type: str, label: "dict | None" = None,
+                    max_members: "int | None" = None, listed: bool = True,
+                    options: "dict | None" = None):
+        """(rid, frame): create a room of ``room_type`` (1-32 of ``A-Za-z0-9_.-``) and join it.
+
+        ``label``: a small JSON object others see in room lists; ``max_members``:
+        seats (default: the server's --max-room-members); ``listed=False``
+        makes a private room, joinable by id only; ``options`` (a small JSON
+        object) goes to the room handler's ``join_attempt``.  Answered by
+        RoomJoined (``created`` true) or RoomError.
+        """
+        return self._request(rooms.create, _room_type(room_type), _label(label),
+                             _seats(max_members), bool(listed), _label(options, "options"))
+
+    def join_room(self, room, options: "dict | None" = None):
+        """(rid, frame): join the room with id ``room`` (``options`` to its handler);
+        answered by RoomJoined or RoomError (460 no such room, 461 full, 462
+        refused by the handler, 467 already in it...)."""
+        return self._request(rooms.join, rooms.room_bytes(room), _label(options, "options"))
+
+    def join_or_create(self, room_type: str, label: "dict | None" = None,
+                       max_members: "int | None" = None, options: "dict | None" = None):
+        """(rid, frame): join the fullest open listed room of ``room_type`` with a
+        free seat that accepts the join, else create one with ``label`` and
+        ``max_members``.  Answered by RoomJoined (``created`` says which) or RoomError.
+        """
+        return self._request(rooms.join_or_create, _room_type(room_type), _label(label),
+                             _seats(max_members), _label(options, "options"))
+
+    def leave_room(self, room):
+        """(rid, frame): leave ``room``; answered by RoomLeft (reason ``left``) or RoomError."""
+        return self._request(rooms.leave, rooms.room_bytes(room))
+
+    def list_rooms(self, room_type: str):
+        """(rid, frame): the listed open rooms of ``room_type``; answered by RoomList."""
+        return self._request(rooms.list_rooms, _room_type(room_type))
+
+    def room_message(self, room, data: bytes, to=None) -> bytes:
+        """The sealed frame of a room message (TCP: reliable, in order).
+
+        ``to``: a member id or a list of them; None sends to every other
+        member.  Raises PayloadTooLarge over MAX_ROOM_MESSAGE bytes and
+        NotInRoom for a room this session is not in; nothing is sent then.
+        """
+        room = self._joined(room)
+        if len(data) > MAX_ROOM_MESSAGE:
+            raise PayloadTooLarge("room message of {} bytes is over the {}-byte limit"
+                                  " (MAX_ROOM_MESSAGE)".format(len(data), MAX_ROOM_MESSAGE))
+        return self.seal_message(rooms.send(room, data, _targets(to)))
+
+    def room_datagram(self, room, data: bytes, to=None) -> bytes:
+        """A sealed ROOM_SEND datagram (UDP: unreliable); ``to`` as in room_message.
+
+        Raises PayloadTooLarge over MAX_ROOM_DATAGRAM bytes and NotInRoom for
+        a room this session is not in.
+        """
+        room = self._joined(room)
+        if len(data) > MAX_ROOM_DATAGRAM:
+            raise PayloadTooLarge("room datagram of {} bytes is over the {}-byte limit"
+                                  " (MAX_ROOM_DATAGRAM)".format(len(data), MAX_ROOM_DATAGRAM))
+        return self.datagram(Kind.ROOM_SEND, rooms.pack_room_send(room, data, _targets(to)))
+
+    def _joined(self, room) -> bytes:
+        room = rooms.room_bytes(room)
+        if room not in self.rooms:
+            raise NotInRoom("not in room {}".format(room.hex()))
+        return room
+
+    # -- rooms: events ------------------------------------------------------------
+
+    def _room_event(self, message: dict):
+        """The event of a room frame (None while a member list continues), state updated."""
+        event = rooms.parse_event(message)
+        kind = type(event)
+        if kind is rooms.RoomJoined:
+            return self._room_event_done(event)
+        if kind is rooms.RoomMembers:
+            joining = self._joining.pop(event.room, None)
+            if joining is None:
+                raise ProtocolError(ErrorCode.UNEXPECTED, "room_members without room_joined")
+            return self._room_event_done(attrs.evolve(
+                joining, members=joining.members + event.members, more=event.more))
+        if kind is rooms.RoomLeft:
+            self.rooms.pop(event.room, None)
+            self._joining.pop(event.room, None)
+        elif kind is rooms.RoomPresence:
+            state = self.rooms.get(event.room)
+            if state is not None:
+                if event.event == "join":
+                    state.members[event.member] = event.user
+                else:
+                    state.members.pop(event.member, None)
+        elif kind is rooms.RoomLabel:
+            state = self.rooms.get(event.room)
+            if state is not None:
+                state.label = event.label
+        return event
+
+    def _room_event_done(self, joined):
+        """Emit a RoomJoined once its member list is complete."""
+        if joined.more:
+            self._joining[joined.room] = joined
+            return None
+        self.rooms[joined.room] = RoomState(joined)
+        return joined
+
+    def room_relay(self, payload: bytes) -> "RoomDatagram | None":
+        """The RoomDatagram of a ROOM_RELAY payload; None (counted in
+        ``unknown_room_datagrams``) for a room this client is not (yet) in or
+        a payload too short to be one."""
+        try:
+            event = rooms.unpack_room_relay(payload)
+        except Drop:
+            event = None
+        if event is None or event.room not in self.rooms:
+            self.unknown_room_datagrams += 1
+            return None
+        return event
+
+
+def _room_type(room_type: str) -> str:
+    if not rooms.valid_room_type(room_type):
+        raise ValueError("a room type is 1-32 characters of A-Z a-z 0-9 _ . -, not {!r}"
+                         .format(room_type))
+    return room_type
+
+
+def _label(label, name="label"):
+    if label is not None and not isinstance(label, dict):
+        raise ValueError("a room {} is a JSON object (a dict), not {!r}".format(name, label))
+    return label
+
+
+def _seats(max_members):
+    if max_members is not None and (type(max_members) is not int or max_members < 1):
+        raise ValueError("max_members must be a positive integer, not {!r}".format(max_members))
+    return max_members
+
+
+def _targets(to) -> tuple:
+    """``to`` (None, a member id or some) as a tuple of member ids."""
+    if to is None:
+        return ()
+    return (to,) if isinstance(to, int) else tuple(to)

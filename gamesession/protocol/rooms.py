@@ -80,6 +80,9 @@ class RoomRefused(Exception):
     def message(self) -> dict:
         return error(self.code, self.reason, self.rid)
 
+    def __str__(self):
+        return "{} ({})".format(self.reason, int(self.code))
+
 
 # -- identifiers -------------------------------------------------------------------
 
