@@ -229,6 +229,43 @@ async def test_reserve_seat_counts_reservations_and_tickets_are_single_use(world
 
 
 @pytest_twisted.ensureDeferred
+async def test_unlisted_rooms_are_not_listed_but_can_be_reserved(world):
+    d = world.directory
+    await up(world, A)
+    hidden = RoomRecord("r9", "duel", "node-a", "{}", seats=2, listed=False)
+    shown = RoomRecord("r8", "duel", "node-a", "{}", seats=2)
+    await d.register_room(hidden)
+    await d.register_room(shown)
+    assert await d.list_rooms("duel") == [shown]
+    assert (await d.reserve_seat("r9", "bob", 30.0)).node == "node-a"
+    assert (await d.update_room("r9", listed=True)).listed
+    assert [r.room_id for r in await d.list_rooms("duel")] == ["r8", "r9"]
+    assert not (await d.update_room("r8", listed=False)).listed
+    assert await d.list_rooms("duel") == [RoomRecord("r9", "duel", "node-a", "{}", seats=2)]
+    await d.restore("node-a", {}, [hidden])
+    assert await d.list_rooms("duel") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_move_is_granted_under_reject_and_says_moved(world):
+    d = world.directory
+    events = []
+    await d.subscribe("node-a", events.append)
+    await up(world, A, B)
+    assert (await d.claim_user("alice", "node-a", "c1", "reject")).granted
+    assert not (await d.claim_user("alice", "node-b", "c2", "reject")).granted
+    moved = await d.claim_user("alice", "node-b", "c3", "move")
+    assert moved == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
+    assert await d.user_node("alice") == UserRecord("alice", "node-b", "c3")
+    for _ in range(100):
+        if events:
+            break
+        await world.later(0.01)
+    assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b",
+                       "reason": "moved"}]
+
+
+@pytest_twisted.ensureDeferred
 async def test_tickets_expire_and_free_their_seat(world):
     d = world.directory
     await up(world, A)
