@@ -78,6 +78,7 @@ class ClusterNode(service.Service):
         self.timings = {}  # operation -> RttHistogram of its latency
         self.errors = Counter()  # operation -> failures
         self.replaced = 0  # sessions ended because another node took their user
+        self.moved = 0  # sessions ended because they moved to another node (a ticket)
         self._call = None
         self._beating = False
         self._stopping = False
@@ -201,6 +202,10 @@ class ClusterNode(service.Service):
         entry = self.held.get(user)
         if entry is None or entry[1] != event.get("claim"):
             return
+        if event.get("reason") == "moved":
+            self.moved += 1
+            self.registry.end(entry[0], "moved")
+            return
         self.replaced += 1
         self.registry.end(entry[0], "replaced")
 
@@ -229,11 +234,13 @@ class ClusterNode(service.Service):
 
     # -- ILoginAdmission -------------------------------------------------------------------
 
-    def admit(self, user):
+    def admit(self, user, moving=False):
         if not self.up:
             return defer.fail(unavailable())
         claim = binascii.hexlify(self.random_bytes(8)).decode("ascii")
-        d = self.call("claim_user", user, self.name, claim, self.duplicate_login)
+        # A redeemed transfer ticket moves the user's own session here, whatever the rule.
+        policy = "move" if moving else self.duplicate_login
+        d = self.call("claim_user", user, self.name, claim, policy)
 
         def decided(result):
             if not result.granted:

@@ -140,4 +140,14 @@ def make_cluster_node(config, registry, reactor):
                        ttl=config["node-ttl"], duplicate_login=config["duplicate-login"],
                        label=str(address))
     registry.admission = node
+    from gamesession.cluster.rooms import ClusterRooms
+
+    node.cluster_rooms = ClusterRooms(node, registry.rooms)
     return node
+
+
+def accept_tickets(node, portal) -> None:
+    """Let ``portal`` log in ``ticket_login``s by redeeming their tickets through ``node``."""
+    from gamesession.cluster.rooms import TicketChecker
+
+    portal.registerChecker(TicketChecker(node))

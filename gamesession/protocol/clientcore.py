@@ -7,13 +7,14 @@ a pygame or asyncio loop can drive the same object.
 
 import attrs
 
-from gamesession.protocol import rooms, wire
+from gamesession.protocol import rooms, transfer, wire
 from gamesession.protocol.datagram import MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 # The room events, typed by the shared codec; re-exported as this module's.
 from gamesession.protocol.rooms import (  # noqa: F401
     MemberInfo, RoomDatagram, RoomError, RoomInfo, RoomJoined, RoomLabel, RoomLeft, RoomList,
     RoomMessage, RoomPresence)
+from gamesession.protocol.transfer import RoomRedirect  # noqa: F401
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
@@ -111,10 +112,13 @@ class ClientCore:
     to date by the events.
     """
 
-    def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None):
+    def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None,
+                 ticket_login: "dict | None" = None):
         self.handshake = ClientHandshake(server_public_key, ephemeral)
         self.user = user
         self.password = password
+        # A ``transfer.ticket_login`` message sent instead of the login (see ``follow``).
+        self.ticket_login = ticket_login
         self.sender = None
         self.receiver = None
         self.welcome = None
@@ -156,7 +160,8 @@ class ClientCore:
             self.keys = keys
             self.sender = StreamCipher(keys.tcp_c2s, 0)
             self.receiver = StreamCipher(keys.tcp_s2c, 1)
-            login = {"type": "login", "user": self.user, "password": self.password}
+            login = self.ticket_login or {"type": "login", "user": self.user,
+                                          "password": self.password}
             return [self.seal_message(login)], []
         if message["type"] == "error":
             # Errors before the keys existed come in clear; later ones sealed.
@@ -186,6 +191,23 @@ class ClientCore:
             event = self._room_event(inner)
             return [], [] if event is None else [event]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type from server")
+
+    def follow(self, redirect: "RoomRedirect", options: "dict | None" = None,
+               ephemeral=None) -> "ClientCore":
+        """The ClientCore of the move a ``RoomRedirect`` event asks for.
+
+        Connect to ``redirect.host``:``redirect.port`` and drive the new core
+        as any: its login is the ticket (a fresh handshake with the same
+        pinned key, so new TCP and UDP keys, counters and token: nothing of
+        this session's keys is used again), and its first room event is the
+        RoomJoined (or RoomError) answering ``redirect.rid``.  Request ids go
+        on from this core's.  This session ends with reason ``moved`` once
+        the new node took it.  ``options`` go to the room handler.
+        """
+        core = ClientCore(self.handshake.server_static, self.user, None, ephemeral,
+                          transfer.ticket_login(redirect.ticket, redirect.rid, options))
+        core._last_rid = self._last_rid
+        return core
 
     @staticmethod
     def _failure(message: dict) -> LoginFailed:

@@ -23,19 +23,19 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gamesession.protocol import wire
-from gamesession.server.accounts import IPlayer
+from gamesession.protocol import transfer, wire
+from gamesession.server.accounts import IPlayer, ITransferTicket, TransferTicket
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
-from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES
+from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES, join as room_join
 
 ROOM_REQUESTS = frozenset(REQUEST_TYPES)
 ROOM_TYPES = ROOM_REQUESTS | frozenset(EVENT_TYPES)
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed"]) | ROOM_TYPES
+                         "session_end", "error", "sealed", "ticket_login"]) | ROOM_TYPES
 
 
 def seconds_text(wait: float) -> str:
@@ -57,6 +57,9 @@ class LoginProtocol:
     timeout_call = None
     user = None
     host = None
+    # A ticket_login (protocol.transfer.TicketLogin) and its credentials, else None.
+    transfer = None
+    credentials = None
     # Registered as the transport's producer; send_paused while its write buffer is
     # full.  (Not ``paused``: the framings' receivers stop reading when that is set.)
     producing = False
@@ -231,6 +234,8 @@ class LoginProtocol:
         kind = message["type"]
         if self.state == "login" and kind == "login":
             self._login(message)
+        elif self.state == "login" and kind == "ticket_login":
+            self._ticket_login(message)
         elif self.state == "active":
             self.session.last_seen = self.factory.clock.seconds()
             if kind == "data":
@@ -255,19 +260,41 @@ class LoginProtocol:
 
     # -- login --------------------------------------------------------------------
 
-    def _login(self, message: dict):
-        user = wire.text_field(message, "user", wire.MAX_USER)
-        password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
-        registry = self.factory.registry
+    def _backing_off(self) -> bool:
+        """Refuse (and say True) while this address waits out failed logins."""
         limits = self.factory.limits
         if limits is not None:
             wait = limits.attempts.wait(self.host, self.factory.clock.seconds())
             if wait > 0:
-                self.user = user
-                return self._refused(LoginRefused(
+                self._refused(LoginRefused(
                     ErrorCode.TOO_MANY_ATTEMPTS,
                     "too many failed logins from your address; try again in {}"
                     .format(seconds_text(wait)), "too_many_attempts"))
+                return True
+        return False
+
+    def _ticket_login(self, message: dict):
+        # A transfer ticket from another node in place of a password (cluster.rooms).
+        self.transfer = transfer.parse_ticket_login(message)
+        if self._backing_off():
+            return
+        if ITransferTicket not in self.factory.portal.listCredentialsInterfaces():
+            return self._refused(LoginRefused(
+                ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
+                "bad_ticket"))
+        self.state = "checking"
+        self.credentials = TransferTicket(self.transfer.ticket)
+        d = self.factory.portal.login(self.credentials, None, IPlayer)
+        d.addCallbacks(self._authenticated, self._denied)
+        d.addErrback(self._login_crashed)
+
+    def _login(self, message: dict):
+        user = wire.text_field(message, "user", wire.MAX_USER)
+        password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
+        registry = self.factory.registry
+        self.user = user
+        if self._backing_off():
+            return
         try:
             registry.check_admission(user)
         except LoginRefused as refused:
@@ -284,8 +311,10 @@ class LoginProtocol:
         if self.state != "checking":
             logout()
             return
+        if self.credentials is not None:
+            self.user = self.credentials.redeemed.user
         # admission.ILoginAdmission: cluster-wide rules; a single node answers at once.
-        d = self.factory.registry.admission.admit(self.user)
+        d = self.factory.registry.admission.admit(self.user, moving=self.credentials is not None)
         d.addCallbacks(self._admitted, self._not_admitted,
                        callbackArgs=(avatar, logout), errbackArgs=(logout,))
         return d
@@ -324,6 +353,9 @@ class LoginProtocol:
             "keepalive": registry.keepalive,
         })
         registry.announce(self.session)
+        if self.credentials is not None:  # seated as by a room_join of the ticket's room
+            registry.rooms.request(self.session, room_join(
+                self.transfer.rid, self.credentials.redeemed.room_id, self.transfer.options))
 
     def _refused(self, refused: LoginRefused):
         self.factory.registry.stats.logins[refused.outcome] += 1
@@ -333,11 +365,15 @@ class LoginProtocol:
         self.fail(refused.code, refused.reason)
 
     def _denied(self, failure):
-        failure.trap(UnauthorizedLogin, LoginDenied)
-        if self.factory.limits is not None:
-            self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds())
+        failure.trap(UnauthorizedLogin, LoginDenied, LoginRefused)
+        refused = failure.value if failure.check(LoginRefused) else None
+        if refused is None:
+            if self.factory.limits is not None:
+                self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds())
+            refused = getattr(failure.value, "refusal", None) or LoginRefused(
+                ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed")
         if self.state == "checking":
-            self._refused(LoginRefused(ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed"))
+            self._refused(refused)
 
     def _login_crashed(self, failure):
         self.log.failure("login check failed", failure)

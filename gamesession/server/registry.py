@@ -22,7 +22,7 @@ from gamesession.server.rooms import RoomManager
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode
 
-END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
+END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown", "moved")
 
 # Plain ints for the per-packet comparisons: an IntEnum attribute costs ~100 ns.
 _DATA = int(Kind.DATA)

@@ -242,6 +242,8 @@ def makeService(config, reactor=None):
         ),
         gate=knocking.gate if knocking is not None else None,
     )
+    if cluster is not None:
+        clustertap.accept_tickets(cluster, factory.portal)
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, config["login"]), factory)
     login._raiseSynchronously = True
