@@ -22,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 
 from gamesession.client.events import EventSlot
+from gamesession.client.move import Moves
 from gamesession.client.room import RoomOperations
 from gamesession.keys import server_key_bytes
 from gamesession.protocol.clientcore import (
@@ -60,13 +61,15 @@ class _ControlProtocol:
 
     def frameReceived(self, frame):
         self.frames_received += 1
-        self.client._frame_received(frame)
+        if not self.client._retired_control(self, frame):  # a connection left for another node
+            self.client._frame_received(frame)
 
     def frameTooLong(self):
         self.client._fail(ProtocolError(413, "server sent an oversized frame"))
 
     def connectionLost(self, reason):
-        self.client._control_lost(reason, self.bytes_received and not self.frames_received)
+        if not self.client._retired_control(self):
+            self.client._control_lost(reason, self.bytes_received and not self.frames_received)
 
 
 class _DatagramProtocol(DatagramProtocol):
@@ -77,7 +80,7 @@ class _DatagramProtocol(DatagramProtocol):
         self.client._datagram_received(datagram, addr)
 
 
-class GameClient(RoomOperations):
+class GameClient(RoomOperations, Moves):
     """One player's session with a gamesession server, on a Twisted reactor.
 
     Make one with ``await GameClient.connect(...)``.  Then ``send_message``
@@ -262,6 +265,8 @@ class GameClient(RoomOperations):
 
     def _send(self, kind, payload=b""):
         self._check_open()
+        if self._moving is not None and self.core.channel is None:
+            return  # moving to another node: no channel yet (UDP may lose it anyway)
         self._send_packet(self.core.datagram(kind, payload))
 
     def _send_packet(self, packet: bytes) -> None:

@@ -19,6 +19,7 @@ from gamesession.client.events import EventSlot
 from gamesession.protocol.clientcore import (
     RoomDatagram, RoomError, RoomJoined, RoomLabel, RoomLeft, RoomList, RoomMessage, RoomPresence)
 from gamesession.protocol.rooms import HANDLER, RoomRefused
+from gamesession.protocol.transfer import RoomRedirect
 
 
 class RoomClosed(Exception):
@@ -239,6 +240,8 @@ class RoomOperations:
                 type(self).on_room_error.queue(self).emit(event)
         elif kind is RoomList:
             self._answer(event.rid, event.rooms)
+        elif kind is RoomRedirect:
+            self._follow(event)  # client.move: the room is on another node
         elif kind in _ROOM_SLOTS:
             room = self.rooms.get(event.room.hex())
             if room is not None:

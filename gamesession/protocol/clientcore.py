@@ -230,7 +230,7 @@ class ClientCore:
     def datagram_received(self, packet: bytes):
         """(kind, payload) of an authenticated datagram for this session, else Drop."""
         token, counter, box = split_header(packet)
-        if token != self.channel.token:
+        if self.channel is None or token != self.channel.token:  # (no session yet: a move)
             raise Drop("unknown_token")
         kind, payload, _ = self.channel.open(counter, box)
         return kind, payload
