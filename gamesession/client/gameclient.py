@@ -230,12 +230,13 @@ class GameClient(RoomOperations, Moves):
                 self._room_event(event)
 
     def _fail(self, exc):
+        control = self.control  # (a failed move puts the first node's connection back meanwhile)
         if not self._logged_in.called:
             self._logged_in.errback(exc)
         else:
             self._end("error: {}".format(exc))
-        if self.control is not None:
-            self.control.transport.loseConnection()
+        if control is not None:
+            control.transport.loseConnection()
 
     def _control_lost(self, reason, unframed=False):
         if not self._logged_in.called:

@@ -107,6 +107,10 @@ class Moves:
 
     def _move_failed(self, redirect, old, exc):
         core, control, udp, server_udp, welcome = old
+        if self.control is not None:  # the refused connection: its close is not the session's
+            self._left_behind.add(self.control)
+        if self.udp is not None:
+            self.udp.stopListening()
         d = self._requests.pop(redirect.rid, None)
         code = getattr(exc, "code", 503)
         reason = "could not move to {}:{}: {}".format(redirect.host, redirect.port,
