@@ -12,11 +12,31 @@ import time
 
 import pytest
 
+from gamesession import mmsg
 from gamesession.protocol.datagram import HEADER_SIZE, TOKEN_SIZE, Kind
 
+from conftest import need
 from hardening import SyncClient
 
 pytestmark = [pytest.mark.network]
+
+
+@pytest.fixture(params=["batched", "plain"])
+def game_server(request, start_server):
+    """``start_server`` on each game-port path in turn: recvmmsg/sendmmsg, and udp.Port."""
+    udp_io = request.param
+    if udp_io == "batched":
+        need(mmsg.available(), "recvmmsg/sendmmsg are Linux-only")
+
+    def start(*options):
+        server = start_server("--udp-io", udp_io, *options)
+        wait = time.monotonic() + 5
+        while "I/O " + udp_io not in server.log() and time.monotonic() < wait:
+            time.sleep(0.02)
+        assert "game port UDP {} I/O {}".format(server.udp_port, udp_io) in server.log()
+        return server
+
+    return start
 
 FLOOD_PACKETS = 60000
 
@@ -42,8 +62,8 @@ def no_session_ended(server) -> bool:
 
 
 @pytest.mark.timeout(120)
-def test_flood_of_random_datagrams_while_an_honest_client_pings(start_server):
-    server = start_server()
+def test_flood_of_random_datagrams_while_an_honest_client_pings(game_server):
+    server = game_server()
     honest = SyncClient(server, "honest")
     flooder = attacker_socket()
     target = ("127.0.0.1", server.udp_port)
@@ -110,8 +130,8 @@ def test_flood_of_random_datagrams_while_an_honest_client_pings(start_server):
 
 
 @pytest.mark.timeout(60)
-def test_captured_packets_replayed_tampered_and_token_swapped(start_server):
-    server = start_server()
+def test_captured_packets_replayed_tampered_and_token_swapped(game_server):
+    server = game_server()
     alice = SyncClient(server, "alice")
     bob = SyncClient(server, "bob")
     attacker = attacker_socket()
@@ -155,8 +175,8 @@ def test_captured_packets_replayed_tampered_and_token_swapped(start_server):
 
 
 @pytest.mark.timeout(60)
-def test_rate_limit_drops_a_flooding_session_not_others(start_server):
-    server = start_server("--max-datagram-rate", "50")
+def test_rate_limit_drops_a_flooding_session_not_others(game_server):
+    server = game_server("--max-datagram-rate", "50")
     greedy = SyncClient(server, "greedy")
     polite = SyncClient(server, "polite")
     for i in range(500):

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import need, run_cli
+from gamesession import mmsg
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 
@@ -28,6 +29,8 @@ def test_bench_udp(plugin_path, tmp_path):
         assert figures[key] is not None and figures[key] > 0, key
     assert figures["payload"] == 512
     assert figures["server_log_tracebacks"] == 0
+    assert figures["udp_io"] == ("batched" if mmsg.available() else "plain")
+    assert "server udp i/o" in result.stdout
     assert "throughput (pps)" in result.stdout
     assert len(figures["detail"]["rounds"]) == 2
     assert "gamesession round 2/2" in result.stderr  # the progress line
@@ -35,11 +38,14 @@ def test_bench_udp(plugin_path, tmp_path):
 
 def test_bench_login(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "login", "--seconds", "0.5",
-                            "--concurrency", "4")
+                            "--concurrency", "4", "--storm", "30", "--storm-concurrency", "8")
     assert figures["logins"] > 0 and figures["logins_per_s"] > 0
     assert figures["failures"] == 0, figures["failure_kinds"]
     assert figures["scrypt_ms"] > 0
     assert "logins_per_s" in result.stdout
+    assert figures["storm"] == 30 and figures["storm_failures"] == 0, figures
+    assert figures["storm_s"] > 0 and "storm_10k_s" not in figures  # only for 10,000
+    assert "30 logins from cold" in result.stdout
 
 
 def test_bench_sessions(plugin_path, tmp_path):
@@ -52,6 +58,8 @@ def test_bench_sessions(plugin_path, tmp_path):
     assert figures["rss_all_sessions"] > 0
     assert "bytes_per_session" in figures
     assert "pps_ratio" in result.stdout
+    assert figures["max_stall_ms_since_start"] is not None and figures["max_stall_ms_since_start"] >= 0
+    assert "max_stall_ms" in figures and "max_stall_ms" in result.stdout
 
 
 def test_bench_hotpath(plugin_path, tmp_path):
@@ -82,6 +90,22 @@ def test_bench_report(plugin_path, tmp_path):
     result = run_cli(plugin_path, "bench", "report", str(udp), str(sessions), "--out", str(png))
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_sessions_in_process(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "sessions", "--in-process", "--sessions", "40")
+    assert figures["sessions"] == 40 and figures["sessions_alive_after_timers"] == 40
+    assert figures["traced_bytes_per_session"] > 0
+    assert figures["timer_turn_max_ms"] is not None and figures["one_block_ms"] >= 0
+    assert "traced_bytes_per_session" in result.stdout
+
+
+def test_bench_hotpath_through_the_port(plugin_path, tmp_path):
+    for udp_io in ("plain", "batched") if mmsg.available() else ("plain",):
+        figures, _ = bench(plugin_path, tmp_path, "hotpath", "--port", udp_io, "--packets", "256",
+                           "--rounds", "1", "--sessions", "3")
+        assert figures["udp_io"] == udp_io and figures["echoed"] == 256
+        assert figures["ns_per_packet"] > 0
 
 
 def test_bench_rooms(plugin_path, tmp_path):

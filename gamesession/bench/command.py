@@ -24,6 +24,15 @@ def _positive(kind):
 POSITIVE_INT, POSITIVE_FLOAT = _positive(int), _positive(float)
 
 
+def _count(text):
+    return 0 if text.strip() == "0" else POSITIVE_INT(text)
+
+
+def _server_udp_io(parser):
+    parser.add_argument("--udp-io", choices=("auto", "batched", "plain"), default="auto",
+                        help="the server's --udp-io (which game-port path to measure)")
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     sub.required = True
@@ -39,13 +48,20 @@ def add_arguments(parser) -> None:
                    help="length of the light-load RTT phase (one packet in flight; default seconds/2)")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("login", help="full logins per second (TCP, handshake, login, UDP ping)")
     p.add_argument("--seconds", type=POSITIVE_FLOAT, default=5.0, help="length of the login phase")
     p.add_argument("--concurrency", type=POSITIVE_INT, default=64, help="clients logging in at once")
+    p.add_argument("--storm", type=_count, default=10000,
+                   help="then this many clients log in to a fresh server and stay (storm_10k_s "
+                        "for 10,000; 0: no storm)")
+    p.add_argument("--storm-concurrency", type=POSITIVE_INT, default=512,
+                   help="storm logins in progress at once")
     p.add_argument("--profile-server", metavar="FILE",
                    help="run the server under twistd's cProfile and save its stats to FILE")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("sessions", help="memory per session and UDP throughput with N sessions held")
@@ -57,6 +73,10 @@ def add_arguments(parser) -> None:
                    help="application payload bytes per datagram")
     p.add_argument("--window", type=POSITIVE_INT, default=64, help="packets kept in flight")
     p.add_argument("--concurrency", type=POSITIVE_INT, default=64, help="clients logging in at once")
+    p.add_argument("--in-process", action="store_true",
+                   help="no sockets: the real server objects over fake transports in this "
+                        "process, memory by tracemalloc and RSS (any --sessions)")
+    _server_udp_io(p)
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("rooms", help="room relay: R rooms of K bots at HZ datagrams/s each, "
@@ -77,6 +97,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--sessions", type=POSITIVE_INT, default=1, help="sessions the packets are spread over")
     p.add_argument("--rounds", type=POSITIVE_INT, default=5, help="rounds; the best counts")
     p.add_argument("--profile", action="store_true", help="print a cProfile of one round")
+    p.add_argument("--port", choices=("batched", "plain"),
+                   help="time the whole game port on loopback in-process (system calls "
+                        "included) on this path, instead of the registry alone")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("report", help="draw the chart of docs/benchmarks.md from JSON results")
@@ -91,14 +114,26 @@ def run(args):
     if args.benchmark == "udp":
         result = runner.bench_udp(args.seconds, args.payload, window=args.window,
                                   latency_seconds=args.latency_seconds, rounds=args.rounds,
-                                  profile_server=args.profile_server)
+                                  profile_server=args.profile_server, udp_io=args.udp_io)
     elif args.benchmark == "login":
         result = runner.bench_login(args.seconds, concurrency=args.concurrency,
-                                    profile_server=args.profile_server)
+                                    profile_server=args.profile_server, udp_io=args.udp_io,
+                                    storm=args.storm, storm_concurrency=args.storm_concurrency)
+    elif args.benchmark == "sessions" and args.in_process:
+        from gamesession.bench import inprocess
+
+        progress = runner.Progress()
+        result = inprocess.run(args.sessions, progress=progress.show)
+        progress.done()
+        print(runner.table([(k, str(v)) for k, v in result.items() if k != "by_allocation_site"]
+                           + [(site["where"], str(site["bytes_per_session"]))
+                              for site in result["by_allocation_site"]]))
+        runner.write_json(result, args.json)
+        return 0
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
-                                       rounds=args.rounds)
+                                       rounds=args.rounds, udp_io=args.udp_io)
     elif args.benchmark == "rooms":
         from gamesession.bench.rooms import bench_rooms
 
@@ -106,7 +141,12 @@ def run(args):
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 
-        result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions, args.profile)
+        if args.port:
+            result = hotpath.run_port(args.packets, args.payload, args.rounds, args.sessions,
+                                      args.port, profile=args.profile)
+        else:
+            result = hotpath.run(args.packets, args.payload, args.rounds, args.sessions,
+                                 args.profile)
         profile = result.pop("profile", None)
         if profile:
             print(profile)

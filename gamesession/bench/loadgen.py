@@ -24,7 +24,7 @@ from gamesession.protocol.clientcore import ClientCore, LoginFailed, SessionEnde
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.protocol.handshake import HandshakeError
 from gamesession.protocol.wire import ProtocolError
-from gamesession.bench.mmsg import batcher
+from gamesession.mmsg import batcher
 
 RING = 1 << 17
 LINGER_RESET = struct.pack("ii", 1, 0)

@@ -22,7 +22,7 @@ from array import array
 
 from gamesession.bench import procs
 from gamesession.bench.loadgen import percentiles, udp_socket
-from gamesession.bench.mmsg import batcher
+from gamesession.mmsg import batcher
 from gamesession.protocol.clientcore import RoomJoined, RoomError
 from gamesession.protocol.datagram import Drop, Kind
 

@@ -6,6 +6,7 @@ shows them as one updating line on stderr, then prints a summary table and
 writes the JSON file.
 """
 
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -248,17 +249,68 @@ def login_job(plan, progress):
     fleet.run(plan["seconds"], tick=tick)
     elapsed = time.monotonic() - begin
     counting[0] = None
+    result = _login_figures(fleet, plan, len(completed), elapsed, cpu0, failures_before)
+    result["seconds"] = round(elapsed, 3)
+    return result
+
+
+def _login_figures(fleet, plan, logins, seconds, cpu0, failures_before=0, prefix=""):
+    """Figures of a login phase (named with ``prefix``); closes the fleet."""
     result = {
-        "logins": len(completed),
-        "seconds": round(elapsed, 3),
-        "logins_per_s": round(len(completed) / elapsed, 1),
+        "logins": logins,
+        "logins_per_s": round(logins / seconds, 1),
         "failures": sum(fleet.failures.values()) - failures_before,
         "failure_kinds": dict(fleet.failures),
         "ping_retries": fleet.ping_retries,
-        "server_cpu": _server_cpu(plan["server_pid"], cpu0, elapsed),
+        "server_cpu": _server_cpu(plan["server_pid"], cpu0, seconds),
     }
     result.update({"login_" + k: v for k, v in percentiles(fleet.latencies).items()})
     fleet.close_all()
+    return {prefix + k: v for k, v in result.items()}
+
+
+def _stalls(plan):
+    """Cumulative buckets of the server's reactor stalls (``--stall-probe``), or None."""
+    from gamesession.client import status
+
+    if not plan.get("metrics_url"):
+        return None
+    figures = status.Figures(status.fetch(plan["metrics_url"]))
+    return {"buckets": figures.buckets("reactor_stall_seconds"),
+            "max": figures.get("reactor_stall_max_seconds")}
+
+
+def longest_stall_ms(before, after):
+    """Upper bound (ms) of the bucket of the longest stall between two scrapes.
+
+    None without samples; ``inf`` when it was above every bucket.
+    """
+    if not before or not after:
+        return None
+    longest = None
+    previous = 0
+    for (bound, a), (_, b) in zip(after["buckets"], before["buckets"]):
+        delta = a - b
+        if delta > previous:
+            longest = bound
+        previous = delta
+    return None if longest is None else round(longest * 1000, 1)
+
+
+def storm_job(plan, progress):
+    """``storm`` clients log in to a cold server, ``concurrency`` at a time; all must succeed."""
+    fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"])
+    count = plan["storm"]
+    begin = time.monotonic()
+    cpu0 = procs.cpu_seconds(plan["server_pid"])
+    try:
+        _login_fleet(plan, "s", count=count, concurrency=plan["storm_concurrency"],
+                     progress=progress, fleet=fleet, timeout=max(60.0, count / 50.0))
+    except BenchError as e:
+        return {"storm_failed": str(e), "storm_failures": dict(fleet.failures)}
+    seconds = time.monotonic() - begin
+    result = _login_figures(fleet, plan, count, seconds, cpu0, prefix="storm_")
+    result["storm_s"] = round(seconds, 2)
     return result
 
 
@@ -285,6 +337,7 @@ def sessions_job(plan, progress):
     fleet.touch_all()
     fleet.run(0.3)
     rss_one = procs.rss_bytes(pid)
+    stalls_start = _stalls(plan)
     extra = plan["sessions"] - 1
     begin = time.monotonic()
     if extra:
@@ -293,6 +346,7 @@ def sessions_job(plan, progress):
     login_seconds = time.monotonic() - begin
     fleet.run(0.5)
     rss_many = procs.rss_bytes(pid)
+    stalls_held = _stalls(plan)
     cores = [login.core for login in fleet.ready]
 
     # With all N held, alternate traffic over one of them and over all of
@@ -311,6 +365,7 @@ def sessions_job(plan, progress):
     one_of_n = _best_of(rounds, lambda n: runs["one_of_n"][n])
     fleet.run(0.3)
     rss_after = procs.rss_bytes(pid)
+    stalls_end = _stalls(plan)
     alive = len(fleet.by_token)
     fleet.close_all()
     return {
@@ -332,6 +387,11 @@ def sessions_job(plan, progress):
         "pps_one_of_n": one_of_n["pps"],
         "pps_ratio_interleaved": round(many["pps"] / one_of_n["pps"], 3)
         if one_of_n["pps"] else None,
+        # Longest reactor stall (upper bound of its bucket) while N sessions were held
+        # and traffic ran, and while they logged in; the exact maximum since start.
+        "max_stall_ms": longest_stall_ms(stalls_held, stalls_end),
+        "max_stall_ms_logins": longest_stall_ms(stalls_start, stalls_held),
+        "max_stall_ms_since_start": round(stalls_end["max"] * 1000, 2) if stalls_end else None,
     }
 
 
@@ -341,8 +401,9 @@ def sessions_job(plan, progress):
 class Bench:
     """Servers of one benchmark run, started in a temporary directory and always stopped."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, udp_io: str = "auto"):
         self.progress = progress
+        self.udp_io_option = ("--udp-io", udp_io)
         self.servers = []
         self.tmp = tempfile.TemporaryDirectory(prefix="gamesession-bench-")
         self.server_cpu, self.loadgen_cpu, self.pinning = procs.cpu_plan()
@@ -358,14 +419,14 @@ class Bench:
     def gamesession(self, *options, nofile=0):
         self.progress.show("starting twistd gamesession")
         server = procs.start_gamesession(self.tmp.name, self.server_cpu,
-                                         procs.BENCH_OPTIONS + options, nofile)
+                                         procs.BENCH_OPTIONS + self.udp_io_option + options, nofile)
         self.servers.append(server)
         return server
 
     def gamesession_profiled(self, stats_path, *options, nofile=0):
         self.progress.show("starting twistd --profile gamesession")
         server = procs.start_gamesession(self.tmp.name, self.server_cpu,
-                                         procs.BENCH_OPTIONS + options, nofile,
+                                         procs.BENCH_OPTIONS + self.udp_io_option + options, nofile,
                                          twistd_options=("--profile=" + stats_path,
                                                          "--profiler=cprofile", "--savestats"))
         self.servers.append(server)
@@ -395,6 +456,20 @@ class Bench:
         except OSError:
             return 0
 
+    def udp_io(self, server) -> str:
+        """Which game-port path the server says it runs (its ``game_port`` log line)."""
+        # twistd rotates its log at 1 MB: the line is in the oldest file.
+        for name in sorted(glob.glob(server.log_path + "*"), reverse=True):
+            try:
+                with open(name) as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for path in ("batched", "plain"):
+                if " I/O {}".format(path) in text:
+                    return path
+        return "unknown"
+
     def header(self, name: str, settings: dict) -> dict:
         return {
             "benchmark": name,
@@ -407,13 +482,13 @@ class Bench:
 
 
 def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, rounds=1,
-              progress=None, profile_server=None):
+              progress=None, profile_server=None, udp_io="auto"):
     progress = progress or Progress()
     if latency_seconds is None:
         latency_seconds = max(0.5, seconds / 2)
     settings = {"seconds": seconds, "payload": payload, "window": window, "rounds": rounds,
                 "latency_seconds": latency_seconds, "warmup": warmup}
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("udp", settings)
         load_before = loadavg()
         echo = bench.echo()
@@ -427,6 +502,7 @@ def bench_udp(seconds, payload, window=64, latency_seconds=None, warmup=0.5, rou
         timeout = 4 * (rounds * 2 * (seconds + warmup + 1) + 2 * latency_seconds) + 60
         detail = run_loadgen(udp_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     # On a shared machine other work steals cycles: the best round of each
     # server is the one least disturbed.
     gs = max((r["gamesession"] for r in detail["rounds"]), key=lambda r: r["pps"])
@@ -476,11 +552,13 @@ def scrypt_cost(rounds=5):
     return best
 
 
-def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None):
+def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_server=None,
+                udp_io="auto", storm=10000, storm_concurrency=512):
     progress = progress or Progress()
-    settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup}
+    settings = {"seconds": seconds, "concurrency": concurrency, "warmup": warmup,
+                "storm": storm, "storm_concurrency": storm_concurrency}
     auth = "memory:" + ":".join("u{}:pw".format(i) for i in range(concurrency))
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("login", settings)
         load_before = loadavg()
         options = ("--auth", auth, "--max-sessions", str(concurrency * 2 + 16))
@@ -493,7 +571,10 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
         plan = bench.plan(server, nofile=concurrency * 4 + 256, **settings)
         detail = run_loadgen(login_job, plan, progress, 4 * (seconds + warmup) + 60)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     result.update(detail)
+    if storm and not profile_server:
+        result.update(_login_storm(progress, storm, storm_concurrency, udp_io))
     result["load_before"] = load_before
     result["load_after"] = loadavg()
     progress.show("timing scrypt")
@@ -506,8 +587,29 @@ def bench_login(seconds, concurrency=64, warmup=0.5, progress=None, profile_serv
     return result
 
 
+def _login_storm(progress, storm, concurrency, udp_io):
+    """``storm_10k_s`` (for 10,000): a fresh server, ``storm`` users logging in from cold."""
+    wanted = storm + 512
+    soft, hard = procs.raise_nofile(wanted)
+    if soft < wanted:
+        return {"storm_failed": "RLIMIT_NOFILE hard limit {} is too low for a storm of {} "
+                                "(each login holds one fd in the server and one here)".format(
+                                    hard, storm)}
+    auth = "memory:" + ":".join("s{}:pw".format(i) for i in range(storm))
+    with Bench(progress, udp_io) as bench:
+        server = bench.gamesession("--auth", auth, "--max-sessions", str(storm + 16),
+                                   nofile=wanted)
+        plan = bench.plan(server, nofile=wanted, storm=storm, storm_concurrency=concurrency)
+        detail = run_loadgen(storm_job, plan, progress, max(60.0, storm / 50.0) + 60)
+        detail["storm_server_log_tracebacks"] = bench.server_log_problems(server)
+    detail["storm"] = storm
+    if storm == 10000 and "storm_s" in detail and not detail["storm_failures"]:
+        detail["storm_10k_s"] = detail["storm_s"]
+    return detail
+
+
 def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64, warmup=0.5,
-                   rounds=3, progress=None):
+                   rounds=3, progress=None, udp_io="auto"):
     progress = progress or Progress()
     wanted = sessions + 256
     soft, hard = procs.raise_nofile(wanted)
@@ -521,14 +623,20 @@ def bench_sessions(sessions, seconds=2.0, window=64, payload=64, concurrency=64,
         sessions = usable
     settings = {"sessions": sessions, "seconds": seconds, "window": window, "payload": payload,
                 "concurrency": concurrency, "warmup": warmup, "rounds": rounds}
-    with Bench(progress) as bench:
+    with Bench(progress, udp_io) as bench:
         result = bench.header("sessions", settings)
         load_before = loadavg()
-        server = bench.gamesession("--max-sessions", str(sessions + 16), nofile=wanted)
-        plan = bench.plan(server, nofile=wanted, **settings)
+        metrics_port = procs.free_port()
+        server = bench.gamesession("--max-sessions", str(sessions + 16), "--stall-probe",
+                                   "--metrics", "tcp:{}:interface={}".format(metrics_port, HOST),
+                                   nofile=wanted)
+        plan = bench.plan(server, nofile=wanted,
+                          metrics_url="http://{}:{}/metrics".format(HOST, metrics_port),
+                          **settings)
         timeout = 6 * rounds * (seconds + warmup + 1) + max(60.0, sessions / 50.0) + 60
         detail = run_loadgen(sessions_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
+        result["udp_io"] = bench.udp_io(server)
     result.update(detail)
     result["fd_limit"] = {"soft": soft, "hard": hard}
     result["notes"] = notes
@@ -593,6 +701,15 @@ def summary(result: dict) -> str:
             ("scrypt per check (ms)", _fmt(result["scrypt_ms"])),
             ("logins/s with scrypt (est.)", _fmt(result.get("logins_per_s_with_scrypt_estimate"))),
         ]
+        if "storm_s" in result:
+            rows.append(("storm: {:,} logins from cold".format(result["storm"]),
+                         "{} s, {} failures, {} concurrent".format(
+                             _fmt(result["storm_s"]), result["storm_failures"],
+                             result["settings"]["storm_concurrency"])))
+        if "storm_10k_s" in result:
+            rows.append(("storm_10k_s", _fmt(result["storm_10k_s"])))
+        if "storm_failed" in result:
+            rows.append(("storm FAILED", result["storm_failed"]))
     elif kind == "rooms":
         from gamesession.bench.rooms import summary_rows
 
@@ -614,8 +731,14 @@ def summary(result: dict) -> str:
             ("rtt p50 loaded 1 | N (us)", "{} | {}".format(_fmt(result["one"]["p50_us"]),
                                                           _fmt(result["many"]["p50_us"]))),
             ("sessions alive at end", "{:,}".format(result["sessions_alive_at_end"])),
+            ("max_stall_ms (N held, traffic)", _fmt(result.get("max_stall_ms"))),
+            ("max stall logins | since start (ms)", "{} | {}".format(
+                _fmt(result.get("max_stall_ms_logins")),
+                _fmt(result.get("max_stall_ms_since_start")))),
         ]
         rows += [("note", note) for note in result.get("notes", [])]
+    if "udp_io" in result:
+        rows.append(("server udp i/o", result["udp_io"]))
     rows.append(("machine", "{} cpus, {}; {}".format(
         result["machine"].get("cpus"), result["pinning"], load)))
     if result.get("server_log_tracebacks"):

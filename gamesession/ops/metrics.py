@@ -154,6 +154,14 @@ class ServerCollector:
         yield HistogramMetricFamily(
             PREFIX + "rtt_seconds", "Round trip of the server's keepalive pings to clients.",
             buckets=_buckets(rtt, rtt_counts), sum_value=rtt_total)
+        stalls = stats.stalls
+        yield HistogramMetricFamily(
+            PREFIX + "reactor_stall_seconds",
+            "How late the --stall-probe timer fired: how long the reactor was held.",
+            buckets=_buckets(stalls, list(stalls.counts)), sum_value=stalls.total)
+        yield GaugeMetricFamily(PREFIX + "reactor_stall_max_seconds",
+                                "Longest reactor stall seen by --stall-probe since start.",
+                                value=stats.max_stall)
 
         yield from _room_families(registry.rooms, stats.rooms)
 

@@ -10,6 +10,8 @@ from collections import Counter
 
 import attrs
 
+from gamesession.ops.stalls import STALL_BOUNDS
+
 # Upper bounds (seconds) of the RTT buckets: LAN to a bad mobile link.
 RTT_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -78,6 +80,9 @@ class ServerStats:
     roams: int = 0
     # Round trips of keepalive pings answered by clients.
     rtt: RttHistogram = attrs.Factory(RttHistogram)
+    # Reactor stalls measured by --stall-probe (ops/stalls.py): how late its timer fired.
+    stalls: RttHistogram = attrs.Factory(lambda: RttHistogram(bounds=STALL_BOUNDS))
+    max_stall: float = 0.0
     rooms: RoomStats = attrs.Factory(RoomStats)
 
 

@@ -14,7 +14,7 @@ import enum
 import struct
 
 from gamesession.protocol.handshake import MAX_COUNTER, BadBox, open_box, seal
-from gamesession.protocol.replay import ReplayWindow
+from gamesession.protocol.replay import ReplayWindow, fresh, mark
 
 TOKEN_SIZE = 8
 HEADER_SIZE = TOKEN_SIZE + 8
@@ -64,17 +64,26 @@ class DatagramChannel:
     """One end of a session's UDP channel: seals outgoing, opens incoming.
 
     ``send_key`` and ``recv_key`` are the direction keys of this end (the
-    server sends with udp s2c, the client with udp c2s).
+    server sends with udp s2c, the client with udp c2s).  The replay window
+    is two numbers in the channel's own slots (``highest``, ``bits``: see
+    ``replay.mark``), so a channel is one object; the server's ``Session``
+    extends it, which makes a whole session one object on the hot path.
     """
 
-    __slots__ = ("token", "send_key", "recv_key", "send_counter", "window")
+    __slots__ = ("token", "send_key", "recv_key", "send_counter", "highest", "bits")
 
     def __init__(self, token: bytes, send_key: bytes, recv_key: bytes):
         self.token = token
         self.send_key = send_key
         self.recv_key = recv_key
         self.send_counter = 0
-        self.window = ReplayWindow()
+        self.highest = -1
+        self.bits = 0
+
+    @property
+    def window(self) -> ReplayWindow:
+        """A copy of the replay window's state, to look at."""
+        return ReplayWindow(highest=self.highest, bits=self.bits)
 
     def seal(self, kind: int, payload: bytes = b"") -> bytes:
         if len(payload) > MAX_PAYLOAD:
@@ -91,15 +100,15 @@ class DatagramChannel:
 
         The counter is marked as seen only after the box opened.
         """
-        window = self.window
+        highest = self.highest
         # A counter above the newest is fresh: skip the call in the usual case.
-        if counter <= window.highest and not window.fresh(counter):
+        if counter <= highest and not fresh(highest, self.bits, counter):
             raise Drop("replay")
         try:
             plain = open_box(self.recv_key, counter, box)
         except BadBox:
             raise Drop("bad_box")
-        newest = window.mark(counter)
+        self.highest, self.bits, newest = mark(highest, self.bits, counter)
         kind = plain[0] if plain else 0
         if kind not in KINDS:
             raise Drop("bad_kind")

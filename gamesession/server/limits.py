@@ -40,15 +40,24 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         """Spend one token if there is one; False means over the limit."""
-        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.tokens, taken = spend_token(self.tokens, self.stamp, now, self.rate, self.burst)
         self.stamp = now
-        if tokens > self.burst:
-            tokens = self.burst
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
+        return taken
+
+
+def spend_token(tokens: float, stamp: float, now: float, rate: float, burst: float):
+    """``(tokens left, taken)``: a bucket that held ``tokens`` at ``stamp``, refilled at
+    ``rate`` up to ``burst`` until ``now``, then one token spent if there is one.
+
+    The arithmetic of ``TokenBucket``, for state kept elsewhere (the server's
+    sessions keep the two numbers in their own slots).
+    """
+    tokens += (now - stamp) * rate
+    if tokens > burst:
+        tokens = burst
+    if tokens < 1.0:
+        return tokens, False
+    return tokens - 1.0, True
 
 
 class PendingLogins:

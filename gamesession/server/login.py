@@ -338,6 +338,7 @@ class LoginProtocol:
             registry.admission.abandoned(self.user, claim)
             return self._refused(refused)
         registry.admission.opened(self.session, claim)
+        self.keys = None  # the ciphers and the session hold what they need of them
         self._login_settled()
         if self.factory.limits is not None:
             self.factory.limits.attempts.succeeded(self.host)

@@ -16,13 +16,22 @@ from zope.interface import Interface, implementer
 
 from gamesession.server.admission import LOCAL
 from gamesession.server.application import EchoApplication, ISession
+from gamesession.server.gameport import BatchedPort
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
-from gamesession.server.limits import TokenBucket
+from gamesession.server.limits import spend_token
 from gamesession.server.rooms import RoomManager
+from gamesession.server.timers import DeadlineWheel
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown", "moved")
+
+# Sessions one bounded timer step looks at (``sweep(limit=...)``).
+SWEEP_STEP = 256
+# Timer checks file a session this much before its deadline, so that
+# rounding in ``last_seen + timeout`` never files it after the moment the
+# exact check (``now - last_seen >= timeout``) says it is due.
+_EARLY = 1e-6
 
 # Plain ints for the per-packet comparisons: an IntEnum attribute costs ~100 ns.
 _DATA = int(Kind.DATA)
@@ -42,8 +51,12 @@ def datagram_sender(transport):
     three times per datagram (a third of the per-packet cost of an echo), and
     the game port only ever answers addresses that ``recvfrom`` on the same
     socket returned.  Like ``Port.write`` it ignores ECONNREFUSED; other
-    errors raise OSError.  Any other transport (tests' fakes) keeps ``write``.
+    errors raise OSError.  A ``BatchedPort`` gives its own ``send``, which
+    queues replies for the ``sendmmsg`` at the end of the current read batch.
+    Any other transport (tests' fakes) keeps ``write``.
     """
+    if isinstance(transport, BatchedPort):
+        return transport.send
     sock = getattr(transport, "socket", None)
     if not isinstance(transport, udp.Port) or sock is None or transport._connectedAddr:
         return transport.write
@@ -80,22 +93,28 @@ class IControlChannel(Interface):
 
 
 @implementer(ISession)
-class Session:
-    """One logged-in player: identity, keys, UDP address and timers.
+class Session(DatagramChannel):
+    """One logged-in player: identity, keys, UDP address and timers, in one object.
 
-    Set every attribute in ``__init__``: one first set later (even over a
-    class default) turns the compact shared-key instance layout into a full
-    dict, about 600 bytes more per session (docs/benchmarks.md).
+    The session is its own UDP channel (``DatagramChannel``: token, keys,
+    counters, replay window) and keeps its rate-limit bucket as two numbers
+    (``tokens``, ``stamp``), all in ``__slots__``: the hot path touches one
+    object per datagram, and a session costs no instance dict.  Code that
+    sets attributes of its own on a session still can (``__dict__`` is one
+    of the slots, made on first use), at the cost of that dict.
     """
 
+    __slots__ = ("registry", "user", "avatar", "logout", "control", "address", "started",
+                 "last_seen", "last_sent", "ended", "ping_id", "ping_sent", "tokens", "stamp",
+                 "__dict__")
+
     def __init__(self, registry, token, user, avatar, logout, control, keys, now):
+        DatagramChannel.__init__(self, token, keys.udp_s2c, keys.udp_c2s)
         self.registry = registry
-        self.token = token
         self.user = user
         self.avatar = avatar
         self.logout = logout
         self.control = control
-        self.channel = DatagramChannel(token, keys.udp_s2c, keys.udp_c2s)
         self.address = None
         self.started = now
         self.last_seen = now
@@ -104,8 +123,14 @@ class Session:
         # The server's keepalive PING still waiting for its PONG, and when it left.
         self.ping_id = None
         self.ping_sent = 0.0
-        rate = registry.datagram_rate
-        self.bucket = TokenBucket(rate, registry.datagram_burst, now) if rate else None
+        # The per-session datagram rate limit (limits.spend_token): a full bucket.
+        self.tokens = registry.datagram_burst
+        self.stamp = now
+
+    @property
+    def channel(self) -> DatagramChannel:
+        """The session's UDP channel: the session itself."""
+        return self
 
     def __repr__(self):
         return "<Session {} {} {}>".format(self.user, self.token.hex(), self.address)
@@ -114,7 +139,7 @@ class Session:
         address = self.address
         if address is None or self.ended:
             return False
-        self.registry.transmit(self, self.channel.seal(kind, payload), address)
+        self.registry.transmit(self, self.seal(kind, payload), address)
         return True
 
     def send_datagram(self, payload: bytes) -> bool:
@@ -171,6 +196,9 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # Every live session is filed once, under the time of its next timer check.
+        self.timer_resolution = min(keepalive, session_timeout) / 20
+        self.timers = DeadlineWheel(self.timer_resolution)
         # admission.ILoginAdmission: told of every session opened and ended (cluster membership).
         self.admission = admission
         # Set by the UDP game port once it listens: has write(packet, addr).
@@ -215,6 +243,7 @@ class SessionRegistry:
         self.by_token[token] = session
         self.by_user[user] = session
         self.by_control[control] = session
+        self.timers.add(session, self._next_check(session))
         self.stats.logins["ok"] += 1
         return session
 
@@ -297,16 +326,20 @@ class SessionRegistry:
             stats.dropped["unknown_token"] += 1
             return
         try:
-            kind, payload, newest = session.channel.open(
+            kind, payload, newest = session.open(
                 _counter_at(packet, TOKEN_SIZE)[0], packet[HEADER_SIZE:])
         except Drop as drop:
             stats.dropped[drop.reason] += 1
             return
         now = self.clock.seconds()
-        bucket = session.bucket
-        if bucket is not None and not bucket.take(now):
-            stats.dropped["rate_limit"] += 1
-            return
+        rate = self.datagram_rate
+        if rate:
+            session.tokens, taken = spend_token(session.tokens, session.stamp, now, rate,
+                                                self.datagram_burst)
+            session.stamp = now
+            if not taken:
+                stats.dropped["rate_limit"] += 1
+                return
         session.last_seen = now
         if newest and address != session.address:
             if session.address is not None:
@@ -334,16 +367,56 @@ class SessionRegistry:
 
     # -- timers -----------------------------------------------------------------
 
-    def sweep(self) -> None:
-        """End silent sessions and send keepalives (measuring PINGs) to idle ones."""
+    def _next_check(self, session) -> float:
+        return min(session.last_seen + self.session_timeout,
+                   session.last_sent + self.keepalive) - _EARLY
+
+    def sweep(self, limit: "int | None" = None) -> bool:
+        """End silent sessions and send keepalives (measuring PINGs) to idle ones.
+
+        Only the sessions filed as due now are looked at (``self.timers``), not
+        every session.  Without ``limit`` all due work is done; with one, at
+        most ``limit`` sessions are looked at and at most a fair share of
+        keepalives is sent (twice the average rate over the keepalive
+        interval), so a crowd of sessions due at once is spread over several
+        steps instead of stalling the reactor.  Returns True when due work is
+        left for another step.
+        """
         now = self.clock.seconds()
+        timers = self.timers
         timeout = self.session_timeout
         keepalive = self.keepalive
-        for session in list(self.by_token.values()):
-            if now - session.last_seen >= timeout:
-                self.end(session, "timeout")
-            elif now - session.last_sent >= keepalive:
-                session.keepalive_ping(now)
+        if limit is None:
+            batch_size, keepalives = 4096, None
+        else:
+            batch_size = limit
+            keepalives = max(64, int(2 * len(self.by_token) * self.timer_resolution / keepalive) + 1)
+        while True:
+            batch = timers.due(now, batch_size)
+            if not batch:
+                return False
+            for session in batch:
+                if session.ended:
+                    continue  # dropped from the timers
+                if now - session.last_seen >= timeout:
+                    self.end(session, "timeout")
+                    continue
+                if now - session.last_sent >= keepalive:
+                    if keepalives is not None and keepalives <= 0:
+                        # Over this step's share: the next step sends it.
+                        timers.add(session, now, now)
+                        continue
+                    session.keepalive_ping(now)
+                    if keepalives is not None:
+                        keepalives -= 1
+                    if session.address is None:
+                        # Nowhere to send yet: look again in a while.
+                        timers.add(session, min(session.last_seen + timeout, now + keepalive / 4),
+                                   now)
+                        continue
+                timers.add(session, self._next_check(session), now)
+            if limit is not None:
+                return timers.pending(now)
 
     def notify_application(self, method: str, *args) -> None:
         try:

@@ -14,13 +14,14 @@ from twisted.python import usage
 
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
-from gamesession.server.gameport import GamePort
+from gamesession.server.gameport import UDP_IO_CHOICES, GamePort, GamePortService
 from gamesession.cluster import options as clustertap
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
 from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
-from gamesession.server.registry import SessionRegistry
+from gamesession.server.registry import SWEEP_STEP, SessionRegistry
+from gamesession.ops.stalls import StallProbe
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
@@ -67,6 +68,9 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
         ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
         ["udp", None, 7001, "UDP game port to listen on.", _port],
         ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
+        ["udp-io", None, "auto",
+         "UDP system calls of the game port: batched (recvmmsg/sendmmsg, Linux), plain "
+         "(Twisted's udp.Port, one call per datagram) or auto (batched where available)."],
         ["public-udp-port", None, None,
          "UDP port clients are told to use (default: --udp); set it when a NAT or "
          "docker -p publishes the UDP port under another number.", _port],
@@ -113,11 +117,16 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
     ] + roomoptions.OPT_PARAMETERS + knocktap.OPT_PARAMETERS + clustertap.OPT_PARAMETERS
-    optFlags = knocktap.OPT_FLAGS
+    optFlags = knocktap.OPT_FLAGS + [
+        ["stall-probe", None,
+         "Measure reactor stalls (a timer every 2 ms; figures on --metrics). For benchmarks."],
+    ]
 
     def postOptions(self):
         if self["framing"] not in ("int16", "line"):
             raise usage.UsageError("--framing must be int16 or line")
+        if self["udp-io"] not in UDP_IO_CHOICES:
+            raise usage.UsageError("--udp-io must be one of " + ", ".join(UDP_IO_CHOICES))
         if self["duplicate-login"] not in ("kick", "reject"):
             raise usage.UsageError("--duplicate-login must be kick or reject")
         if self["keepalive"] >= self["session-timeout"]:
@@ -198,6 +207,51 @@ class GameSessionService(service.MultiService):
         return d
 
 
+class SweepService(internet.TimerService):
+    """The registry's timer checks, in bounded steps (``SessionRegistry.sweep``).
+
+    Every ``registry.timer_resolution`` seconds it looks at the sessions due
+    then, at most ``SWEEP_STEP`` per reactor turn, and goes on in the next
+    turn (``callLater(0)``) while some are left, so that timers never hold
+    the game port for long.  ``clock`` is the injected ``IReactorTime``.
+    """
+
+    def __init__(self, registry, clock, limit=SWEEP_STEP):
+        super().__init__(registry.timer_resolution, self._tick)
+        self.clock = clock
+        self.registry = registry
+        self.limit = limit
+        self._more = None
+
+    def _tick(self):
+        if self._more is None:
+            self._step()
+
+    def _step(self):
+        self._more = None
+        if self.registry.sweep(limit=self.limit):
+            self._more = self.clock.callLater(0, self._step)
+
+    def stopService(self):
+        if self._more is not None and self._more.active():
+            self._more.cancel()
+        self._more = None
+        return super().stopService()
+
+
+class StallProbeService(service.Service):
+    def __init__(self, probe):
+        self.probe = probe
+
+    def startService(self):
+        super().startService()
+        self.probe.start()
+
+    def stopService(self):
+        self.probe.stop()
+        return super().stopService()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -249,14 +303,17 @@ def makeService(config, reactor=None):
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
-    udp = internet.UDPServer(config["udp"], GamePort(registry),
-                             interface=config["interface"], reactor=reactor)
+    try:
+        udp = GamePortService(config["udp"], GamePort(registry), interface=config["interface"],
+                              reactor=reactor, udp_io=config.get("udp-io", "auto"))
+    except ValueError as e:
+        raise usage.UsageError(str(e))
     udp.setServiceParent(top)
 
-    sweeper = internet.TimerService(min(config["keepalive"], config["session-timeout"]) / 4,
-                                    registry.sweep)
-    sweeper.clock = reactor
-    sweeper.setServiceParent(top)
+    SweepService(registry, reactor).setServiceParent(top)
+
+    if config.get("stall-probe"):
+        StallProbeService(StallProbe(reactor, stats)).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
