@@ -302,3 +302,18 @@ def test_shutdown_deregisters_without_removing_rooms_one_by_one(nodes):
     nodes.harness["a"].registry.shutdown()
     assert "remove_room" not in nodes.node["a"].timings
     assert nodes.listed() == []
+
+
+def test_a_move_is_granted_under_duplicate_login_reject():
+    nodes = Nodes(duplicate_login="reject")
+    alice = nodes.login("a", "alice")
+    room = nodes.create(alice)
+    carol = nodes.login("b", "carol")
+    [redirect] = nodes.ask(carol, codec.join, room.room)
+    _, events = nodes.follow("a", redirect, carol.core)
+    assert [e.room for e in events if isinstance(e, Joined)] == [room.room]
+    assert carol.pump() == [SessionEnded("moved")]
+    # and a plain second login of carol is still refused anywhere
+    with pytest.raises(LoginFailed) as refused:
+        nodes.harness["b"].connect().login("carol")
+    assert refused.value.code == ErrorCode.ALREADY_LOGGED_IN
