@@ -73,6 +73,14 @@ def world(request):
 TTL = 0.6
 
 
+async def arrived(world, events):
+    """Wait (up to a second) for a pub/sub event to reach ``events``."""
+    for _ in range(100):
+        if events:
+            return
+        await world.later(0.01)
+
+
 async def up(world, *nodes, ttl=30.0):
     await world.settle()
     for node in nodes:
@@ -118,10 +126,7 @@ async def test_claim_kick_replaces_and_tells_the_old_holder(world):
     result = await d.claim_user("alice", "node-b", "c2", "kick")
     assert result == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
     assert await d.user_node("alice") == UserRecord("alice", "node-b", "c2")
-    for _ in range(100):
-        if events:
-            break
-        await world.later(0.01)
+    await arrived(world, events)
     assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b"}]
     assert own == []
 
@@ -257,10 +262,7 @@ async def test_claim_move_is_granted_under_reject_and_says_moved(world):
     moved = await d.claim_user("alice", "node-b", "c3", "move")
     assert moved == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
     assert await d.user_node("alice") == UserRecord("alice", "node-b", "c3")
-    for _ in range(100):
-        if events:
-            break
-        await world.later(0.01)
+    await arrived(world, events)
     assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b",
                        "reason": "moved"}]
 
