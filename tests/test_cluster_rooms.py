@@ -26,12 +26,13 @@ Joined, Redirect = codec.RoomJoined, transfer.RoomRedirect
 
 
 class Nodes:
-    def __init__(self, names=("a", "b"), duplicate_login="kick"):
+    def __init__(self, names=("a", "b"), duplicate_login="kick", **registry_options):
         self.clock = task.Clock()
         self.directory = OutageDirectory(self.clock)
         self.harness, self.node, self.rooms = {}, {}, {}
         for index, name in enumerate(names):
-            harness = Harness(clock=self.clock, duplicate_login=duplicate_login)
+            harness = Harness(clock=self.clock, duplicate_login=duplicate_login,
+                              **registry_options)
             node = ClusterNode(self.directory,
                                NodeRecord("node-" + name, "127.0.0.{}".format(index + 1),
                                           7000 + 10 * index, 7001 + 10 * index),
@@ -317,3 +318,16 @@ def test_a_move_is_granted_under_duplicate_login_reject():
     with pytest.raises(LoginFailed) as refused:
         nodes.harness["b"].connect().login("carol")
     assert refused.value.code == ErrorCode.ALREADY_LOGGED_IN
+
+
+def test_a_full_node_refuses_a_ticket_login_without_spending_the_ticket():
+    nodes = Nodes(max_sessions=1)
+    alice = nodes.login("a", "alice")
+    room = nodes.create(alice, max_members=4)
+    carol = nodes.login("b", "carol")
+    [redirect] = nodes.ask(carol, codec.join, room.room)
+    with pytest.raises(LoginFailed) as refused:
+        nodes.follow("a", redirect, carol.core)
+    assert refused.value.code == ErrorCode.SERVER_FULL
+    assert nodes.harness["b"].registry.by_user["carol"].ended is None  # still on b
+    assert redirect.ticket in nodes.directory.tickets  # not spent

@@ -21,11 +21,14 @@ A Twisted service with three jobs:
   shutdown) removes the user, if the entry is still this session's.  On a
   clean stop the node deregisters itself with all it held.
 
-Rooms (issue 14) plug in through ``host_room``, ``room_changed`` and
-``room_closed``, which keep ``rooms`` (what ``restore`` re-registers) and the
-directory in step; listings, seat reservations and tickets go through
-``call("list_rooms", ...)``, ``call("reserve_seat", ...)`` and
-``call("redeem_ticket", ...)``, timed like every directory operation.
+Rooms plug in through ``host_room``, ``room_changed`` and ``room_closed``
+(called by ``cluster.rooms.ClusterRooms``), which keep ``rooms`` (what
+``restore`` re-registers) and the directory in step; listings, seat
+reservations and tickets go through ``call("list_rooms", ...)``,
+``call("reserve_seat", ...)`` and ``call("redeem_ticket", ...)``, timed like
+every directory operation.  A login with a redeemed ticket (``admit(user,
+moving=True)``) claims the user with the ``move`` policy: the node that held
+it ends that session with ``moved``.
 """
 
 import binascii

@@ -49,7 +49,7 @@ ROOM_JOIN_OUTCOMES = ("created", "joined", "room_not_found", "room_full", "room_
 ROOM_LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
                       "shutdown", "closed", "moved")
 ROOM_LIMITS = ("max_rooms", "max_rooms_per_session", "max_room_members", "max_label_bytes",
-               "relay_rate")
+               "relay_rate", "cluster_pending")
 ROOM_RELAYED = (("udp", "in"), ("udp", "out"), ("tcp", "in"), ("tcp", "out"))
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
 

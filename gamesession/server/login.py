@@ -282,6 +282,10 @@ class LoginProtocol:
             return self._refused(LoginRefused(
                 ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
                 "bad_ticket"))
+        try:  # room for one more session, before the ticket is spent
+            self.factory.registry.check_admission(None)
+        except LoginRefused as refused:
+            return self._refused(refused)
         self.state = "checking"
         self.credentials = TransferTicket(self.transfer.ticket)
         d = self.factory.portal.login(self.credentials, None, IPlayer)
