@@ -331,3 +331,32 @@ def test_a_full_node_refuses_a_ticket_login_without_spending_the_ticket():
     assert refused.value.code == ErrorCode.SERVER_FULL
     assert nodes.harness["b"].registry.by_user["carol"].ended is None  # still on b
     assert redirect.ticket in nodes.directory.tickets  # not spent
+
+
+@pytest.mark.parametrize("options", [{"team": "red"}, None])
+def test_the_join_options_reach_the_hosting_nodes_handler(nodes, options):
+    from gamesession.server.roomhandler import RelayRoom
+
+    class RedOnly(RelayRoom):
+        def join_attempt(self, room, session, options):
+            return None if options.get("team") == "red" or session.user == "alice" else "red only"
+
+    nodes.harness["a"].registry.rooms.handlers["duel"] = RedOnly
+    alice = nodes.login("a", "alice")
+    room = nodes.create(alice)
+    carol = nodes.login("b", "carol")
+    [redirect] = nodes.ask(carol, codec.join, room.room, options=options)
+    connection = nodes.harness["a"].connect()
+    connection.core = carol.core.follow(redirect, options)
+    connection.send(connection.core.hello())
+    [challenge] = connection.received()
+    [login], _ = connection.core.frame_received(challenge)
+    connection.send(login)
+    [welcome, answer] = connection.pump()
+    assert isinstance(welcome, Welcome)
+    if options:
+        assert isinstance(answer, Joined) and answer.rid == redirect.rid
+    else:
+        assert isinstance(answer, codec.RoomError)
+        assert (answer.code, answer.rid, answer.reason) == (ErrorCode.ROOM_REFUSED, redirect.rid,
+                                                            "red only")

@@ -78,7 +78,7 @@ class Moves:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.core = self.core.follow(redirect)
+        self.core = self.core.follow(redirect, self._join_options.get(redirect.rid))
         self.control = self.udp = None
         self._logged_in = defer.Deferred()
         endpoint = HostnameEndpoint(self.reactor, redirect.host, redirect.port,
