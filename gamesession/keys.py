@@ -3,6 +3,10 @@
 A key file holds the 32-byte private key as one line of standard base64.  The
 public key is shown and pinned as standard base64 too (44 characters), so it
 can be pasted into a game client's configuration.
+
+Key files are written atomically and never through a symlink
+(``files.write_atomic``), with mode 0600; like ssh, a key file that group or
+others may access is refused when loaded.
 """
 
 import base64
@@ -10,6 +14,8 @@ import binascii
 import os
 
 from nacl.public import PrivateKey, PublicKey
+
+from gamesession.files import UnsafeFile, check_private, write_atomic
 
 KEY_SIZE = 32
 
@@ -42,32 +48,39 @@ def public_key_text(private: PrivateKey) -> str:
 
 
 def write_private_key(path: str, private: PrivateKey, force: bool = False) -> None:
-    """Write a key file with mode 0600; refuse to replace one unless forced."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    """Write a key file with mode 0600, atomically; refuse to replace one unless forced.
+
+    Never writes through a symlink at ``path`` (refused, even with force).
+    """
     try:
-        fd = os.open(path, flags, 0o600)
+        write_atomic(path, (encode_key(bytes(private)) + "\n").encode("ascii"), 0o600,
+                     replace=force)
     except FileExistsError:
         raise KeyFileError(
             "{} exists; pass --force to replace it (clients pinned to its "
             "public key will no longer connect)".format(path)
         )
+    except UnsafeFile as e:
+        raise KeyFileError(str(e))
     except OSError as e:
-        raise KeyFileError("cannot write key file {}: {}".format(path, e.strerror))
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(encode_key(bytes(private)) + "\n")
+        raise KeyFileError("cannot write key file {}: {}".format(path, e.strerror or e))
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str, what: str, private: bool = False) -> str:
     try:
         with open(path) as f:
+            if private:
+                check_private(path, f.fileno(), what)
             return f.read()
+    except UnsafeFile as e:
+        raise KeyFileError(str(e))
     except OSError as e:
         raise KeyFileError("cannot read {} {}: {}".format(what, path, e.strerror))
 
 
 def read_private_key(path: str) -> PrivateKey:
-    text = _read_text(path, "key file")
+    """The key in ``path``; KeyFileError if unreadable, malformed, or readable by others."""
+    text = _read_text(path, "key file", private=True)
     try:
         return PrivateKey(decode_key(text))
     except KeyFileError as e:
@@ -76,7 +89,7 @@ def read_private_key(path: str) -> PrivateKey:
 
 def load_or_create_private_key(path: str) -> "tuple[PrivateKey, bool]":
     """Return (key, created): the key in path, made (mode 0600) if missing."""
-    if os.path.exists(path):
+    if os.path.lexists(path):
         return read_private_key(path), False
     key = PrivateKey.generate()
     try:

@@ -65,6 +65,15 @@ def wait_for_port(port: int, timeout: float = 10.0, process=None) -> None:
     wait_for_tcp(port, process, timeout)
 
 
+def knock_ports(n=3):
+    """``n`` free UDP ports for a knock sequence, unsorted (the server warns about sorted ones)."""
+    ports = set()
+    while len(ports) < n:
+        ports.add(free_port(socket.SOCK_DGRAM))
+    ports = sorted(ports)
+    return ports[1:] + ports[:1]
+
+
 def login_endpoint(port: int, host: str = "127.0.0.1") -> str:
     """The ``--login`` endpoint listening on ``host`` (IPv4 or IPv6)."""
     if ":" in host:
@@ -113,9 +122,12 @@ def start_server(plugin_path, tmp_path):
         servers.append(server)
         if wait:
             try:
-                wait_for_tcp(login_port, process, 10.0, host=host)
-            except RuntimeError:
-                raise RuntimeError("twistd did not start: {}".format(process.stderr.read().decode()))
+                wait_for_tcp(login_port, process, 30.0, host=host)
+            except RuntimeError as e:
+                if process.poll() is None:
+                    process.kill()  # still starting: its stderr ends only when it does
+                raise RuntimeError("twistd did not start ({}): {}".format(
+                    e, process.stderr.read().decode()))
         return server
 
     yield start

@@ -92,6 +92,17 @@ def test_bench_report(plugin_path, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_accept(plugin_path, tmp_path):
+    figures, result = bench(plugin_path, tmp_path, "accept", "--connections", "50",
+                            "--rounds", "1", "--backlog", "100")
+    assert figures["settings"]["backlog"] == figures["settings"]["baseline_backlog"] == 100
+    for name in ("gamesession", "baseline"):
+        [burst] = figures["rounds"][name]
+        assert burst["connections"] == 50 and burst["per_s"] > 0
+    assert figures["server_log_tracebacks"] == 0
+    assert "connections/s, median" in result.stdout
+
+
 def test_bench_sessions_in_process(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "sessions", "--in-process", "--sessions", "40")
     assert figures["sessions"] == 40 and figures["sessions_alive_after_timers"] == 40

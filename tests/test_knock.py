@@ -342,6 +342,16 @@ def test_vector_matches_docs():
     )
 
 
+def test_bound_vector_matches_docs():
+    mac = "ea2b8cf52051028c64887dd30a2d4622f345629eafc74cc820094706eab383b4"
+    data = k.encode_knock(VEC_SECRET, VEC_HOST, VEC_PORT, VEC_POSITION, VEC_TIMESTAMP, VEC_NONCE,
+                          b"arena-7")
+    assert data.hex() == VEC_KNOCK[:52] + mac
+    assert mac in DOCS.read_text().replace("\n", "")
+    assert k.verify_knock(VEC_SECRET, VEC_HOST, VEC_PORT, data) is None
+    assert k.verify_knock(VEC_SECRET, VEC_HOST, VEC_PORT, data, b"arena-7") is not None
+
+
 SECRET = bytes(range(100, 132))
 NOW = 1_700_000_000.0
 
@@ -413,8 +423,11 @@ def test_auth_tampered():
         bad = bytearray(data)
         bad[i] ^= 1
         kn.knock(A, port, bytes(bad), NOW)
-    assert kn.stats["bad_mac"] == k.AUTH_KNOCK_BYTES
-    assert len(kn.progress) == 0
+    # The cheap checks (version, position, time) catch some before the MAC does.
+    refused = ("bad_format", "wrong_position", "stale", "bad_mac")
+    assert sum(kn.stats[r] for r in refused) == k.AUTH_KNOCK_BYTES
+    assert kn.stats["bad_mac"] >= k.AUTH_KNOCK_BYTES - 8 - 2
+    assert len(kn.progress) == 0 and len(kn.replay) == 0
 
 
 def test_auth_wrong_key():
@@ -427,7 +440,7 @@ def test_auth_knock_sent_to_another_port():
     kn = auth_knocker()
     (p0, d0), (p1, d1), (p2, d2) = auth_knocks(A)
     assert feed(kn, A, [(p0, d0), (p2, d1), (p2, d2)]) is None
-    assert kn.stats["bad_mac"] == 1
+    assert kn.stats["wrong_position"] == 1  # refused before any MAC work
 
 
 def test_auth_spoofed_packets_cannot_disturb_progress():

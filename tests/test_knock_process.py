@@ -9,18 +9,9 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, need, run_cli
+from conftest import knock_ports, need, run_cli
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
-
-
-def knock_ports(n=3):
-    ports = set()
-    while len(ports) < n:
-        ports.add(free_port(socket.SOCK_DGRAM))
-    # Unsorted on purpose: the server warns about sorted sequences.
-    ports = sorted(ports)
-    return ports[1:] + ports[:1]
 
 
 def shut_out(port):

@@ -50,10 +50,10 @@ def test_pending_counts_match_a_model(ops):
     for admit, host in ops:
         if admit:
             refused = pending.admit(host)
-            if len(model) >= 6:
-                assert refused == "pending_total"
-            elif model.count(host) >= 2:
+            if model.count(host) >= 2:
                 assert refused == "pending_per_address"
+            elif len(model) >= 6:
+                assert refused == "pending_total"
             else:
                 assert refused is None
                 model.append(host)
@@ -71,16 +71,30 @@ def test_pending_limits_abort_before_any_byte():
     assert a3.transport.disconnected and a3.transport.value() == b""
     b1 = server.connect("192.0.2.2")
     assert not b1.closed
-    c1 = server.connect("192.0.2.3")  # total reached
-    assert c1.transport.disconnected and c1.transport.value() == b""
-    assert server.stats.limited == {"pending_per_address": 1, "pending_total": 1}
+    a2.attempt_login("alice")  # being logged in: no longer pending
+    b1.attempt_login("bob")
+    c1, c2 = server.connect("192.0.2.3"), server.connect("192.0.2.3")
+    c3 = server.connect("192.0.2.4")  # total reached by idlers: the oldest idler goes
+    assert a1.transport.disconnected and a1.transport.value() == b""
+    assert not c3.closed
+    assert server.stats.limited == {"pending_per_address": 1, "pending_evicted": 1}
     assert server.stats.tcp_pending_login == 3
-    # A login frees its slot; a lost connection frees its slot.
-    a1.attempt_login("alice")
-    a2.lose()
-    assert server.factory.limits.pending.total == 1
+    # A lost connection frees its slot.
+    c1.lose()
+    assert server.factory.limits.pending.total == 2
     assert not server.connect("192.0.2.1").closed
-    assert not server.connect("192.0.2.1").closed
+    assert not c2.closed and not c3.closed
+
+
+def test_pending_total_refuses_when_no_one_is_idle():
+    """Connections whose password is being checked are never pushed out."""
+    server = Harness(application=RecordingApp(), limits=L.Limits(pending=L.PendingLogins(2, 2)))
+    a, b = server.connect("192.0.2.1"), server.connect("192.0.2.2")
+    for conn in (a, b):
+        conn.protocol.state = "checking"
+    c = server.connect("192.0.2.3")
+    assert c.transport.disconnected and not a.closed and not b.closed
+    assert server.stats.limited == {"pending_total": 1}
 
 
 def test_login_timeout_frees_the_pending_slot():
@@ -96,7 +110,8 @@ def test_login_timeout_frees_the_pending_slot():
 # -- login attempts --------------------------------------------------------------------
 
 def test_backoff_after_free_failures_doubles_and_caps():
-    attempts = L.LoginAttempts(free=2, backoff=1.0, backoff_max=5.0)
+    """After N failures the next attempt waits: the Nth failure starts the backoff."""
+    attempts = L.LoginAttempts(free=3, backoff=1.0, backoff_max=5.0)
     now = 0.0
     for _ in range(2):
         attempts.failed("h", now)
@@ -110,6 +125,50 @@ def test_backoff_after_free_failures_doubles_and_caps():
     assert attempts.wait("other", now) == 0
     attempts.succeeded("h")
     assert len(attempts) == 0
+
+
+def test_a_success_forgives_only_the_user_who_logged_in():
+    """Finding 13.1: logging in to one's own account must not reset the backoff."""
+    attempts = L.LoginAttempts(free=3, backoff=1.0, backoff_max=60.0)
+    attempts.failed("h", 0.0, "victim")
+    attempts.failed("h", 0.0, "victim")
+    attempts.failed("h", 0.0, "mine")
+    attempts.succeeded("h", "mine")  # forgives the one "mine" failure, not the victim's
+    assert attempts.wait("h", 0.0) == 0
+    attempts.failed("h", 0.0, "victim")  # third failure still on record: wait
+    assert attempts.wait("h", 0.0) == 1.0
+    attempts.succeeded("h", "mine")
+    assert attempts.wait("h", 0.0) == 1.0
+    attempts.succeeded("h", "victim")  # the victim's own login clears the address
+    assert len(attempts) == 0
+
+
+def test_interleaving_own_logins_does_not_reset_the_backoff():
+    """The attack from issue 13 finding 1, end to end on the login protocol."""
+    limits = L.Limits(attempts=L.LoginAttempts(free=3, backoff=5.0, backoff_max=60.0))
+    server = Harness(application=RecordingApp(), limits=limits, users={"victim": "secret", "mallory": "mine"})
+    codes = []
+    for guess in range(10):
+        own = server.connect()
+        own.attempt_login("mallory", "mine")
+        codes += error_codes(server.connect().attempt_login("victim", "guess%d" % guess))
+        own.lose()
+    assert codes[:3] == [ErrorCode.AUTH_FAILED] * 3
+    assert set(codes[3:]) == {ErrorCode.TOO_MANY_ATTEMPTS}
+    assert server.stats.logins["auth_failed"] == 3
+
+
+def test_the_429_rule_as_documented():
+    """docs/protocol.md: after N failed logins the next attempt gets 429 (N=5, 1 s)."""
+    server = Harness(application=RecordingApp(), limits=L.Limits(attempts=L.LoginAttempts(5, 1.0, 60.0)),
+                          users={"alice": "pw"})
+    codes = [error_codes(server.connect().attempt_login("alice", "wrong")) for _ in range(6)]
+    assert codes == [[ErrorCode.AUTH_FAILED]] * 5 + [[ErrorCode.TOO_MANY_ATTEMPTS]]
+    server.clock.advance(1.0)
+    assert error_codes(server.connect().attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
+    assert error_codes(server.connect().attempt_login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
+    server.clock.advance(2.0)
+    assert server.connect().attempt_login("alice", "pw")[0].user == "alice"
 
 
 def test_attempt_table_expires_entries():
@@ -134,14 +193,14 @@ def test_attempt_table_is_bounded_lru(hosts):
 def test_failed_logins_get_429_then_backoff_passes():
     limits = L.Limits(attempts=L.LoginAttempts(free=2, backoff=4.0, backoff_max=60.0))
     server = Harness(application=RecordingApp(), limits=limits, users={"alice": "pw"})
-    for _ in range(3):
+    for _ in range(2):
         conn = server.connect()
         assert error_codes(conn.attempt_login("alice", "wrong")) == [ErrorCode.AUTH_FAILED]
     conn = server.connect()
     assert error_codes(conn.attempt_login("alice", "pw")) == [ErrorCode.TOO_MANY_ATTEMPTS]
     assert conn.closed
     assert server.stats.logins["too_many_attempts"] == 1
-    assert server.stats.logins["auth_failed"] == 3
+    assert server.stats.logins["auth_failed"] == 2
     # Another address is not affected.
     other = server.connect("203.0.113.9")
     assert not error_codes(other.attempt_login("alice", "pw")) and other.core.welcome is not None

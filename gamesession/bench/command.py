@@ -113,6 +113,16 @@ def add_arguments(parser) -> None:
                         "included) on this path, instead of the registry alone")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
+    p = sub.add_parser("accept", help="TCP connections accepted per second, against plain Twisted")
+    p.add_argument("--connections", type=int, default=2000,
+                   help="connections per burst, each from its own loopback address")
+    p.add_argument("--rounds", type=int, default=3, help="bursts per server, alternating")
+    p.add_argument("--backlog", type=int, default=1024,
+                   help="gamesession --listen-backlog (and the baseline's, by default)")
+    p.add_argument("--baseline-backlog", type=int, default=None,
+                   help="the plain Twisted server's backlog (Twisted's own default is 50)")
+    p.add_argument("--json", metavar="FILE")
+
     p = sub.add_parser("report", help="draw the chart of docs/benchmarks.md from JSON results")
     p.add_argument("results", nargs="+", help="JSON files written by bench udp and bench sessions")
     p.add_argument("--out", default="docs/benchmarks.png", help="PNG file to write")
@@ -149,6 +159,10 @@ def run(args):
         from gamesession.bench.cluster import bench_cluster
 
         result = bench_cluster(args.seconds, args.rounds, payload=args.payload, window=args.window)
+    elif args.benchmark == "accept":
+        from gamesession.bench import accept
+
+        result = accept.run(args.connections, args.rounds, args.backlog, args.baseline_backlog)
     elif args.benchmark == "rooms":
         from gamesession.bench.rooms import bench_rooms
 

@@ -32,11 +32,17 @@ PLUGIN = (
 # 100k datagrams/s: the server's per-address and per-session limits would
 # refuse the load.  The rate limit stays on (each datagram still pays for its
 # token bucket) with a rate no benchmark reaches; the pending-login caps are
-# raised above any --concurrency.
+# raised above any --concurrency, the hello rates and sessions per address off.
 BENCH_OPTIONS = (
     "--max-datagram-rate", "1000000000",
+    "--max-message-rate", "1000000000",
+    "--max-message-bytes", "1000000000000",
     "--max-pending", "100000",
     "--max-pending-per-address", "100000",
+    "--max-pending-per-subnet", "100000",
+    "--max-sessions-per-address", "0",
+    "--hello-rate", "0",
+    "--hello-rate-per-subnet", "0",
 )
 
 
@@ -198,7 +204,7 @@ def start_gamesession(workdir: str, cpu=None, options=(), nofile=0,
     argv = [
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
         "-n", "--pidfile=", "--logfile=" + log_path] + list(twistd_options) + ["gamesession",
-        "--login", "tcp:{}:interface=127.0.0.1:backlog=1024".format(login_port),
+        "--login", "tcp:{}:interface=127.0.0.1".format(login_port),
         "--udp", str(udp_port), "--interface", "127.0.0.1", "--key-file", key_file,
     ] + list(options)
     process = subprocess.Popen(

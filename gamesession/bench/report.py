@@ -117,10 +117,14 @@ def draw(paths, out) -> str:
 
 def _save(plt, fig, out) -> None:
     fig.tight_layout()
+    import io
+    from gamesession.files import write_atomic
+    png = io.BytesIO()
     try:
-        fig.savefig(out, dpi=90)
+        fig.savefig(png, dpi=90, format="png")
+        write_atomic(str(out), png.getvalue(), 0o644)
     except OSError as e:
-        raise BenchError("cannot write --out {}: {}".format(out, e.strerror))
+        raise BenchError("cannot write --out {}: {}".format(out, e.strerror or e))
     finally:
         plt.close(fig)
 

@@ -32,7 +32,8 @@ STAMP = struct.Struct("<QqII")
 MIN_PAYLOAD = STAMP.size
 DRAIN = 0.5  # seconds to wait for datagrams still in flight after sending stops
 BATCH = 256  # datagrams per sendmmsg / recvmmsg
-BURST = 32  # datagrams sent at most per turn of the loop
+BURST = 32  # datagrams sent at most per turn of the loop, or
+BURST_SECONDS = 0.02  # this long's worth if more (turns take ~10 ms on a busy machine)
 RCVBUF = 1 << 23
 
 
@@ -106,6 +107,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
     drops0 = {name: procs.udp_drops(port) for name, port in ports}
     perf = time.perf_counter_ns
     total = bots * rate
+    burst = max(BURST, int(total * BURST_SECONDS))
     start = perf()
     measure_from = start + int(warmup * 1e9)
     end = measure_from + int(seconds * 1e9)
@@ -123,7 +125,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
         # After a stall (the generator waited for its core) never catch up in
         # one burst: a burst of hundreds overflows the server's receive
         # buffer at once, which no real set of players does.
-        due = min(int((now - start) * total / 1e9), seq + BURST)
+        due = min(int((now - start) * total / 1e9), seq + burst)
         if due > seq:
             packets = []
             for n in range(seq, due):

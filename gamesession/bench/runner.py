@@ -689,6 +689,10 @@ def summary(result: dict) -> str:
         if rounds > 1:
             rows.insert(3, ("ratio, median of rounds", "{:.3f}".format(
                 result["ratio_median_of_rounds"])))
+    elif kind == "accept":
+        from gamesession.bench.accept import summary_rows
+
+        rows = summary_rows(result)
     elif kind == "login":
         rows = [
             ("logins", "{} in {:.1f} s, {} concurrent".format(
@@ -753,9 +757,9 @@ def summary(result: dict) -> str:
 
 def write_json(result: dict, path) -> None:
     if path:
+        from gamesession.files import write_atomic
+        text = json.dumps(result, indent=2, sort_keys=True) + "\n"
         try:
-            with open(path, "w") as f:
-                json.dump(result, f, indent=2, sort_keys=True)
-                f.write("\n")
+            write_atomic(str(path), text.encode("utf-8"), 0o644)
         except OSError as e:
-            raise BenchError("cannot write --json {}: {}".format(path, e.strerror))
+            raise BenchError("cannot write --json {}: {}".format(path, e.strerror or e))

@@ -98,6 +98,7 @@ def _login_options(args):
         raise CommandError(str(e))
     if args.knock_secret is not None and args.knock is None:
         raise CommandError("--knock-secret needs --knock")
+    args.knock_server_id_bytes = _knock_server_id(args)
     return server_key, password
 
 
@@ -171,8 +172,10 @@ def cmd_healthcheck(args):
         raise CommandError(str(e))
     if knock_secret is not None and knock is None:
         raise CommandError("--knock-secret needs --knock")
+    server_id = _knock_server_id(args)
     try:
-        result = check(host, port, args.timeout, args.framing, server_key, knock, knock_secret)
+        result = check(host, port, args.timeout, args.framing, server_key, knock, knock_secret,
+                       knock_server_id=server_id)
     except Unhealthy as e:
         print("gamesession healthcheck: unhealthy: {}".format(e), file=sys.stderr)
         return 1
@@ -211,6 +214,22 @@ def _add_knock_arguments(p) -> None:
     p.add_argument("--knock", metavar="P1,P2,...|@FILE",
                    help="knock on these UDP ports first (resent if the login port stays shut)")
     p.add_argument("--knock-secret", metavar="FILE", help="send authenticated knocks with this secret")
+    p.add_argument("--knock-server-id", metavar="NAME", default=None,
+                   help="the server's --knock-server-id, if it binds its knocks to one")
+
+
+def _knock_server_id(args) -> bytes:
+    from gamesession.knock.options import parse_server_id
+    from gamesession.knock.rule import KnockError
+
+    if not args.knock_server_id:
+        return b""
+    if not args.knock_secret:
+        raise CommandError("--knock-server-id needs --knock-secret")
+    try:
+        return parse_server_id(args.knock_server_id)
+    except KnockError as e:
+        raise CommandError("--knock-server-id: {}".format(e))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,8 @@ def _read_frame(sock, framing: str, deadline: float) -> bytes:
         data += chunk
 
 
-def send_knocks(host: str, ports, secret: "bytes | None" = None, spacing: float = 0.02) -> None:
+def send_knocks(host: str, ports, secret: "bytes | None" = None, spacing: float = 0.02,
+                server_id: bytes = b"") -> None:
     """Send the knock sequence to ``host`` from one blocking UDP socket.
 
     With ``secret``, knocks are authenticated for the local address the
@@ -70,7 +71,7 @@ def send_knocks(host: str, ports, secret: "bytes | None" = None, spacing: float 
     source = source_address(ip, ports[0]) if secret is not None else ""
     with socket.socket(family, socket.SOCK_DGRAM) as udp:
         for i, (knock_port, datagram) in enumerate(
-                make_client_knocks(ports, secret, source, time.time(), os.urandom)):
+                make_client_knocks(ports, secret, source, time.time(), os.urandom, server_id)):
             if i and spacing > 0:
                 time.sleep(spacing)
             udp.sendto(datagram, (ip, knock_port))
@@ -78,7 +79,7 @@ def send_knocks(host: str, ports, secret: "bytes | None" = None, spacing: float 
 
 def check(host: str, port: int, timeout: float = 3.0, framing: str = "int16",
           server_key: "bytes | None" = None, knock=None, knock_secret: "bytes | None" = None,
-          settle: float = 0.05) -> str:
+          settle: float = 0.05, knock_server_id: bytes = b"") -> str:
     """Do the hello/challenge exchange; a description of success, else Unhealthy.
 
     With ``knock`` (a port sequence), send the knocks first, then wait
@@ -87,7 +88,7 @@ def check(host: str, port: int, timeout: float = 3.0, framing: str = "int16",
     deadline = time.monotonic() + timeout
     if knock:
         try:
-            send_knocks(host, knock, knock_secret)
+            send_knocks(host, knock, knock_secret, server_id=knock_server_id)
         except OSError as e:
             raise Unhealthy("cannot send the knocks to {}: {}".format(host, e.strerror or e))
         time.sleep(settle)

@@ -126,7 +126,8 @@ async def connect_from_args(reactor, args, server_key, password: "Password | Non
     def knock_then_connect(secret):
         if getattr(args, "knock", None):
             return knock_and_connect(reactor, host, args.knock, lambda: connect(secret),
-                                     secret=args.knock_secret)
+                                     secret=args.knock_secret,
+                                     server_id=getattr(args, "knock_server_id_bytes", b""))
         return connect(secret)
 
     try:

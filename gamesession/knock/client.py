@@ -63,23 +63,27 @@ def knock(
     spacing: float = DEFAULT_SPACING,
     source: Optional[str] = None,
     nonce: Callable[[int], bytes] = os.urandom,
+    server_id: bytes = b"",
 ) -> defer.Deferred:
     """Send the knock sequence to ``host``; fires when the last one is sent.
 
     With ``secret``, knocks are authenticated for ``source`` (the address
-    the server will see; by default the local address routed to ``host``).
+    the server will see; by default the local address routed to ``host``)
+    and, with ``server_id``, for the server's ``--knock-server-id``.
     """
-    return defer.ensureDeferred(_knock(reactor, host, ports, secret, spacing, source, nonce))
+    return defer.ensureDeferred(_knock(reactor, host, ports, secret, spacing, source, nonce,
+                                       server_id))
 
 
-async def _knock(reactor, host, ports, secret, spacing, source, nonce) -> None:
+async def _knock(reactor, host, ports, secret, spacing, source, nonce, server_id=b"") -> None:
     ip = await _resolve(reactor, host)
     if secret is not None and source is None:
         source = source_address(ip, ports[0])
     interface = "::" if ipaddress.ip_address(ip).version == 6 else ""
     udp = reactor.listenUDP(0, DatagramProtocol(), interface=interface)
     try:
-        knocks = make_client_knocks(ports, secret, source or "", reactor.seconds(), nonce)
+        knocks = make_client_knocks(ports, secret, source or "", reactor.seconds(), nonce,
+                                    server_id)
         for i, (port, datagram) in enumerate(knocks):
             if i and spacing > 0:
                 await task.deferLater(reactor, spacing, lambda: None)
@@ -99,6 +103,7 @@ def knock_and_connect(
     settle: float = DEFAULT_SETTLE,
     source: Optional[str] = None,
     retry_on: Tuple[Type[BaseException], ...] = GATED,
+    server_id: bytes = b"",
 ) -> defer.Deferred:
     """Knock, wait ``settle`` seconds, call ``connect()``; on a gated-looking
     failure knock the whole sequence again, up to ``attempts`` times.
@@ -109,7 +114,7 @@ def knock_and_connect(
 
     async def run():
         for attempt in range(1, attempts + 1):
-            await knock(reactor, host, ports, secret, spacing, source)
+            await knock(reactor, host, ports, secret, spacing, source, server_id=server_id)
             if settle > 0:
                 await task.deferLater(reactor, settle, lambda: None)
             try:

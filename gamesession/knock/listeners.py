@@ -15,11 +15,15 @@ from twisted.application import internet, service
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from gamesession.boundedudp import BoundedUDPServer
 from gamesession.knock.rule import KnockGate, Knocker, is_monotonic
 from gamesession.ops.stats import changes
 
 DEFAULT_SUMMARY_INTERVAL = 60.0
 GRANTS_LOGGED_PER_INTERVAL = 20
+# Knocks handled per knock port per reactor turn: a flood on a knock port
+# leaves the game port and the timers their turn.
+KNOCKS_PER_READ = 32
 
 
 class KnockProtocol(DatagramProtocol):
@@ -72,7 +76,8 @@ class KnockService(service.MultiService):
         for port in knocker.sequence:
             proto = KnockProtocol(port, self)
             self.protocols[port] = proto
-            server = internet.UDPServer(port, proto, interface=interface, reactor=clock)
+            server = BoundedUDPServer(port, proto, interface=interface, reactor=clock,
+                                      max_datagrams=KNOCKS_PER_READ)
             server.setServiceParent(self)
         # Expiry runs at least once per window so tables shrink between summaries.
         tick = min(summary_interval, max(knocker.progress.window, 1.0))

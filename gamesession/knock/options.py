@@ -46,6 +46,12 @@ OPT_PARAMETERS = [
      "Authenticated knocks: the 32-byte secret file (gamesession knock-secret --file PATH)."],
     ["knock-skew", None, k.DEFAULT_SKEW,
      "Authenticated knocks: accepted clock difference in seconds.", _seconds],
+    ["knock-server-id", None, None,
+     "Authenticated knocks: bind them to this server name (clients pass the same "
+     "--knock-server-id), so servers sharing a secret refuse each other's knocks."],
+    ["knock-future-skew", None, k.DEFAULT_FUTURE_SKEW,
+     "Authenticated knocks: how many seconds ahead of the server's clock a knock may be dated "
+     "(at most --knock-skew).", _seconds],
     ["knock-max-tracked", None, k.DEFAULT_MAX_TRACKED,
      "Most addresses tracked in progress, granted, and nonces remembered (each).", _count],
     ["knock-firewall", None, None,
@@ -56,6 +62,14 @@ OPT_FLAGS = [
     ["knock-reply", None,
      "Answer a completed knock sequence with the login port (never larger than the knock)."],
 ]
+
+
+def parse_server_id(text: str) -> bytes:
+    """A ``--knock-server-id``: 1-64 bytes of UTF-8 text, as the MAC covers it."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if not 1 <= len(raw) <= k.MAX_SERVER_ID:
+        raise k.KnockError(f"give 1 to {k.MAX_SERVER_ID} bytes of text")
+    return raw
 
 
 def login_port(endpoint: str) -> Optional[int]:
@@ -78,8 +92,8 @@ def check_options(config: usage.Options, rng: Optional[random.Random] = None) ->
     config["knock-sequence"] = None
     knocking = config["knock"] or config["knock-random"] is not None or config["knock-file"]
     if not knocking:
-        for name in ("knock-secret", "knock-firewall", "knock-reply"):
-            if config[name]:
+        for name in ("knock-secret", "knock-firewall", "knock-reply", "knock-server-id"):
+            if config.get(name):
                 raise usage.UsageError(f"--{name} needs --knock, --knock-random or --knock-file")
         return
     try:
@@ -106,6 +120,14 @@ def check_options(config: usage.Options, rng: Optional[random.Random] = None) ->
     except k.KnockError as e:
         raise usage.UsageError(str(e))
     config["knock-sequence"] = sequence
+    config["knock-server-id-bytes"] = b""
+    if config.get("knock-server-id"):
+        if config["knock-secret-key"] is None:
+            raise usage.UsageError("--knock-server-id needs --knock-secret (classic knocks carry no MAC)")
+        try:
+            config["knock-server-id-bytes"] = parse_server_id(config["knock-server-id"])
+        except k.KnockError as e:
+            raise usage.UsageError("--knock-server-id: {}".format(e))
     port = login_port(config["login"])
     if config["knock-firewall"] is not None:
         if config["knock-firewall"] != "nft":
@@ -133,7 +155,7 @@ def make_knock_service(config, reactor) -> Optional[KnockService]:
             k.write_sequence_file(config["knock-file"], sequence)
         except OSError as e:
             raise usage.UsageError(
-                "--knock-file {}: cannot write: {}".format(config["knock-file"], e.strerror)
+                "--knock-file {}: cannot write: {}".format(config["knock-file"], e.strerror or e)
             )
     port = config["knock-login-port"]
     knocker = k.Knocker(
@@ -142,6 +164,8 @@ def make_knock_service(config, reactor) -> Optional[KnockService]:
         grant=config["knock-grant"],
         secret=config["knock-secret-key"],
         skew=config["knock-skew"],
+        future_skew=config["knock-future-skew"],
+        server_id=config.get("knock-server-id-bytes", b""),
         max_tracked=config["knock-max-tracked"],
         reply_port=port if config["knock-reply"] else None,
     )

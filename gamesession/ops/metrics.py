@@ -34,12 +34,13 @@ PREFIX = "gamesession_"
 # limiter, say) are exported as soon as the Counter holds them.
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
-LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "already_logged_in", "too_many_attempts",
-                  "directory_unavailable", "bad_ticket", "error")
+LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_logged_in",
+                  "too_many_attempts", "directory_unavailable", "bad_ticket", "error")
 CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore", "register_room",
                       "update_room", "remove_room", "list_rooms", "reserve_seat",
                       "redeem_ticket", "live_nodes")
-LIMITS = ("pending_total", "pending_per_address", "send_buffer")
+LIMITS = ("pending_total", "pending_per_address", "pending_per_subnet", "pending_evicted",
+          "hello_timeout", "hello_rate", "hello_rate_subnet", "message_rate", "send_buffer")
 LOGOUT_REASONS = END_REASONS
 # Fatal codes only: the room refusals (460-469) never close a connection.
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode if not 460 <= code < 470)

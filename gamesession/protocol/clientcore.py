@@ -163,9 +163,12 @@ class ClientCore:
             login = self.ticket_login or {"type": "login", "user": self.user,
                                           "password": self.password}
             return [self.seal_message(login)], []
-        if message["type"] == "error":
-            # Errors before the keys existed come in clear; later ones sealed.
-            raise self._failure(message)
+        if message["type"] != "sealed":
+            # Errors before the keys existed come in clear; once the channel is
+            # sealed the server seals everything, so a clear frame (an error
+            # included) is forged or broken: a protocol error, not the server's word.
+            raise ProtocolError(ErrorCode.UNEXPECTED,
+                                "clear {!r} frame after the handshake".format(message["type"][:40]))
         try:
             inner = wire.decode(self.receiver.open(wire.unseal_envelope(message)))
         except BadBox:

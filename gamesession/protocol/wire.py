@@ -113,6 +113,11 @@ def error(code: ErrorCode, reason: str) -> dict:
 
 
 def text_field(message: dict, name: str, max_length: int, allow_empty: bool = False) -> str:
+    """A string field of at most ``max_length`` characters that is valid Unicode.
+
+    JSON can carry lone surrogates (``"\\ud800"``), which no UTF-8 encoder
+    accepts: they are refused here (BAD_FIELD) rather than deep in a checker.
+    """
     value = message.get(name)
     if not isinstance(value, str) or len(value) > max_length or (not value and not allow_empty):
         raise ProtocolError(
@@ -120,6 +125,32 @@ def text_field(message: dict, name: str, max_length: int, allow_empty: bool = Fa
             "{} must be a {}string of at most {} characters".format(
                 name, "" if allow_empty else "non-empty ", max_length),
         )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "{} is not valid Unicode text".format(name))
+    return value
+
+
+def loggable(text: str) -> str:
+    """``text`` safe for a one-line log: control and other unprintable characters escaped.
+
+    ESC, CR, LF (and every other character ``str.isprintable`` refuses)
+    become ``\\xNN`` / ``\\uNNNN``, so a user name cannot forge log lines or
+    terminal escapes.  Plain names come back unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def version_field(message: dict) -> int:
+    """The hello's ``version``: the integer 1 (not ``1.0``, not ``true``), else BAD_VERSION."""
+    value = message.get("version")
+    if type(value) is not int or value != PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, "this server speaks protocol version {}"
+                            .format(PROTOCOL_VERSION))
     return value
 
 

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import log as legacy_log
 
 from gamesession import mmsg
+from gamesession.boundedudp import BoundedPort
 
 UDP_IO_CHOICES = ("auto", "batched", "plain")
 DEFAULT_BATCH = 64
@@ -156,6 +157,10 @@ class BatchedPort(udp.Port):
         super().connectionLost(reason)
 
 
+# Datagrams the plain game port hands on per reactor turn: the batched one's 4 x 64.
+PLAIN_DATAGRAMS_PER_READ = 256
+
+
 class GamePortService(internet.UDPServer):
     """``UDPServer`` for the game port, on the batched or the plain path."""
 
@@ -173,7 +178,14 @@ class GamePortService(internet.UDPServer):
             port.startListening()
             how = "batched: recvmmsg/sendmmsg, up to {} datagrams per call".format(port.batch)
         else:
-            port = self.reactor.listenUDP(port_number, protocol, interface=interface)
+            if isinstance(self.reactor, PosixReactorBase):
+                # udp.Port with a datagram count per read as well as its 256 KiB
+                # (zero-length datagrams add no bytes): as bounded as the batched path.
+                port = BoundedPort(port_number, protocol, interface, reactor=self.reactor,
+                                   max_datagrams=PLAIN_DATAGRAMS_PER_READ)
+                port.startListening()
+            else:
+                port = self.reactor.listenUDP(port_number, protocol, interface=interface)
             how = "plain: Twisted udp.Port, recvfrom/sendto per datagram"
         BatchedPort._log.info("game port UDP {port} I/O {how}", port=port_number, how=how,
                               event="game_port", udp_io=self.udp_io)

@@ -27,6 +27,7 @@ from gamesession.protocol import transfer, wire
 from gamesession.server.accounts import IPlayer, ITransferTicket, TransferTicket
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
+from gamesession.server.limits import MessageMeter
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES, join as room_join
@@ -54,7 +55,14 @@ class LoginProtocol:
     sender = None
     receiver = None
     pending = False
+    # The one deadline of a pending connection: the hello's first (limits.hello_timeout),
+    # then the whole login's (factory.login_timeout, counted from the connection).
     timeout_call = None
+    hello_deadline = False
+    connected_at = 0.0
+    # After login: limits.MessageMeter, and the call that resumes reading when throttled.
+    meter = None
+    throttle_call = None
     user = None
     host = None
     # A ticket_login (protocol.transfer.TicketLogin) and its credentials, else None.
@@ -81,7 +89,15 @@ class LoginProtocol:
         limits = factory.limits
         self.host = getattr(self.transport.getPeer(), "host", None)
         if limits is not None:
-            refused = limits.pending.admit(self.host)
+            pending = limits.pending
+            refused = pending.admit(self.host, self)
+            if refused == "pending_total":
+                # Full: push out the longest-idle connection rather than refuse
+                # the newest, so idlers cannot hold the gate shut.
+                victim = pending.evictable()
+                if victim is not None:
+                    victim._evict()
+                    refused = pending.admit(self.host, self)
             if refused is not None:
                 stats.limited[refused] += 1
                 self.state = "closed"
@@ -92,11 +108,33 @@ class LoginProtocol:
         self.pending = True
         self.transport.registerProducer(self, True)
         self.producing = True
-        self.timeout_call = factory.clock.callLater(factory.login_timeout, self._login_timed_out)
+        # One DelayedCall per connection (they are most of what a burst of
+        # accepts allocates), moved from the hello's deadline to the login's.
+        clock = factory.clock
+        self.connected_at = clock.seconds()
+        first = factory.login_timeout
+        if limits is not None and limits.hello_timeout < first:
+            first = limits.hello_timeout
+            self.hello_deadline = True
+        self.timeout_call = clock.callLater(first, self._timed_out)
+
+    @property
+    def evictable(self) -> bool:
+        """May this pending connection be pushed out for a newcomer (not being checked)?"""
+        return self.state in ("hello", "login")
+
+    def _evict(self) -> None:
+        self.factory.registry.stats.limited["pending_evicted"] += 1
+        self.state = "closed"
+        self._login_settled()
+        self.transport.abortConnection()
 
     def connectionLost(self, reason=None):
         self.state = "closed"
         self._login_settled()
+        if self.throttle_call is not None and self.throttle_call.active():
+            self.throttle_call.cancel()
+        self.throttle_call = None
         if self.session is not None:
             self.factory.registry.control_lost(self)
 
@@ -108,18 +146,34 @@ class LoginProtocol:
             self.pending = False
             self.factory.registry.stats.tcp_pending_login -= 1
             if self.factory.limits is not None:
-                self.factory.limits.pending.release(self.host)
+                self.factory.limits.pending.release(self.host, self)
 
-    def _login_timed_out(self):
+    def _hello_settled(self):
+        """The hello came: the deadline becomes the whole login's."""
+        if self.hello_deadline:
+            self.hello_deadline = False
+            call = self.timeout_call
+            if call is not None and call.active():
+                left = self.connected_at + self.factory.login_timeout - self.factory.clock.seconds()
+                call.reset(max(left, 0.0))
+
+    def _timed_out(self):
         self.timeout_call = None
-        self.fail(ErrorCode.LOGIN_TIMEOUT,
-                  "login not completed within {:g} seconds".format(self.factory.login_timeout))
+        if self.hello_deadline:
+            self.factory.registry.stats.limited["hello_timeout"] += 1
+            self.fail(ErrorCode.LOGIN_TIMEOUT, "no hello within {:g} seconds"
+                      .format(self.factory.limits.hello_timeout))
+        else:
+            self.fail(ErrorCode.LOGIN_TIMEOUT,
+                      "login not completed within {:g} seconds".format(self.factory.login_timeout))
 
     # -- frames -----------------------------------------------------------------
 
     def frameReceived(self, frame: bytes):
         if self.state == "closed":
             return
+        if self.meter is not None:
+            self._meter(len(frame))
         try:
             message = wire.decode(frame)
             if self.receiver is None:
@@ -132,6 +186,26 @@ class LoginProtocol:
             self.log.failure("unexpected error handling a frame from {peer}",
                              peer=self.transport.getPeer())
             self.fail(ErrorCode.INTERNAL, "internal error")
+
+    def _meter(self, size: int) -> None:
+        """Book a frame on the session's message rates; stop reading while in debt."""
+        wait = self.meter.charge(self.factory.clock.seconds(), size)
+        if wait <= 0 or self.throttle_call is not None:
+            return
+        self.factory.registry.stats.limited["message_rate"] += 1
+        # The framings deliver no further frame while ``paused``; the
+        # transport stops reading, so the client's own buffers fill.
+        self.paused = True
+        self.transport.pauseProducing()
+        self.throttle_call = self.factory.clock.callLater(wait, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self.throttle_call = None
+        if self.state == "closed":
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")  # the frames that waited in the framing's buffer
 
     def frameTooLong(self):
         self.fail(ErrorCode.FRAME_TOO_LONG, "frame longer than {} bytes".format(wire.MAX_FRAME))
@@ -205,10 +279,16 @@ class LoginProtocol:
         kind = message["type"]
         if kind != "hello":
             raise self._misplaced(kind, "a hello")
-        if message.get("version") != wire.PROTOCOL_VERSION:
-            raise ProtocolError(ErrorCode.BAD_VERSION, "this server speaks protocol version {}"
-                                .format(wire.PROTOCOL_VERSION))
+        wire.version_field(message)
         client_key = wire.bytes_field(message, "client_key", size=32)
+        self._hello_settled()
+        limits = self.factory.limits
+        if limits is not None and limits.hellos is not None:
+            refused = limits.hellos.allow(self.host, self.factory.clock.seconds())
+            if refused is not None:
+                # Before the X25519 work, and no more bytes than the hello.
+                self.factory.registry.stats.limited[refused] += 1
+                raise ProtocolError(ErrorCode.TOO_MANY_ATTEMPTS, "too many handshakes; slow down")
         try:
             reply = server_respond(self.factory.server_key, client_key)
         except HandshakeError as e:
@@ -282,7 +362,7 @@ class LoginProtocol:
             return self._refused(LoginRefused(
                 ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
                 "bad_ticket"))
-        try:  # room for one more session, before the ticket is spent
+        try:  # room for one more session (no user named: it tells nothing), before the ticket is spent
             self.factory.registry.check_admission(None)
         except LoginRefused as refused:
             return self._refused(refused)
@@ -295,14 +375,12 @@ class LoginProtocol:
     def _login(self, message: dict):
         user = wire.text_field(message, "user", wire.MAX_USER)
         password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
-        registry = self.factory.registry
         self.user = user
         if self._backing_off():
             return
-        try:
-            registry.check_admission(user)
-        except LoginRefused as refused:
-            return self._refused(refused)
+        # Admission (duplicate user, server full) is decided by registry.open
+        # after the password: checked first, "already logged in" (409) would
+        # tell anyone who is online.
         self.state = "checking"
         self.user = user
         d = self.factory.portal.login(
@@ -344,10 +422,14 @@ class LoginProtocol:
         registry.admission.opened(self.session, claim)
         self.keys = None  # the ciphers and the session hold what they need of them
         self._login_settled()
-        if self.factory.limits is not None:
-            self.factory.limits.attempts.succeeded(self.host)
+        limits = self.factory.limits
+        if limits is not None:
+            limits.attempts.succeeded(self.host, self.user)
+            if limits.message_rate or limits.message_bytes_rate:
+                self.meter = MessageMeter(limits.message_rate, limits.message_bytes_rate,
+                                          self.factory.clock.seconds())
         self.state = "active"
-        self.log.info("login ok: user={user} from {peer}", user=self.user,
+        self.log.info("login ok: user={user} from {peer}", user=wire.loggable(self.user),
                       peer=self.transport.getPeer().host, event="login", outcome="ok")
         self.send_message({
             "type": "welcome",
@@ -364,8 +446,9 @@ class LoginProtocol:
 
     def _refused(self, refused: LoginRefused):
         self.factory.registry.stats.logins[refused.outcome] += 1
-        self.log.info("login refused: user={user} from {peer}: {reason}", user=self.user,
-                      peer=self.transport.getPeer().host, reason=refused.reason,
+        self.log.info("login refused: user={user} from {peer}: {reason}",
+                      user=wire.loggable(self.user or ""),
+                      peer=self.transport.getPeer().host, reason=wire.loggable(refused.reason),
                       event="login", outcome=refused.outcome)
         self.fail(refused.code, refused.reason)
 
@@ -374,7 +457,8 @@ class LoginProtocol:
         refused = failure.value if failure.check(LoginRefused) else None
         if refused is None:
             if self.factory.limits is not None:
-                self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds())
+                self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds(),
+                                                    self.user)
             refused = getattr(failure.value, "refusal", None) or LoginRefused(
                 ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed")
         if self.state == "checking":

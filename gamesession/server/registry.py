@@ -22,7 +22,7 @@ from gamesession.server.limits import spend_token
 from gamesession.server.rooms import RoomManager
 from gamesession.server.timers import DeadlineWheel
 from gamesession.ops.stats import ServerStats
-from gamesession.protocol.wire import ErrorCode
+from gamesession.protocol.wire import ErrorCode, loggable
 
 END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown", "moved")
 
@@ -69,6 +69,15 @@ def datagram_sender(transport):
             pass
 
     return send
+
+
+def _host_of_control(control):
+    """The source address of a control channel (LoginProtocol.host), or None."""
+    return getattr(control, "host", None)
+
+
+def _host_of(session):
+    return _host_of_control(session.control)
 
 
 class LoginRefused(Exception):
@@ -180,6 +189,7 @@ class SessionRegistry:
         random_bytes=os.urandom,
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
+        max_sessions_per_address: int = 0,
         admission=LOCAL,
     ):
         self.clock = clock
@@ -196,6 +206,10 @@ class SessionRegistry:
         self.by_token = {}
         self.by_user = {}
         self.by_control = {}
+        # Sessions per source address (the control connection's ``host``), when
+        # max_sessions_per_address is set (0: no limit, nothing counted).
+        self.max_sessions_per_address = max_sessions_per_address
+        self.by_host = {}
         # Every live session is filed once, under the time of its next timer check.
         self.timer_resolution = min(keepalive, session_timeout) / 20
         self.timers = DeadlineWheel(self.timer_resolution)
@@ -220,19 +234,28 @@ class SessionRegistry:
 
     # -- opening and ending -------------------------------------------------
 
-    def check_admission(self, user: str) -> None:
-        """Raise LoginRefused if ``user`` may not log in now (before any work)."""
-        if user in self.by_user:
+    def check_admission(self, user: str, host=None) -> None:
+        """Raise LoginRefused if ``user`` (from ``host``) may not log in now."""
+        old = self.by_user.get(user)
+        if old is not None:
             if self.duplicate_login == "reject":
                 raise LoginRefused(ErrorCode.ALREADY_LOGGED_IN,
                                    "user {} is already logged in".format(user),
                                    "already_logged_in")
         elif len(self.by_token) >= self.max_sessions:
             raise LoginRefused(ErrorCode.SERVER_FULL, "server full", "server_full")
+        if self.max_sessions_per_address and host is not None:
+            count = self.by_host.get(host, 0)
+            if old is not None and _host_of(old) == host:
+                count -= 1  # it replaces one of this address's own sessions
+            if count >= self.max_sessions_per_address:
+                raise LoginRefused(ErrorCode.SERVER_FULL,
+                                   "too many sessions from your address", "address_full")
 
     def open(self, user, avatar, logout, control, keys) -> Session:
         """Register a session for a checked login, applying the duplicate rule."""
-        self.check_admission(user)
+        host = _host_of_control(control) if self.max_sessions_per_address else None
+        self.check_admission(user, host)
         old = self.by_user.get(user)
         if old is not None:
             self.end(old, "replaced")
@@ -243,6 +266,8 @@ class SessionRegistry:
         self.by_token[token] = session
         self.by_user[user] = session
         self.by_control[control] = session
+        if host is not None:
+            self.by_host[host] = self.by_host.get(host, 0) + 1
         self.timers.add(session, self._next_check(session))
         self.stats.logins["ok"] += 1
         return session
@@ -250,7 +275,7 @@ class SessionRegistry:
     def announce(self, session: Session) -> None:
         """Log a started session and tell the application (after the welcome went out)."""
         self.log.info("session started: user={user} token={token}",
-                      user=session.user, token=session.token.hex(), event="session_started")
+                      user=loggable(session.user), token=session.token.hex(), event="session_started")
         self.notify_application("session_started", session)
 
     def end(self, session: Session, reason: str) -> None:
@@ -265,24 +290,31 @@ class SessionRegistry:
         if self.by_user.get(session.user) is session:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
+        if self.by_host:
+            host = _host_of(session)
+            count = self.by_host.get(host, 0)
+            if count > 1:
+                self.by_host[host] = count - 1
+            elif count == 1:
+                del self.by_host[host]
         self.stats.logouts[reason] += 1
         self.rooms.session_ended(session, reason)
         now = self.clock.seconds()
         if reason in ("kicked", "replaced"):
-            self.log.info("kicked: user={user} ({reason})", user=session.user, reason=reason,
+            self.log.info("kicked: user={user} ({reason})", user=loggable(session.user), reason=reason,
                           event="kick", address=session.address)
         elif reason == "timeout":
-            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=session.user,
+            self.log.info("timed out: user={user} silent for {idle:.1f}s", user=loggable(session.user),
                           idle=now - session.last_seen, event="timeout", address=session.address)
         self.log.info("session ended: user={user} reason={reason} after {duration:.1f}s",
-                      user=session.user, reason=reason, event="session_ended",
+                      user=loggable(session.user), reason=reason, event="session_ended",
                       duration=now - session.started)
         if reason != "disconnected":
             session.control.session_ended(reason)
         try:
             session.logout()
         except Exception:
-            self.log.failure("avatar logout failed for {user}", user=session.user)
+            self.log.failure("avatar logout failed for {user}", user=loggable(session.user))
         self.admission.ended(session, reason)
         self.notify_application("session_ended", session, reason)
 

@@ -1,5 +1,6 @@
 """``twistd gamesession``: options and the service tree."""
 
+import gc
 import signal
 import threading
 
@@ -58,6 +59,21 @@ def _port(value):
     return port
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """``endpoint`` with ``:backlog=N`` added, for the stream kinds that take one.
+
+    Twisted's own default is 50: a burst of connections (a server restart
+    with thousands of players reconnecting) overflows that in milliseconds,
+    and every refused SYN costs its client a one-second retransmit.
+    """
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return endpoint
+    if any(part.startswith("backlog=") for part in endpoint.split(":")[1:]):
+        return endpoint
+    return "{}:backlog={}".format(endpoint, backlog)
+
+
 class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMixin):
     synopsis = "[options]"
     longdesc = ("Multiplayer session server: players log in over TCP and exchange "
@@ -66,6 +82,10 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
 
     optParameters = [
         ["login", None, "tcp:7000", "Endpoint of the TCP login service (e.g. tcp:7000, ssl:7000:...)."],
+        ["listen-backlog", None, limits.DEFAULT_LISTEN_BACKLOG,
+         "Length of the login port's accept queue (the kernel caps it at net.core.somaxconn); "
+         "applied to tcp:/tcp6:/ssl: endpoints that do not set backlog= themselves.",
+         _positive(int)],
         ["udp", None, 7001, "UDP game port to listen on.", _port],
         ["interface", None, "0.0.0.0", "Address the UDP game port listens on."],
         ["udp-io", None, "auto",
@@ -82,6 +102,9 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          "Seconds without authenticated traffic after which a session ends.", _positive(float)],
         ["keepalive", None, 2.0, "Seconds of idleness after which a keepalive is sent.", _positive(float)],
         ["max-sessions", None, 10000, "Most sessions at once; further logins are refused.", _positive(int)],
+        ["max-sessions-per-address", None, limits.DEFAULT_MAX_SESSIONS_PER_ADDRESS,
+         "Most sessions at once from one source address (guests and accounts alike; 0: no limit).",
+         _count],
         ["duplicate-login", None, "kick",
          "A second login of a logged-in user: kick (end the old session) or reject (refuse the new one)."],
         ["app", None, DEFAULT_APP,
@@ -105,14 +128,34 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          _positive(int)],
         ["max-pending-per-address", None, limits.DEFAULT_MAX_PENDING_PER_ADDRESS,
          "Most TCP connections not logged in yet from one source address.", _positive(int)],
+        ["max-pending-per-subnet", None, limits.DEFAULT_MAX_PENDING_PER_SUBNET,
+         "Most TCP connections not logged in yet from one /24 (IPv4) or /64 (IPv6).",
+         _positive(int)],
+        ["hello-timeout", None, limits.DEFAULT_HELLO_TIMEOUT,
+         "Seconds a new TCP connection has to send its hello (then error 408).", _positive(float)],
+        ["hello-rate", None, limits.DEFAULT_HELLO_RATE,
+         "Handshakes (hellos) per second one address may start; more get error 429 "
+         "before any key work (0: no limit).", _non_negative],
+        ["hello-burst", None, limits.DEFAULT_HELLO_BURST,
+         "Hellos one address may send at once above --hello-rate (its subnet: 4 times this).",
+         _positive(float)],
+        ["hello-rate-per-subnet", None, limits.DEFAULT_HELLO_RATE_PER_SUBNET,
+         "Hellos per second from one /24 (IPv4) or /64 (IPv6) (0: no limit).", _non_negative],
         ["max-login-failures", None, limits.DEFAULT_MAX_LOGIN_FAILURES,
-         "Failed logins an address may make before it must wait (then TOO_MANY_ATTEMPTS, 429).",
+         "Failed logins from an address after which it must wait (attempts meanwhile get TOO_MANY_ATTEMPTS, 429).",
          _count],
         ["login-backoff", None, limits.DEFAULT_LOGIN_BACKOFF,
          "Seconds an address waits after its first failure over the limit; doubles per failure.",
          _positive(float)],
         ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
          "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["max-message-rate", None, limits.DEFAULT_MESSAGE_RATE,
+         "TCP messages per second a logged-in session may send; beyond it (after a burst of "
+         "2 s worth) the server stops reading its connection until it is back under (0: no limit).",
+         _non_negative],
+        ["max-message-bytes", None, limits.DEFAULT_MESSAGE_BYTES_RATE,
+         "TCP bytes per second a logged-in session may send, enforced the same way (0: no limit).",
+         _non_negative],
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
@@ -151,6 +194,20 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
             raise usage.UsageError("--app {}: {}".format(self["app"], e))
 
 
+def freeze_startup_heap() -> None:
+    """Move everything alive after startup out of the garbage collector's sight.
+
+    A full collection walks every tracked object: Twisted, PyNaCl, cred and
+    the plugin system leave some 50,000 behind at startup, which made each
+    full collection a pause of tens of milliseconds (more on a busy machine)
+    during which the login port accepted nothing; a burst of connections then
+    overflowed its accept queue (SECURITY.md, review finding 12).  Frozen
+    objects are never collected, so this runs once, after a collection.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class GameSessionService(service.MultiService):
     """The server: its listeners, its timers, and a clean shutdown.
 
@@ -176,6 +233,8 @@ class GameSessionService(service.MultiService):
                           event="guest_mode")
         self._stop_on_early_sigterm()
         super().startService()
+        if isinstance(self.reactor, ReactorBase):
+            self.reactor.callWhenRunning(freeze_startup_heap)
 
     def _stop_on_early_sigterm(self):
         """Make a SIGTERM that arrives before the reactor runs a clean stop too.
@@ -267,6 +326,7 @@ def makeService(config, reactor=None):
         session_timeout=config["session-timeout"],
         keepalive=config["keepalive"],
         max_sessions=config["max-sessions"],
+        max_sessions_per_address=config["max-sessions-per-address"],
         duplicate_login=config["duplicate-login"],
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
@@ -289,17 +349,24 @@ def makeService(config, reactor=None):
         make_portal(checkers), registry, key, config["public-udp-port"], reactor,
         login_timeout=config["login-timeout"], framing=config["framing"],
         limits=limits.Limits(
-            pending=limits.PendingLogins(config["max-pending"], config["max-pending-per-address"]),
+            pending=limits.PendingLogins(config["max-pending"], config["max-pending-per-address"],
+                                         config["max-pending-per-subnet"]),
+            hello_timeout=config["hello-timeout"],
+            hellos=limits.HelloLimiter(config["hello-rate"], config["hello-burst"],
+                                       config["hello-rate-per-subnet"], 4 * config["hello-burst"]),
             attempts=limits.LoginAttempts(config["max-login-failures"], config["login-backoff"],
                                           config["login-backoff-max"]),
             max_send_buffer=config["max-send-buffer"],
+            message_rate=config["max-message-rate"],
+            message_bytes_rate=config["max-message-bytes"],
         ),
         gate=knocking.gate if knocking is not None else None,
     )
     if cluster is not None:
         clustertap.accept_tickets(cluster, factory.portal)
     login = StreamServerEndpointService(
-        endpoints.serverFromString(reactor, config["login"]), factory)
+        endpoints.serverFromString(reactor, with_backlog(config["login"], config["listen-backlog"])),
+        factory)
     login._raiseSynchronously = True
     login.setServiceParent(top)
 
