@@ -363,7 +363,7 @@ class LoginProtocol:
                 ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
                 "bad_ticket"))
         try:  # room for one more session (no user named: it tells nothing), before the ticket is spent
-            self.factory.registry.check_admission(None)
+            self.factory.registry.check_admission(None, self.host)
         except LoginRefused as refused:
             return self._refused(refused)
         self.state = "checking"
