@@ -360,3 +360,28 @@ def test_the_join_options_reach_the_hosting_nodes_handler(nodes, options):
         assert isinstance(answer, codec.RoomError)
         assert (answer.code, answer.rid, answer.reason) == (ErrorCode.ROOM_REFUSED, redirect.rid,
                                                             "red only")
+
+
+def test_a_seat_reserved_for_a_transfer_is_not_taken_by_a_local_join(nodes):
+    alice, bob = nodes.login("a", "alice"), nodes.login("a", "bob")
+    room = nodes.create(alice, max_members=2)
+    carol = nodes.login("b", "carol")
+    [redirect] = nodes.ask(carol, codec.join, room.room)
+    assert nodes.rooms["a"].held(nodes.harness["a"].registry.rooms.find(room.room)) == 1
+    [refused] = nodes.ask(bob, codec.join, room.room)
+    assert refused.code == ErrorCode.ROOM_FULL
+    [created] = nodes.ask(bob, codec.join_or_create, "duel")  # the held seat is not offered
+    assert isinstance(created, Joined) and created.created and created.room != room.room
+    _, events = nodes.follow("a", redirect, carol.core)
+    assert [e.room for e in events if isinstance(e, Joined)] == [room.room]
+    assert nodes.rooms["a"].holds == {}
+
+
+def test_a_held_seat_is_free_again_when_its_ticket_expires(nodes):
+    alice, bob = nodes.login("a", "alice"), nodes.login("a", "bob")
+    room = nodes.create(alice, max_members=2)
+    carol = nodes.login("b", "carol")
+    nodes.ask(carol, codec.join, room.room)
+    nodes.advance(10.5)
+    [joined] = [e for e in nodes.ask(bob, codec.join, room.room) if isinstance(e, Joined)]
+    assert joined.room == room.room

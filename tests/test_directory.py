@@ -268,6 +268,19 @@ async def test_claim_move_is_granted_under_reject_and_says_moved(world):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_hosting_node_is_told_of_each_reservation(world):
+    d = world.directory
+    events = []
+    await d.subscribe("node-a", events.append)
+    await up(world, A, B)
+    await d.register_room(RoomRecord("r1", "duel", "node-a", "", seats=4))
+    ticket = await d.reserve_seat("r1", "bob", 7.5)
+    await arrived(world, events)
+    assert events == [{"type": "reserved", "room_id": "r1", "ticket": ticket.ticket,
+                       "ttl_ms": 7500}]
+
+
+@pytest_twisted.ensureDeferred
 async def test_tickets_expire_and_free_their_seat(world):
     d = world.directory
     await up(world, A)

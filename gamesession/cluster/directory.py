@@ -198,7 +198,11 @@ class IDirectory(Interface):
         """The listed rooms of ``room_type`` on live nodes, a list of RoomRecord sorted by id."""
 
     def reserve_seat(room_id, user, ttl):
-        """Reserve a seat for ``user``; fires a ``Ticket`` valid ``ttl`` seconds, or fails with SeatUnavailable."""
+        """Reserve a seat for ``user``; fires a ``Ticket`` valid ``ttl`` seconds, or fails with SeatUnavailable.
+
+        The hosting node is told on its events (``{"type": "reserved", "room_id",
+        "ticket", "ttl_ms"}``), so that its own joins leave the seat free.
+        """
 
     def redeem_ticket(ticket, node):
         """Use ``ticket`` on ``node``, once: fires its ``Ticket``, or None if unknown, used, expired or for another node."""

@@ -174,6 +174,8 @@ class InMemoryDirectory:
         deadline = self.clock.seconds() + ttl
         held[ticket.ticket] = deadline
         self.tickets[ticket.ticket] = (ticket, deadline)
+        self._send(room.node, {"type": "reserved", "room_id": room_id, "ticket": ticket.ticket,
+                               "ttl_ms": int(round(ttl * 1000))})
         return defer.succeed(ticket)
 
     def redeem_ticket(self, ticket, node):

@@ -82,6 +82,8 @@ class ClusterNode(service.Service):
         self.errors = Counter()  # operation -> failures
         self.replaced = 0  # sessions ended because another node took their user
         self.moved = 0  # sessions ended because they moved to another node (a ticket)
+        # Called with each {"type": "reserved", ...} event: a seat here held for a ticket.
+        self.on_reserved = None
         self._call = None
         self._beating = False
         self._stopping = False
@@ -199,6 +201,10 @@ class ClusterNode(service.Service):
                 self._call.reset(DOWN_RETRY)
 
     def _event(self, event):
+        if event.get("type") == "reserved":
+            if self.on_reserved is not None:
+                self.on_reserved(event)
+            return
         user = event.get("user")
         if event.get("type") != "replaced" or not isinstance(user, str):
             return

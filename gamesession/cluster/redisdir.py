@@ -335,6 +335,8 @@ redis.call('ZADD', rsv, now + ttl, ticket)
 if redis.call('PTTL', rsv) < ttl then redis.call('PEXPIRE', rsv, ttl) end
 redis.call('SET', p .. 'ticket:' .. ticket,
            cjson.encode({user = user, room_id = rid, node = info[1]}), 'PX', ttl)
+redis.call('PUBLISH', p .. 'events:' .. info[1],
+           cjson.encode({type = 'reserved', room_id = rid, ticket = ticket, ttl_ms = ttl}))
 return {'ok', info[1]}
 """,
     # ARGV: prefix, ticket, node -> {json, ms left} or {}

@@ -99,7 +99,11 @@ class ClusterRooms:
         self.listings = OrderedDict()  # room type -> (when, [RoomRecord])
         self.waiting = {}  # room type -> [Deferred] waiting for the listing in flight
         self.redirects = 0
+        # room id (hex) -> {ticket: deadline}: seats here reserved by other nodes
+        self.holds = {}
         manager.cluster = self
+        node.cluster_rooms = self
+        node.on_reserved = self.reserved
 
     # -- publishing this node's rooms --------------------------------------------------
 
@@ -124,12 +128,51 @@ class ClusterRooms:
             self.node._quietly(self.node.room_changed(record.room_id, **fields))
 
     def closed(self, room) -> None:
+        self.holds.pop(room.id.hex(), None)
         if self.published.pop(room.id, None) is None:
             return
         if self.node._stopping:  # deregistering the node removes all its rooms at once
             self.node.rooms.pop(room.id.hex(), None)
             return
         self.node._quietly(self.node.room_closed(room.id.hex()))
+
+    # -- seats held for sessions on their way here ------------------------------------
+
+    def reserved(self, event) -> None:
+        """The directory reserved a seat here for a ticket: local joins leave it free."""
+        room_id, ticket, ttl_ms = event.get("room_id"), event.get("ticket"), event.get("ttl_ms")
+        if not isinstance(room_id, str) or not isinstance(ticket, str) or type(ttl_ms) is not int:
+            return
+        try:
+            room = self.manager.rooms.get(codec.room_bytes(room_id))
+        except ValueError:
+            return
+        if room is None:
+            return
+        held = self.holds.setdefault(room_id, {})
+        if len(held) < room.max_members:  # (bounded: the directory never holds more)
+            held[ticket] = self.clock.seconds() + ttl_ms / 1000.0
+
+    def held(self, room) -> int:
+        """Seats of ``room`` held for tickets not yet redeemed (expired ones dropped)."""
+        held = self.holds.get(room.id.hex())
+        if not held:
+            return 0
+        now = self.clock.seconds()
+        for ticket, deadline in list(held.items()):
+            if deadline <= now:
+                del held[ticket]
+        if not held:
+            del self.holds[room.id.hex()]
+        return len(held)
+
+    def release(self, room_id: str, ticket: str) -> None:
+        """The ticket was redeemed here: its seat is its holder's now."""
+        held = self.holds.get(room_id)
+        if held is not None:
+            held.pop(ticket, None)
+            if not held:
+                del self.holds[room_id]
 
     # -- requests that need the other nodes ------------------------------------------------
 
@@ -315,6 +358,9 @@ class TicketChecker:
             if ticket is None:
                 raise TicketRefused()
             credentials.redeemed = ticket
+            rooms = getattr(self.node, "cluster_rooms", None)
+            if rooms is not None:
+                rooms.release(ticket.room_id, ticket.ticket)
             return ticket.user
 
         def failed(failure):

@@ -311,13 +311,13 @@ class RoomManager:
         if request.room in self.memberships.get(session, ()):
             raise refusal(ErrorCode.ALREADY_IN_ROOM, rid)
         self._check_room_quota(session, rid)
-        if len(room.members) >= room.max_members:
+        if self._full(room):
             raise refusal(ErrorCode.ROOM_FULL, rid)
         self._ask(room, session, request.options, rid)
         # The handler may have closed the room or filled it while it decided.
         if room.closing:
             raise refusal(ErrorCode.ROOM_NOT_FOUND, rid)
-        if len(room.members) >= room.max_members:
+        if self._full(room):
             raise refusal(ErrorCode.ROOM_FULL, rid)
         self._admit(room, session, rid, created=False)
 
@@ -328,13 +328,13 @@ class RoomManager:
         listing = self.listings.get(request.room_type)
         for room in listing[1].fullest() if listing is not None else ():
             # (Re-checked: a handler asked before may have changed any room.)
-            if room.closing or len(room.members) >= room.max_members or room.id in mine:
+            if room.closing or self._full(room) or room.id in mine:
                 continue
             try:
                 self._ask(room, session, request.options, rid)
             except RoomRefused:
                 continue
-            if not room.closing and len(room.members) < room.max_members:
+            if not room.closing and not self._full(room):
                 return self._admit(room, session, rid, created=False)
         if self.cluster is not None:
             return self.cluster.join_or_create_elsewhere(session, request)
@@ -549,6 +549,13 @@ class RoomManager:
         if self.cluster is not None:
             self.cluster.closed(room)
         self._call(room, "room_closed", reason)
+
+    def _full(self, room) -> bool:
+        """No free seat: members, and on a cluster the seats held for arriving transfers."""
+        taken = len(room.members)
+        if self.cluster is not None:
+            taken += self.cluster.held(room)
+        return taken >= room.max_members
 
     def _changed(self, room):
         if self.cluster is not None and not room.closing and room.id in self.rooms:
