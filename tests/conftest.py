@@ -6,6 +6,7 @@ puts that directory and the checkout on PYTHONPATH (an installed copy is
 tested separately, in test_install.py).
 """
 
+import importlib
 import os
 import queue
 import shutil
@@ -23,6 +24,20 @@ from gamesession.keys import encode_key, write_private_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_CI = bool(os.environ.get("CI"))
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: ``n``, scaled by the
+    GAMESESSION_EXAMPLES factor (the mutation run, docs/testing.md, uses 0.1)."""
+    return max(10, int(n * float(os.environ.get("GAMESESSION_EXAMPLES", "1"))))
+
+
+def need_module(name: str):
+    """The module, or a skip when it is not installed; in CI a missing module
+    that .ci/run installs (the package's requirements and its test extra) fails."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 def need(condition: bool, reason: str) -> None:
@@ -132,7 +147,7 @@ def start_server(plugin_path, tmp_path):
 
     yield start
     for server in servers:
-        server.stop(sig=9)
+        server.stop()  # SIGTERM: a clean exit, so coverage writes its data
 
 
 CLI = [sys.executable, "-c", "import sys; from gamesession.client.cli import main; sys.exit(main())"]

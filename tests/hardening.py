@@ -159,23 +159,45 @@ class SyncClient:
 
 def read_raw(sock, timeout: float, limit: int = 1 << 20) -> bytes:
     """Everything a raw TCP socket receives until EOF/reset or ``timeout``."""
+    return read_until_closed(sock, timeout, limit)[0]
+
+
+def read_until_closed(sock, timeout: float, limit: int = 1 << 20):
+    """(bytes received, closed): closed is True on EOF or reset, False if
+    ``timeout`` passed (or ``limit`` bytes came) with the connection still open."""
     data = b""
     deadline = time.monotonic() + timeout
     while len(data) < limit:
         left = deadline - time.monotonic()
         if left <= 0:
-            break
+            return data, False
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
         except socket.timeout:
-            break
+            return data, False
         except (ConnectionResetError, BrokenPipeError):
-            break
+            return data, True
         if not chunk:
-            break
+            return data, True
         data += chunk
-    return data
+    return data, False
+
+
+def challenged(server, sock) -> bool:
+    """Send a hello on an open raw connection; whether a challenge came back
+    (the connection was admitted, and is now mid-login)."""
+    core = ClientCore(decode_key(server.public_key), "probe", "")
+    sock.sendall(frame_bytes(core.hello()))
+    data = b""
+    while True:
+        frames, _ = split_frames(data)
+        if frames:
+            return len(frames) == 1 and wire.decode(frames[0])["type"] == "challenge"
+        more, _ = read_until_closed(sock, 5.0, limit=1)
+        if not more:
+            return False
+        data += more
 
 
 def decode_clear_error(data: bytes, framing="int16"):

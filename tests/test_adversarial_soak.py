@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from gamesession.protocol.clientcore import LoginFailed
 from gamesession.protocol.datagram import Kind
 
 from hardening import SyncClient, vm_rss_kib
@@ -41,6 +40,8 @@ def wait_all_ended(server, timeout=15.0):
 
 
 def churn(server, rnd, steps, budget, prefix):
+    """Random moves of up to MAX_LIVE clients; the number done.  Guests, no
+    session cap: every login must succeed (a failure raises out of here)."""
     live = []
     deadline = time.monotonic() + budget
     done = 0
@@ -50,10 +51,7 @@ def churn(server, rnd, steps, budget, prefix):
         action = rnd.random()
         if not live or (action < 0.3 and len(live) < MAX_LIVE):
             user = "{}{}".format(prefix, rnd.randrange(MAX_LIVE * 2))  # duplicates kick
-            try:
-                live.append(SyncClient(server, user, timeout=5.0))
-            except (LoginFailed, ConnectionError, OSError):
-                pass
+            live.append(SyncClient(server, user, timeout=5.0))
             continue
         client = live[rnd.randrange(len(live))]
         try:
@@ -101,8 +99,9 @@ def test_soak_leaves_an_empty_registry_and_flat_memory(start_server):
                           "--hello-rate-per-subnet", "0")
     pid = server.process.pid
     rnd = random.Random(2026)
-    churn(server, rnd, 300, 10.0, "warm")
-    assert wait_all_ended(server)[0] == wait_all_ended(server)[1]
+    assert churn(server, rnd, 300, 10.0, "warm") > 50
+    started, ended = wait_all_ended(server)
+    assert started == ended and started > 0, (started, ended)
     before = vm_rss_kib(pid)
     done = churn(server, rnd, STEPS, BUDGET, "soak")
     started, ended = wait_all_ended(server)

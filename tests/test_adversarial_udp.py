@@ -6,6 +6,7 @@ Every loop is bounded by a count and every wait by a timeout.
 
 import os
 import random
+import select
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from gamesession import mmsg
-from gamesession.protocol.datagram import HEADER_SIZE, TOKEN_SIZE, Kind
+from gamesession.protocol.datagram import HEADER_SIZE, TOKEN_SIZE, Drop, Kind
 
 from conftest import need
 from hardening import SyncClient
@@ -48,17 +49,54 @@ def attacker_socket():
     return sock
 
 
-def received_nothing(sock, wait: float = 0.3) -> bool:
-    time.sleep(wait)
+def nothing_before_the_marker(sock, send_marker, is_marker, timeout: float = 5.0) -> bool:
+    """True when the first datagram ``sock`` receives is the answer to a marker
+    it sent after everything else.  Loopback UDP keeps the order of one socket's
+    datagrams and the server handles them in order, so the answer proves the
+    server had handled all that came before; arriving first, it proves none of
+    that was answered.  No answer within ``timeout`` is False (no proof)."""
+    send_marker()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            return False
+        return is_marker(sock.recv(65536))
+
+
+def received_nothing(sock, server) -> bool:
+    """``sock`` got no answer to anything it sent the game port: the marker is a
+    PING of a fresh session sent from ``sock`` (the session roams there)."""
+    marker = SyncClient(server, "marker")
+    ping_id = os.urandom(8)
+    packet = marker.packet(Kind.PING, ping_id)
+
+    def is_pong(data):
+        try:
+            return marker.core.datagram_received(data) == (Kind.PONG, ping_id)
+        except Drop:
+            return False
     try:
-        sock.recv(65536)
-    except BlockingIOError:
-        return True
-    return False
+        return nothing_before_the_marker(
+            sock, lambda: sock.sendto(packet, ("127.0.0.1", server.udp_port)), is_pong)
+    finally:
+        marker.logout()
+
+
+def only_the_pong(client) -> bool:
+    """A client's next datagram is the PONG to a PING it sends now (nothing came before)."""
+    ping_id = os.urandom(8)
+    client.send(Kind.PING, ping_id)
+    return client.datagrams(3.0, until=lambda k, p: k == Kind.PONG) == [(Kind.PONG, ping_id)]
 
 
 def no_session_ended(server) -> bool:
-    return "session ended" not in server.log()
+    """No session ended but the markers' (which log out)."""
+    return not [line for line in server.log().splitlines()
+                if "session ended" in line and "user=marker " not in line]
 
 
 @pytest.mark.timeout(120)
@@ -119,7 +157,7 @@ def test_flood_of_random_datagrams_while_an_honest_client_pings(game_server):
         thread.join(30)
     assert counts["sent"] > 5000
     assert answered >= pings * 0.8, (answered, pings)
-    assert received_nothing(flooder)
+    assert received_nothing(flooder, server)
     assert honest.ping(timeout=2.0)
     assert no_session_ended(server)
     assert honest.undecodable == 0
@@ -161,10 +199,11 @@ def test_captured_packets_replayed_tampered_and_token_swapped(game_server):
     for packet in forgeries:  # from alice's own address too: still nothing
         alice.udp.sendto(packet, target)
 
-    assert received_nothing(attacker)
-    # No PONG for a replay, no second answer for anything.
-    assert alice.datagrams(0.5) == []
-    assert bob.datagrams(0.1) == []
+    assert received_nothing(attacker, server)
+    # No PONG for a replay, no second answer for anything: the next datagram
+    # either gets is the answer to a PING sent after all the forgeries.
+    assert only_the_pong(alice)
+    assert only_the_pong(bob)
     # Both sessions undisturbed, and alice's address did not move to the attacker's.
     assert alice.ping() and bob.ping()
     assert no_session_ended(server)
@@ -222,7 +261,6 @@ def test_flood_at_the_knock_ports_gets_nothing_and_grants_nothing(start_server, 
             time.sleep(0.001)
         if i % 500 == 499:
             time.sleep(0.005)
-    assert received_nothing(attacker)
     # The attacker's address got no grant: the login port closes on it at once.
     sock = socket.socket()
     sock.bind(("127.0.0.5", 0))
@@ -234,6 +272,17 @@ def test_flood_at_the_knock_ports_gets_nothing_and_grants_nothing(start_server, 
     except ConnectionResetError:
         pass
     sock.close()
+    # Nothing came back to the attacker: the marker is a fresh, genuine knock
+    # sequence for the attacker's own address, sent after the flood; its reply
+    # (--knock-reply) must be the first datagram the attacker receives.
+    fresh = list(knock.make_client_knocks(ports, secret, "127.0.0.5", time.time()))
+
+    def send_sequence():
+        for port, data in fresh:
+            attacker.sendto(data, ("127.0.0.1", port))
+            time.sleep(0.05)  # the sequence's order across three sockets
+    assert nothing_before_the_marker(
+        attacker, send_sequence, lambda data: knock.decode_reply(data) == server.login_port)
     # The honest client knocks (fresh knocks, from its own address) and logs in.
     honest = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     honest.bind(("127.0.0.1", 0))

@@ -15,14 +15,14 @@ import pytest_twisted
 from nacl.public import PrivateKey
 from twisted.internet import defer, task
 
-from conftest import run_cli
+from conftest import need_module, run_cli
 from gamesession.bench.procs import free_port
 from gamesession.client import GameClient
 from gamesession.client.status import Figures, StatusError, fetch, metrics_url
 from gamesession.keys import decode_key
 from gamesession.protocol.clientcore import LoginFailed
 
-pytest.importorskip("txredisapi")
+need_module("txredisapi")
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
 
 USERS = "memory:alice:pw:bob:pw"

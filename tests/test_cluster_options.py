@@ -7,6 +7,7 @@ from prometheus_client import generate_latest
 from twisted.internet import task
 from twisted.python import usage
 
+from conftest import need_module
 from fakes import Harness
 from gamesession.client.status import Figures, summarize
 from gamesession.cluster import redisdir
@@ -100,7 +101,7 @@ def test_login_port_of_an_endpoint(endpoint, port):
 
 
 def test_make_service_with_cluster_makes_the_node_first(tmp_path):
-    pytest.importorskip("txredisapi")
+    need_module("txredisapi")
     from twisted.internet.testing import MemoryReactorClock
 
     options = parse("--cluster", "redis://127.0.0.1:1/0", "--node-name", "n1",

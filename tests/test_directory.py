@@ -15,6 +15,8 @@ from gamesession.cluster.directory import (
 )
 from gamesession.cluster.memory import InMemoryDirectory
 
+from conftest import need_module
+
 A = NodeRecord("node-a", "127.0.0.1", 7000, 7001)
 B = NodeRecord("node-b", "127.0.0.1", 7100, 7101)
 
@@ -63,7 +65,7 @@ def world(request):
     if request.param == "memory":
         yield Memory()
         return
-    pytest.importorskip("txredisapi")
+    need_module("txredisapi")
     world = Redis(request.getfixturevalue("redis_server"))
     yield world
     pytest_twisted.blockon(world.directory.close())
@@ -332,7 +334,7 @@ def test_node_names_are_checked():
 async def test_redis_outage_fails_fast_then_reconnects_and_resubscribes(redis_server):
     """Redis only: a stopped server gives DirectoryUnavailable at once; after a restart
     both connections come back by themselves and events flow again."""
-    pytest.importorskip("txredisapi")
+    need_module("txredisapi")
     world = Redis(redis_server)
     d = world.directory
     events = []
@@ -388,7 +390,7 @@ def tls_redis(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_rediss_with_a_private_ca_and_a_password(tls_redis, tmp_path):
     """rediss:// checks the certificate against --cluster-ca, and AUTH uses the password file."""
-    pytest.importorskip("txredisapi")
+    need_module("txredisapi")
     from twisted.internet import reactor
 
     from gamesession.cluster.redisdir import RedisDirectory
@@ -465,7 +467,7 @@ async def test_restore_in_steps_handles_many_users(world, monkeypatch):
 @pytest_twisted.ensureDeferred
 async def test_password_and_database_survive_a_restart(tmp_path):
     """AUTH and SELECT are sent again on every new connection; a wrong password never connects."""
-    pytest.importorskip("txredisapi")
+    need_module("txredisapi")
     from conftest import need
     from twisted.internet import reactor
 

@@ -202,7 +202,7 @@ def test_ipv6_addresses_as_udp_port_gives_them(batched_port):
         probe.bind(("::1", 0))
         probe.close()
     except OSError:
-        pytest.skip("no IPv6 loopback")
+        pytest.skip("no IPv6 loopback")  # not a missing tool: the host has no ::1
     protocol = Recorder(lambda d: b"six")
     port = BatchedPort(0, protocol, "::1", reactor=real_reactor)
     port.startListening()

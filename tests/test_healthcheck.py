@@ -25,8 +25,23 @@ def test_healthy_server(start_server, plugin_path):
 def test_line_framing(start_server, plugin_path):
     server = start_server("--framing", "line")
     assert healthcheck(plugin_path, server.login_port, "--framing", "line").returncode == 0
-    # a hello in the wrong framing gets no challenge
-    assert healthcheck(plugin_path, server.login_port).returncode == 1
+    # An int16 hello (no newline) to a line server gets no challenge: it waits.
+    wrong = healthcheck(plugin_path, server.login_port)
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert wrong.stderr == "gamesession healthcheck: unhealthy: 127.0.0.1:{} did not answer" \
+        " within 2 s\n".format(server.login_port)
+
+
+def test_line_hello_to_an_int16_server(start_server, plugin_path):
+    # The int16 server reads '{"' as a length, answers in its own framing and
+    # closes: the line client never sees a line.
+    server = start_server()
+    wrong = healthcheck(plugin_path, server.login_port, "--framing", "line")
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert wrong.stderr.startswith(
+        "gamesession healthcheck: unhealthy: the server closed the connection without"
+        " answering the hello")
+    assert wrong.stderr.count("\n") == 1
 
 
 def test_nothing_listening(plugin_path):

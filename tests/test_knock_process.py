@@ -24,6 +24,15 @@ def shut_out(port):
             return True
 
 
+def assert_shut_out_of_login(result):
+    """The gate reset the login connection: one line on stderr saying so (seen
+    after connecting or, when the reset wins the race, while connecting)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert ("closed by the server before the login completed" in lines[0]
+            or "Connection reset by peer" in lines[0]), result.stderr
+
+
 def ping(plugin_path, server, *extra):
     return run_cli(plugin_path, "ping", "--server", "127.0.0.1:{}".format(server.login_port),
                    "--server-key", server.public_key, "--count", "2", "--interval", "0.05",
@@ -38,10 +47,7 @@ def test_classic_knocking(start_server, plugin_path):
     assert shut_out(server.login_port)
     refused = ping(plugin_path, server)
     assert refused.returncode == 1
-    # The in-process gate resets the connection: seen either after connecting
-    # or, when the reset wins the race, while connecting.
-    assert ("closed by the server before the login completed" in refused.stderr
-            or "Connection reset by peer" in refused.stderr), refused.stderr
+    assert_shut_out_of_login(refused)
 
     result = ping(plugin_path, server, "--knock", sequence)
     assert result.returncode == 0, result.stderr
@@ -75,7 +81,9 @@ def test_random_sequence_file_and_authenticated_knocks(start_server, plugin_path
     assert stat.S_IMODE(os.stat(seq_file).st_mode) == 0o600
 
     classic = ping(plugin_path, server, "--knock", "@" + seq_file)
-    assert classic.returncode == 1  # classic knocks do not open an authenticated gate
+    # Classic knocks do not open an authenticated gate: the login is shut out.
+    assert classic.returncode == 1
+    assert_shut_out_of_login(classic)
     result = ping(plugin_path, server, "--knock", "@" + seq_file, "--knock-secret", secret)
     assert result.returncode == 0, result.stderr
     assert server.stop() == 0
@@ -92,8 +100,13 @@ def test_bad_knock_options_fail_clearly(plugin_path, tmp_path):
              "-n", "--pidfile=", "gamesession", "--key-file", str(tmp_path / "k"), *options],
             env=child_env(plugin_path), capture_output=True, text=True, timeout=30)
 
-    result = twistd("--knock-random", "5", "--knock-file", str(tmp_path / "f"))
-    assert result.returncode != 0
-    assert "--knock-random takes 10 to 100 ports, not 5" in result.stdout + result.stderr
-    result = twistd("--knock", "7101,7101")
-    assert "knock ports must be unique" in result.stdout + result.stderr
+    # twistd's usage error: status 1, the usage then one line naming the error
+    # (both on stdout), no traceback.
+    for options, error in [
+            (("--knock-random", "5", "--knock-file", str(tmp_path / "f")),
+             "--knock-random takes 10 to 100 ports, not 5"),
+            (("--knock", "7101,7101"), "knock ports must be unique; repeated: 7101")]:
+        result = twistd(*options)
+        assert result.returncode == 1, result.stderr
+        assert error in result.stdout.strip().splitlines()[-1], result.stdout[-500:]
+        assert "Traceback" not in result.stdout + result.stderr

@@ -180,6 +180,43 @@ def test_attempt_table_expires_entries():
     assert attempts.wait("h", 40.0) == 1.0
 
 
+@pytest.mark.parametrize("backoff_max, expiry", [(1.0, 60.0), (6.0, 60.0), (60.0, 600.0)])
+def test_the_attempt_table_forgets_after_ten_times_the_longest_wait_or_a_minute(
+        backoff_max, expiry):
+    attempts = L.LoginAttempts(backoff_max=backoff_max)
+    assert attempts.expiry == expiry
+    attempts.failed("h", 0.0)
+    attempts.failed("h", expiry - 0.5)  # within the expiry: counted on
+    assert attempts.table["h"].count == 2
+    attempts.failed("h", 2 * expiry - 0.5)  # exactly the expiry after the last: forgotten
+    assert attempts.table["h"].count == 1
+
+
+def test_an_entry_expires_at_exactly_its_expiry():
+    attempts = L.LoginAttempts(free=2, backoff=1.0, expiry=10.0)
+    attempts.failed("h", 0.0)
+    attempts.failed("h", 10.0)  # the first failure is forgotten at 10.0 itself
+    assert attempts.wait("h", 10.0) == 0.0
+    attempts.failed("h", 10.5)
+    assert attempts.wait("h", 10.5) == 1.0
+
+
+def test_the_attempt_table_keeps_exactly_size_addresses():
+    attempts = L.LoginAttempts(free=1, size=2)
+    for i, host in enumerate("abc"):
+        attempts.failed(host, float(i))
+    assert list(attempts.table) == ["b", "c"]
+
+
+def test_releasing_an_address_with_nothing_pending_changes_nothing():
+    pending = L.PendingLogins(10, 3)
+    assert pending.admit("a") is None
+    pending.release("b")
+    pending.release("a")
+    pending.release("a")
+    assert pending.total == 0 and pending.by_host == {}
+
+
 @settings(max_examples=100, deadline=None)
 @given(hosts=st.lists(st.integers(0, 50), max_size=300))
 def test_attempt_table_is_bounded_lru(hosts):

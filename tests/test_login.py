@@ -110,7 +110,7 @@ def test_guests_when_no_checker():
 def test_bad_clear_frames_get_a_code_and_a_close(harness, payload, code):
     connection = harness.connect()
     if harness.framing == "line" and b"\n" in payload:
-        pytest.skip("newline is a delimiter in line framing")
+        pytest.skip("newline is a delimiter in line framing")  # not a missing tool
     connection.send(payload)
     assert error_of(connection) == code
     assert harness.stats.protocol_errors[code.name.lower()] == 1

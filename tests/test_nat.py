@@ -23,6 +23,7 @@ try:
     from tests import netns
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     import netns
+from conftest import need
 
 pytestmark = pytest.mark.network
 
@@ -30,10 +31,7 @@ pytestmark = pytest.mark.network
 @pytest.fixture
 def topology():
     reason = netns.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but the NAT test cannot run: " + reason)
-        pytest.skip(reason)
+    need(reason is None, "the NAT test cannot run: {}".format(reason))
     with netns.Topology() as topo:
         yield topo
 
@@ -119,10 +117,7 @@ def test_harness_translates_like_a_home_nat_and_docker(topology):
 @pytest.mark.timeout(60, method="signal")
 def test_harness_tears_down():
     reason = netns.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but the NAT test cannot run: " + reason)
-        pytest.skip(reason)
+    need(reason is None, "the NAT test cannot run: {}".format(reason))
     topo = netns.Topology()
     with pytest.raises(RuntimeError):
         with topo:

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, Kind
 from gamesession.protocol.replay import ReplayWindow
 
+from conftest import examples
 from fakes import Harness, RecordingApp, check_registry
 
 pytestmark = pytest.mark.timeout(300)
 
-SETTINGS = settings(max_examples=200, deadline=None,
+SETTINGS = settings(max_examples=examples(200), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 ALICE_ADDRESS = ("203.0.113.1", 4000)
 BOB_ADDRESS = ("203.0.113.2", 4000)
@@ -145,13 +146,29 @@ counters = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
-@given(steps=st.lists(st.tuples(counters, st.booleans()), max_size=200),
-       size=st.sampled_from([8, 64, 1024]))
+# A step is an absolute counter, one near the newest, or one near the window's
+# far edge (age size-2 .. size+2): the off-by-one cases random counters miss.
+steps_strategy = st.lists(st.tuples(
+    st.one_of(counters.map(lambda c: ("absolute", c)),
+              st.integers(-3, 3).map(lambda d: ("near_newest", d)),
+              st.integers(-2, 2).map(lambda d: ("window_edge", d))),
+    st.booleans()), max_size=200)
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(steps=steps_strategy, size=st.sampled_from([8, 64, 1024]))
 def test_replay_window_matches_a_set_and_a_highest(steps, size):
     window = ReplayWindow(size)
     seen, highest = set(), -1
-    for counter, opens in steps:
+    for (kind, value), opens in steps:
+        if kind == "absolute":
+            counter = value
+        elif kind == "near_newest":
+            counter = highest + value
+        else:
+            counter = highest - size + value  # age size - value
+        if not 0 <= counter <= 2**64 - 1:
+            continue
         expected_fresh = counter not in seen and counter > highest - size
         assert window.fresh(counter) == expected_fresh
         if expected_fresh and opens:  # mark only what opened, as the channel does
@@ -162,7 +179,40 @@ def test_replay_window_matches_a_set_and_a_highest(steps, size):
         assert window.bits < 2 ** size
 
 
-@settings(max_examples=100, deadline=None)
+ADDRESSES = [ALICE_ADDRESS, ("203.0.113.1", 4001), ("192.0.2.50", 5000), ATTACKER]
+
+
+@SETTINGS
+@given(sends=st.lists(st.tuples(st.integers(0, 40), st.sampled_from(ADDRESSES),
+                                st.sampled_from(["good", "forged", "bad_kind"])),
+                      min_size=1, max_size=40))
+def test_only_the_newest_authenticated_counter_moves_the_address(sends):
+    """Roaming: the address follows the packet with the newest counter that
+    opened; a replay, an older counter, a forged box or a bad kind moves nothing."""
+    server, conns = two_sessions()
+    alice = conns["alice"].core
+    session = server.registry.by_user["alice"]
+    base = session.channel.window.highest + 1
+    address, highest, seen, roams = ALICE_ADDRESS, base - 1, set(), 0
+    for offset, source, how in sends:
+        counter = base + offset
+        alice.channel.send_counter = counter
+        packet = alice.datagram(Kind.KEEPALIVE if how != "bad_kind" else 0x7F)
+        if how == "forged":
+            packet = packet[:-1] + bytes([packet[-1] ^ 1])
+        server.registry.datagram_received(packet, source)
+        if how != "forged" and counter not in seen:
+            seen.add(counter)  # marked once it opened, even with a bad kind
+            if counter > highest:
+                highest = counter
+                if how == "good" and source != address:
+                    address, roams = source, roams + 1
+        assert session.address == address
+        assert server.stats.roams == roams
+    assert server.registry.by_user["bob"].address == BOB_ADDRESS
+
+
+@settings(max_examples=examples(100), deadline=None)
 @given(order=st.permutations(list(range(40))), drop=st.sets(st.integers(0, 39)))
 def test_channel_accepts_reordered_packets_once(order, drop):
     """Reordering within the window loses nothing; each packet is accepted once."""

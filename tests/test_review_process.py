@@ -129,8 +129,8 @@ def test_the_login_port_listens_with_a_long_accept_queue(start_server):
     """
     import shutil
     import subprocess
-    if shutil.which("ss") is None:
-        pytest.skip("no ss")
+    from conftest import need
+    need(shutil.which("ss") is not None, "ss is not installed (apt-get install iproute2)")
     server = start_server("--listen-backlog", "700")
     out = subprocess.run(["ss", "-Hltn", "sport = :{}".format(server.login_port)],
                          capture_output=True, text=True, timeout=10).stdout.split()

@@ -13,7 +13,7 @@ import pytest
 from gamesession.protocol.clientcore import SessionEnded
 from gamesession.protocol.datagram import Kind
 
-from hardening import SyncClient
+from hardening import SyncClient, challenged, read_until_closed
 
 pytestmark = [pytest.mark.network]
 
@@ -29,6 +29,12 @@ def test_sigterm_tells_every_client_over_tcp_and_udp(start_server):
     try:
         for client in clients:  # every session knows its UDP address
             assert client.ping(timeout=2.0)
+        # Two of the connections that never log in are mid-login (challenged);
+        # all five are admitted and open before the SIGTERM.
+        for sock in pending[:2]:
+            assert challenged(server, sock)
+        for sock in pending:
+            assert read_until_closed(sock, 0.2) == (b"", False)
         started = time.monotonic()
         assert server.stop(sig=15) == 0
         assert time.monotonic() - started < 2.0
@@ -37,13 +43,9 @@ def test_sigterm_tells_every_client_over_tcp_and_udp(start_server):
             assert (Kind.DISCONNECT, b"shutdown") in got, client.core.user
             events = client.tcp_events(2.0)
             assert [e.reason for e in events if isinstance(e, SessionEnded)] == ["shutdown"]
+        # Connections without a session get no bytes, only a close.
         for sock in pending:
-            sock.settimeout(2.0)
-            try:
-                while sock.recv(4096):
-                    pass
-            except ConnectionResetError:
-                pass
+            assert read_until_closed(sock, 2.0) == (b"", True)
     finally:
         for client in clients:
             client.close()

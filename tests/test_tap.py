@@ -51,8 +51,16 @@ def test_bad_options_are_usage_errors(argv, message):
 
 
 def test_auth_memory_builds_a_checker():
+    from fakes import Harness
+    from gamesession.protocol.wire import ErrorCode
     o = parse("--auth", "memory:alice:pw")
     assert len(o["credCheckers"]) == 1
+    harness = Harness(checkers=o["credCheckers"])
+    _, session = harness.logged_in("alice", "pw")
+    assert session.user == "alice"
+    refused = [e.code for e in harness.connect().attempt_login("alice", "nope")
+               if type(e).__name__ == "LoginFailed"]
+    assert refused == [ErrorCode.AUTH_FAILED]
 
 
 def test_make_service_creates_the_key_and_listens(tmp_path):
