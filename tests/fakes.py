@@ -173,6 +173,19 @@ class Connection:
             events.extend(more)
         return events
 
+    def resume(self, core, resume_session=True):
+        """Resume (or, without ``resume_session``, log in again) with an existing core.
+
+        Returns the client's events (a Resumed on success); raises
+        ResumeRefused or LoginFailed as the core does.
+        """
+        self.core = core
+        self.send(core.reconnect(resume_session))
+        [challenge] = self.received()
+        [request], _ = core.frame_received(challenge)
+        self.send(request)
+        return self.pump()
+
     def server_events(self):
         """The client core's events for the frames since the last ``frames()``
         (session_end, data, errors as LoginFailed), not clearing the transport."""

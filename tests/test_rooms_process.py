@@ -100,7 +100,8 @@ def test_relay_presence_and_a_ticking_handler_on_a_real_server(start_server):
     assert carol.event() == codec.RoomLeft(ticking, "closed")
 
     bob.tcp.close()
-    assert alice.event() == codec.RoomPresence(room, "leave", 2, "bob", "disconnected")
+    # Suspended for a resume first (--resume-grace, default 20 s): the seat stays.
+    assert alice.event() == codec.RoomPresence(room, "reconnecting", 2, "bob")
     assert "Traceback" not in server.log()
 
 

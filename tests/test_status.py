@@ -63,6 +63,18 @@ def test_summary_of_a_canned_scrape():
     ]
 
 
+def test_suspended_sessions_and_resumes_when_the_server_resumes():
+    scrape = SCRAPE + (
+        "# TYPE gamesession_sessions_suspended gauge\ngamesession_sessions_suspended 1.0\n"
+        "# TYPE gamesession_resumes_total counter\n"
+        'gamesession_resumes_total{outcome="ok"} 5.0\n'
+        'gamesession_resumes_total{outcome="resume_expired"} 2.0\n'
+        'gamesession_resumes_total{outcome="resume_used"} 0.0\n')
+    lines = summarize(Figures(scrape))
+    assert lines[0] == "sessions: 3 active, 1 suspended (max 10000)"
+    assert lines[-1] == "resumes: 5 ok, 2 refused (resume_expired 2)"
+
+
 def test_knock_line_only_when_the_server_has_a_knock_gate():
     knock = SCRAPE + (
         "# TYPE gamesession_knocks_total counter\ngamesession_knocks_total 9.0\n"

@@ -31,6 +31,15 @@ def test_defaults_work_on_a_laptop_and_in_a_container():
     assert o.get("credCheckers", []) == []
 
 
+def test_resume_grace_reaches_the_registry(tmp_path):
+    assert parse()["resume-grace"] == 20.0
+    for argv, grace in [([], 20.0), (["--resume-grace", "0"], 0.0), (["--resume-grace", "2.5"], 2.5)]:
+        options = parse("--key-file", str(tmp_path / "k.key"), *argv)
+        service = tap.makeService(options, MemoryReactorUDP())
+        assert service.registry.resumes.grace == grace
+        assert service.registry.resumes.enabled == (grace > 0)
+
+
 def test_public_udp_port_differs_behind_port_mapping():
     assert parse("--udp", "7001", "--public-udp-port", "17001")["public-udp-port"] == 17001
 
@@ -43,6 +52,7 @@ def test_public_udp_port_differs_behind_port_mapping():
     (["--login-timeout", "0"], "positive"),
     (["--app", "no.such.module"], "--app"),
     (["--app", "os.path"], "lacks"),
+    (["--resume-grace", "-1"], "0 or more"),
 ])
 def test_bad_options_are_usage_errors(argv, message):
     with pytest.raises(usage.UsageError) as info:

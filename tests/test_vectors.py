@@ -67,6 +67,46 @@ def test_frames_follow_the_written_formats():
     assert inner["type"] == "welcome" and base64.b64decode(inner["token"]) == v["token"]
 
 
+def _keys(prk):
+    return {label: hashlib.blake2b(label.encode(), key=prk, digest_size=32).digest()
+            for label in ("tcp c2s", "tcp s2c", "udp c2s", "udp s2c")}
+
+
+def test_resume_follows_the_written_proof_and_key_switch():
+    v = {k: bytes.fromhex(h) for k, h in documented().items()}
+    ce, se, ss = (v["resume_client_ephemeral_public"], v["resume_server_ephemeral_public"],
+                  v["server_static_public"])
+    # A fresh handshake: fresh keys, as for a login.
+    es = crypto_scalarmult(v["resume_client_ephemeral_private"], ss)
+    ee = crypto_scalarmult(v["resume_client_ephemeral_private"], se)
+    keys = _keys(hashlib.blake2b(b"gamesession v1" + es + ee + ce + se + ss, digest_size=32).digest())
+    for label, key in keys.items():
+        assert v["resume_key_" + label.replace(" ", "_")] == key
+        assert key != v["key_" + label.replace(" ", "_")]
+    hello = json.loads(v["frame_resume_hello"])
+    assert hello == {"type": "hello", "version": 1, "client_key": base64.b64encode(ce).decode()}
+    # The proof: keyed BLAKE2b-256 over the label and the three public keys.
+    proof = hashlib.blake2b(b"gamesession v1 resume" + ce + se + ss, key=v["resume_secret"],
+                            digest_size=32).digest()
+    assert v["resume_proof"] == proof
+    request = json.loads(v["frame_resume"])
+    inner = crypto_secretbox_open(base64.b64decode(request["box"]), _nonce(0), keys["tcp c2s"])
+    assert json.loads(inner) == {"type": "resume",
+                                 "resume_id": base64.b64encode(v["resume_id"]).decode(),
+                                 "proof": base64.b64encode(proof).decode()}
+    resumed = json.loads(v["frame_resumed"])
+    inner = json.loads(crypto_secretbox_open(base64.b64decode(resumed["box"]), _nonce(1),
+                                             keys["tcp s2c"]))
+    assert inner["type"] == "resumed" and base64.b64decode(inner["token"]) == v["resumed_token"]
+    assert len(base64.b64decode(inner["resume_id"])) == 16
+    assert len(base64.b64decode(inner["resume_secret"])) == 32 and inner["resume_grace"] == 20.0
+    # The first datagram after the switch: new token, counter 0, new udp c2s key.
+    packet = v["udp_ping_c2s_after_resume"]
+    assert packet[:8] == v["resumed_token"] and struct.unpack("<Q", packet[8:16])[0] == 0
+    plain = crypto_secretbox_open(packet[16:], _nonce(0), keys["udp c2s"])
+    assert plain == b"\x01" + bytes.fromhex("00000000000000ff")
+
+
 def test_datagrams_follow_the_written_format():
     v = {k: bytes.fromhex(h) for k, h in documented().items()}
     for name, key, counter, kind, payload in [

@@ -2,7 +2,7 @@
 
 On a cluster a room lives on one node.  When a join (or join_or_create)
 answers with a redirect (``protocol.transfer.RoomRedirect``), the client
-does what docs/protocol.md §9.9 says, by itself:
+does what docs/protocol.md §10.9 says, by itself:
 
 1. a new TCP connection to the hosting node's advertised address, a fresh
    handshake against the same pinned server key, and ``ticket_login``
@@ -90,6 +90,8 @@ class Moves:
             self._move_failed(redirect, old, e)
             return
         self._moving = None
+        if hasattr(self, "endpoint"):
+            self.endpoint = endpoint  # a reconnect (session resume) goes to the new node
         old_core, old_control, old_udp = old[0], old[1], old[2]
         self._retired.pop(old_control, None)  # its session ends with moved: nothing to keep
         if old_control is not None:

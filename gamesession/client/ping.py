@@ -1,6 +1,8 @@
 """``gamesession ping``: log in, send pings over UDP, print a summary.
 
-The last line is ``N sent, M received, L% loss, rtt min/avg/max = a/b/c ms``.
+The last line is ``N sent, M received, L% loss, rtt min/avg/max = a/b/c ms``,
+then ``, K resumed`` when the control connection dropped and the session
+resumed K times (the pings go on meanwhile: they travel over UDP).
 Exit 0 when the login succeeded and at least one pong came back; otherwise
 one line on stderr says what failed.
 """
@@ -14,7 +16,8 @@ from gamesession.client.gameclient import FramingMismatch, GameClient
 from gamesession.client.password import Password, login_with_password
 from gamesession.protocol.clientcore import LoginFailed
 from gamesession.protocol.handshake import ServerKeyMismatch
-from gamesession.knock.client import knock_and_connect
+from gamesession.knock.client import DEFAULT_SETTLE as KNOCK_SETTLE
+from gamesession.knock.client import knock, knock_and_connect
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
@@ -45,7 +48,7 @@ def describe_failure(exc, server: str, framing: str = "int16") -> str:
     return "{}: {}".format(server, exc)
 
 
-def summary(sent: int, rtts) -> str:
+def summary(sent: int, rtts, resumed: int = 0) -> str:
     received = len(rtts)
     loss = 100.0 * (sent - received) / sent if sent else 0.0
     if rtts:
@@ -53,8 +56,11 @@ def summary(sent: int, rtts) -> str:
         rtt = "{:.3f}/{:.3f}/{:.3f}".format(min(ms), sum(ms) / len(ms), max(ms))
     else:
         rtt = "-/-/-"
-    return "{} sent, {} received, {:.0f}% loss, rtt min/avg/max = {} ms".format(
+    line = "{} sent, {} received, {:.0f}% loss, rtt min/avg/max = {} ms".format(
         sent, received, loss, rtt)
+    if resumed:
+        line += ", {} resumed".format(resumed)
+    return line
 
 
 async def run_pings(reactor, client, count, interval, timeout, out=print):
@@ -147,11 +153,20 @@ async def ping_main(reactor, args, server_key, password: "Password | None" = Non
     server = join_host_port(*split_host_port(args.server, 7000))
     print("logged in to {} as {}; UDP to {}".format(
         server, client.welcome.user, join_host_port(*client.server_udp)))
+    if getattr(args, "knock", None):
+        async def knock_again():
+            await knock(reactor, host, args.knock, secret=args.knock_secret)
+            await task.deferLater(reactor, KNOCK_SETTLE, lambda: None)
+        client.before_reconnect = lambda: defer.ensureDeferred(knock_again())
+    client.on_reconnecting = lambda reason: print("reconnecting... ({})".format(reason))
+    client.on_reconnected = lambda resumed: print(
+        "resumed the session" if resumed else "logged in again (the session could not resume)")
+    client.on_resume_failed = lambda reason: print("could not resume: {}".format(reason))
     rtts = await run_pings(reactor, client, args.count, args.interval, args.timeout)
     ended_early = client.end_reason is not None
     if not ended_early:
         await client.logout().addTimeout(args.timeout, reactor).addErrback(lambda _: None)
-    print(summary(args.count, rtts))
+    print(summary(args.count, rtts, client.resumed))
     if not rtts and ended_early:
         raise SystemExit(1)
     if not rtts:

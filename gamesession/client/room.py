@@ -103,7 +103,7 @@ class Room:
         once this session left the room.
         """
         self._check_open()
-        self._client.control.sendFrame(self._client.core.room_message(self.id, data, to))
+        self._client._send_control(self._client.core.room_message(self.id, data, to))
 
     def send_datagram(self, data: bytes, to=None) -> None:
         """Send ``data`` unreliably over UDP to every other member, or to ``to``.
@@ -175,7 +175,7 @@ class RoomOperations:
         rid, frame = request
         d = defer.Deferred(lambda _: self._requests.pop(rid, None))
         self._requests[rid] = d
-        self.control.sendFrame(frame)
+        self._send_control(frame)
         return d
 
     async def create_room(self, room_type: str, label: "dict | None" = None,

@@ -143,6 +143,10 @@ async def room_main(reactor, args, server_key, password=None):
     def presence(event):
         if event.event == "join":
             console.say("+ {} joined".format(event.user))
+        elif event.event == "reconnecting":
+            console.say("~ {} reconnecting...".format(event.user))
+        elif event.event == "back":
+            console.say("+ {} is back".format(event.user))
         else:
             console.say("- {} left ({})".format(event.user, event.reason))
 
@@ -150,6 +154,10 @@ async def room_main(reactor, args, server_key, password=None):
         console.say("<{}> {}".format(room.user(event.sender) or "room", printable(event.data)))
 
     room.on_presence = presence
+    # This client's own connection (session resume): the room seat is kept.
+    client.on_reconnecting = lambda reason: console.say("~ reconnecting... ({})".format(reason))
+    client.on_reconnected = lambda resumed: console.say(
+        "+ back" if resumed else "+ logged in again: the room was lost")
     room.on_message = said
     room.on_datagram = said
     client.on_room_error = lambda e: complain("not sent: {} ({})".format(e.reason, e.code))

@@ -140,9 +140,12 @@ def summarize(figures: Figures) -> list:
     logouts = figures.by("logouts_total", "reason")
     dropped = figures.by("udp_dropped_total", "reason")
     errors = figures.by("protocol_errors_total", "code")
+    suspended = figures.get("sessions_suspended") if figures.has("sessions_suspended") else 0
     lines = [
-        "sessions: {} active (max {})".format(_n(figures.get("sessions_active")),
-                                               _n(figures.get("sessions_max"))),
+        "sessions: {} active{} (max {})".format(
+            _n(figures.get("sessions_active")),
+            ", {} suspended".format(_n(suspended)) if suspended else "",
+            _n(figures.get("sessions_max"))),
         "logins: {} ok, {} failed{}".format(_n(ok), _n(sum(logins.values())), _breakdown(logins)),
         "logouts: {}{}".format(_n(sum(logouts.values())), _breakdown(logouts)),
         "tcp: {} connections, {} pending login, {} closed for bad input{}".format(
@@ -163,6 +166,11 @@ def summarize(figures: Figures) -> list:
         lines.append("rtt: p50 ~{:.1f} ms, p90 ~{:.1f} ms over {} pings".format(
             p50 * 1000, p90 * 1000, _n(figures.get("rtt_seconds_count"))))
     lines.append("roams: {}".format(_n(figures.get("roams_total"))))
+    if figures.has("resumes_total"):
+        resumes = figures.by("resumes_total", "outcome")
+        resumed = resumes.pop("ok", 0)
+        lines.append("resumes: {} ok, {} refused{}".format(
+            _n(resumed), _n(sum(resumes.values())), _breakdown({k: v for k, v in resumes.items() if v})))
     if figures.has("rooms_active"):
         limited = figures.by("room_limited_total", "limit")
         lines.append("rooms: {} active, {} members; relayed udp {} in / {} out, tcp {} in / {} out; "

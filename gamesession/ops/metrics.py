@@ -39,6 +39,8 @@ LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_l
 CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore", "register_room",
                       "update_room", "remove_room", "list_rooms", "reserve_seat",
                       "redeem_ticket", "live_nodes")
+RESUME_OUTCOMES = ("ok", "resume_unknown", "resume_expired", "resume_used", "resume_ended",
+                   "resume_off", "too_many_attempts")
 LIMITS = ("pending_total", "pending_per_address", "pending_per_subnet", "pending_evicted",
           "hello_timeout", "hello_rate", "hello_rate_subnet", "message_rate", "send_buffer")
 LOGOUT_REASONS = END_REASONS
@@ -111,6 +113,7 @@ class ServerCollector:
         dropped = dict(stats.dropped)
         logins = dict(stats.logins)
         logouts = dict(stats.logouts)
+        resumes = dict(stats.resumes)
         errors = dict(stats.protocol_errors)
         limited = dict(stats.limited)
         rtt = stats.rtt
@@ -126,6 +129,12 @@ class ServerCollector:
                                 "outcome", logins, LOGIN_OUTCOMES)
         yield _labelled_counter("logouts", "Sessions ended, by reason.",
                                 "reason", logouts, LOGOUT_REASONS)
+        yield GaugeMetricFamily(PREFIX + "sessions_suspended",
+                                "Sessions whose TCP connection dropped, waiting for a resume "
+                                "(--resume-grace); counted in sessions_active too.",
+                                value=stats.suspended)
+        yield _labelled_counter("resumes", "Resume requests that reached a decision, by outcome.",
+                                "outcome", resumes, RESUME_OUTCOMES)
 
         yield _labelled_counter(
             "udp_datagrams", "UDP datagrams received (in, before any check) and sent (out).",

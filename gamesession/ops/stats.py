@@ -67,6 +67,11 @@ class ServerStats:
     dropped: Counter = attrs.Factory(Counter)
     # Logins by outcome: ok, auth_failed, server_full, already_logged_in, too_many_attempts, ...
     logins: Counter = attrs.Factory(Counter)
+    # Resume requests by outcome: ok, resume_unknown, resume_expired, resume_used,
+    # resume_ended, resume_off, too_many_attempts (docs/protocol.md, "Session resume").
+    resumes: Counter = attrs.Factory(Counter)
+    # Sessions suspended now: their control connection closed, a resume may follow.
+    suspended: int = 0
     # Sessions ended, by reason: logout, disconnected, timeout, kicked, replaced, shutdown
     logouts: Counter = attrs.Factory(Counter)
     # TCP connections closed for bad input, by error code name.

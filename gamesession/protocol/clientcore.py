@@ -1,14 +1,23 @@
 """The client's side of the protocol, sans-I/O.
 
 Feed it TCP frames and UDP datagrams; it returns frames and datagrams to
-send and events to act on.  The Twisted client (``client.py``) is one driver;
-a pygame or asyncio loop can drive the same object.
+send and events to act on.  The Twisted client (``client/gameclient.py``) is
+one driver; a pygame or asyncio loop can drive the same object.
+
+After the control connection drops, ``reconnect()`` starts a fresh handshake
+on a new connection that resumes the session (``protocol/resume.py``) when
+the core holds a ticket, or logs in again; the UDP channel then switches to
+the new token and keys (``Resumed`` or a new ``Welcome``).  Counters start at
+0 under each new key and nothing is ever sealed under a previous key again;
+datagrams still arriving under the previous key are accepted until the first
+one under the new key.
 """
 
 import attrs
 
-from gamesession.protocol import rooms, transfer, wire
-from gamesession.protocol.datagram import MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind, split_header
+from gamesession.protocol import resume, rooms, transfer, wire
+from gamesession.protocol.datagram import (MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind,
+                                           split_header)
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 # The room events, typed by the shared codec; re-exported as this module's.
 from gamesession.protocol.rooms import (  # noqa: F401
@@ -41,6 +50,20 @@ class LoginFailed(Exception):
         return "{} ({})".format(self.reason, self.code)
 
 
+class ResumeRefused(LoginFailed):
+    """Error 410: the session cannot be resumed; ``refused`` says why (``ended``: its end reason)."""
+
+    def __init__(self, code: int, reason: str, refused: str, ended: "str | None"):
+        super().__init__(code, reason)
+        self.refused = refused
+        self.ended = ended
+
+    @property
+    def final(self) -> bool:
+        """The session ended for good (logout, kick, replace, shutdown): do not log in again."""
+        return self.ended in resume.FINAL_REASONS
+
+
 @attrs.frozen
 class Welcome:
     """The login succeeded: the session's token, UDP port and timers (seconds)."""
@@ -50,6 +73,30 @@ class Welcome:
     udp_port: int
     session_timeout: float
     keepalive: float
+    # The resume ticket (protocol/resume.py); None when the server does not resume.
+    ticket: "resume.Ticket | None" = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Unsent:
+    """A session frame made while reconnecting: seal it with ``seal_message(message)``
+    once the session is back (it must go out under the new connection's keys)."""
+
+    message: dict
+
+
+@attrs.frozen
+class Resumed:
+    """The session resumed on a new connection: its new token and ticket are in ``welcome``."""
+
+    welcome: Welcome
+
+
+@attrs.frozen
+class Pong:
+    """The answer to a TCP ``ping``: the control connection carries frames."""
+
+    ping_id: int
 
 
 @attrs.frozen
@@ -114,6 +161,7 @@ class ClientCore:
 
     def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None,
                  ticket_login: "dict | None" = None):
+        self.server_public_key = bytes(server_public_key)
         self.handshake = ClientHandshake(server_public_key, ephemeral)
         self.user = user
         self.password = password
@@ -128,6 +176,31 @@ class ClientCore:
         self._last_rid = 0
         #: ROOM_RELAY datagrams for a room this client is not (or not yet) in.
         self.unknown_room_datagrams = 0
+        # The channel before the last switch: receives only, until the new one hears.
+        self.previous_channel = None
+        # The ticket this connection's handshake presents (reconnect), else None: a login.
+        self.resuming = None
+        # True while the connection carries the session (after welcome or resumed).
+        self.established = False
+
+    @property
+    def ticket(self) -> "resume.Ticket | None":
+        """The ticket to resume with, from the last welcome or resumed."""
+        return self.welcome.ticket if self.welcome is not None else None
+
+    def reconnect(self, resume_session: bool = True, ephemeral=None) -> bytes:
+        """Start over on a new connection: a fresh handshake; returns its hello.
+
+        With ``resume_session`` and a ticket, the handshake ends in a resume;
+        otherwise in a login with the core's credentials.
+        """
+        self.handshake = ClientHandshake(self.server_public_key, ephemeral)
+        self.sender = self.receiver = None
+        self.established = False
+        self.resuming = self.ticket if resume_session else None
+        if resume_session and self.resuming is None:
+            raise ValueError("no resume ticket: the server gave none")
+        return self.hello()
 
     def hello(self) -> bytes:
         """The first frame to send: the protocol version and this login's ephemeral key."""
@@ -160,8 +233,15 @@ class ClientCore:
             self.keys = keys
             self.sender = StreamCipher(keys.tcp_c2s, 0)
             self.receiver = StreamCipher(keys.tcp_s2c, 1)
+            if self.resuming is not None:
+                proof = resume.proof(self.resuming.secret, self.handshake.ephemeral_public,
+                                     wire.bytes_field(message, "server_key", size=32),
+                                     self.server_public_key)
+                return [self.seal_message(resume.resume_message(self.resuming.resume_id, proof))], []
+            # A ticket_login is sent once: a later connection logs in with the credentials.
             login = self.ticket_login or {"type": "login", "user": self.user,
                                           "password": self.password}
+            self.ticket_login = None
             return [self.seal_message(login)], []
         if message["type"] != "sealed":
             # Errors before the keys existed come in clear; once the channel is
@@ -174,16 +254,21 @@ class ClientCore:
         except BadBox:
             raise ProtocolError(ErrorCode.BAD_BOX, "server frame did not open")
         kind = inner["type"]
-        if kind == "welcome":
-            self.welcome = Welcome(
+        if kind == "welcome" or (kind == "resumed" and self.resuming is not None):
+            welcome = Welcome(
                 user=wire.text_field(inner, "user", wire.MAX_USER),
                 token=wire.bytes_field(inner, "token", size=TOKEN_SIZE),
                 udp_port=wire.int_field(inner, "udp_port", 1, 65535),
                 session_timeout=float(inner.get("session_timeout", 10)),
                 keepalive=float(inner.get("keepalive", 2)),
+                ticket=resume.parse_ticket(inner),
             )
-            self.channel = DatagramChannel(self.welcome.token, self.keys.udp_c2s, self.keys.udp_s2c)
-            return [], [self.welcome]
+            self._switch_channel(welcome)
+            self.resuming = None
+            self.established = True
+            return [], [welcome if kind == "welcome" else Resumed(welcome)]
+        if kind == "pong":
+            return [], [Pong(wire.int_field(inner, "id", 0, 2**31 - 1))]
         if kind == "error":
             raise self._failure(inner)
         if kind == "session_end":
@@ -207,35 +292,78 @@ class ClientCore:
         on from this core's.  This session ends with reason ``moved`` once
         the new node took it.  ``options`` go to the room handler.
         """
-        core = ClientCore(self.handshake.server_static, self.user, None, ephemeral,
+        core = ClientCore(self.server_public_key, self.user, self.password, ephemeral,
                           transfer.ticket_login(redirect.ticket, redirect.rid, options))
         core._last_rid = self._last_rid
         return core
 
+    def _switch_channel(self, welcome: Welcome) -> None:
+        """Use the new token and this handshake's UDP keys; never seal under the old ones."""
+        if self.channel is not None:
+            self.previous_channel = self.channel
+        self.welcome = welcome
+        self.channel = DatagramChannel(welcome.token, self.keys.udp_c2s, self.keys.udp_s2c)
+
     @staticmethod
     def _failure(message: dict) -> LoginFailed:
         code = message.get("code")
+        code = code if isinstance(code, int) else 0
         reason = message.get("reason")
-        return LoginFailed(code if isinstance(code, int) else 0,
-                           reason if isinstance(reason, str) else "error")
+        reason = reason if isinstance(reason, str) else "error"
+        if code == ErrorCode.RESUME_REFUSED:
+            refused, ended = message.get("refused"), message.get("ended")
+            return ResumeRefused(code, reason, refused if isinstance(refused, str) else "unknown",
+                                 ended if isinstance(ended, str) else None)
+        return LoginFailed(code, reason)
+
+    def tcp_ping(self, ping_id: int) -> bytes:
+        """A sealed TCP ``ping``; the server answers ``pong`` with the same id."""
+        return self.seal_message({"type": "ping", "id": ping_id})
 
     def logout(self) -> bytes:
         """The frame that ends the session politely."""
         return self.seal_message({"type": "logout"})
 
-    def data_message(self, payload: bytes) -> bytes:
-        """The sealed frame of an application message; PayloadTooLarge over MAX_MESSAGE."""
+    @staticmethod
+    def check_message(payload: bytes) -> None:
+        """PayloadTooLarge when an application message is over MAX_MESSAGE."""
         if len(payload) > MAX_MESSAGE:
             raise PayloadTooLarge("message of {} bytes is over the {}-byte limit (MAX_MESSAGE)"
                                   .format(len(payload), MAX_MESSAGE))
-        return self.seal_message({"type": "data", "data": wire.b64(payload)})
+
+    def data_message(self, payload: bytes) -> bytes:
+        """The sealed frame of an application message; PayloadTooLarge over MAX_MESSAGE."""
+        self.check_message(payload)
+        return self.session_frame({"type": "data", "data": wire.b64(payload)})
+
+    def connection_lost(self) -> None:
+        """The control connection is gone: session frames are Unsent until the next one."""
+        self.established = False
+
+    def session_frame(self, message: dict) -> "bytes | Unsent":
+        """``message`` sealed, or Unsent while reconnecting (seal it once back)."""
+        if not self.established:
+            return Unsent(message)
+        return self.seal_message(message)
 
     def datagram_received(self, packet: bytes):
         """(kind, payload) of an authenticated datagram for this session, else Drop."""
         token, counter, box = split_header(packet)
-        if self.channel is None or token != self.channel.token:  # (no session yet: a move)
+        channel = self.channel
+        if channel is None:  # no session yet (a move under way)
             raise Drop("unknown_token")
-        kind, payload, _ = self.channel.open(counter, box)
+        if token != channel.token:
+            previous = self.previous_channel
+            if previous is None or token != previous.token:
+                raise Drop("unknown_token")
+            kind, payload, _ = previous.open(counter, box)
+            if kind == Kind.DISCONNECT:
+                # About the state before the switch (our own fallback login
+                # replacing the old session): the current session goes on.
+                raise Drop("superseded")
+            return kind, payload
+        kind, payload, _ = channel.open(counter, box)
+        self.previous_channel = None
         return kind, payload
 
     def datagram(self, kind: int, payload: bytes = b"") -> bytes:
@@ -256,7 +384,7 @@ class ClientCore:
 
     def _request(self, build, *args):
         rid = self._rid()
-        return rid, self.seal_message(build(rid, *args))
+        return rid, self.session_frame(build(rid, *args))
 
     def create_room(self, room_type: str, label: "dict | None" = None,
                     max_members: "int | None" = None, listed: bool = True,
@@ -306,7 +434,7 @@ class ClientCore:
         if len(data) > MAX_ROOM_MESSAGE:
             raise PayloadTooLarge("room message of {} bytes is over the {}-byte limit"
                                   " (MAX_ROOM_MESSAGE)".format(len(data), MAX_ROOM_MESSAGE))
-        return self.seal_message(rooms.send(room, data, _targets(to)))
+        return self.session_frame(rooms.send(room, data, _targets(to)))
 
     def room_datagram(self, room, data: bytes, to=None) -> bytes:
         """A sealed ROOM_SEND datagram (UDP: unreliable); ``to`` as in room_message.
@@ -348,8 +476,9 @@ class ClientCore:
             if state is not None:
                 if event.event == "join":
                     state.members[event.member] = event.user
-                else:
+                elif event.event == "leave":
                     state.members.pop(event.member, None)
+                # reconnecting / back: the member keeps its seat.
         elif kind is rooms.RoomLabel:
             state = self.rooms.get(event.room)
             if state is not None:

@@ -51,7 +51,9 @@ MAX_ROOM_DATAGRAM = MAX_PAYLOAD - ROOM_ID_SIZE - 4
 
 LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
                  "shutdown", "closed", "moved")
-PRESENCE_EVENTS = ("join", "leave")
+# "reconnecting" and "back": a member's session was suspended and resumed
+# (session resume, docs/protocol.md §8); the member keeps its seat meanwhile.
+PRESENCE_EVENTS = ("join", "leave", "reconnecting", "back")
 
 REQUEST_TYPES = ("room_create", "room_join", "room_join_or_create", "room_leave",
                  "room_list", "room_send")
@@ -621,7 +623,7 @@ def parse_event(message: dict):
     if kind == "room_presence":
         event = _text(message, "event")
         if event not in PRESENCE_EVENTS:
-            raise ProtocolError(ErrorCode.BAD_FIELD, "event must be join or leave")
+            raise ProtocolError(ErrorCode.BAD_FIELD, "event must be join, leave, reconnecting or back")
         reason = message.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise ProtocolError(ErrorCode.BAD_FIELD, "reason must be a string")

@@ -9,8 +9,8 @@ import struct
 
 from nacl.public import PrivateKey
 
-from gamesession.protocol import rooms, transfer, wire
-from gamesession.protocol.clientcore import ClientCore
+from gamesession.protocol import resume, rooms, transfer, wire
+from gamesession.protocol.clientcore import ClientCore, Welcome
 from gamesession.protocol.datagram import DatagramChannel, Kind
 from gamesession.protocol.handshake import StreamCipher, nonce, server_respond
 
@@ -68,15 +68,78 @@ def room_vectors() -> "list[tuple[str, bytes]]":
     return out
 
 
+# The resume (docs/protocol.md, "Session resume"): a ticket from the first
+# login, then a second handshake with fresh ephemeral keys.
+RESUME_ID = bytes(range(0xa0, 0xb0))
+RESUME_SECRET = bytes(range(0xc0, 0xe0))
+RESUME_GRACE = 20.0
+CLIENT_EPHEMERAL_2 = PrivateKey(bytes(range(96, 128)))
+SERVER_EPHEMERAL_2 = PrivateKey(bytes(range(128, 160)))
+TOKEN_2 = bytes.fromhex("1112131415161718")
+RESUME_ID_2 = bytes(range(0xe0, 0xf0))
+RESUME_SECRET_2 = bytes(range(0x10, 0x30))
+
+
+def _challenge(reply) -> bytes:
+    return wire.encode({
+        "type": "challenge", "version": wire.PROTOCOL_VERSION,
+        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
+    })
+
+
+def _handshake_vectors(prefix: str, client_ephemeral, server_ephemeral, reply) -> list:
+    """The ephemeral keys and the four session keys of one handshake."""
+    keys = reply.keys
+    return [
+        (prefix + "client_ephemeral_private", bytes(client_ephemeral)),
+        (prefix + "client_ephemeral_public", bytes(client_ephemeral.public_key)),
+        (prefix + "server_ephemeral_private", bytes(server_ephemeral)),
+        (prefix + "server_ephemeral_public", reply.server_ephemeral),
+        (prefix + "key_tcp_c2s", keys.tcp_c2s),
+        (prefix + "key_tcp_s2c", keys.tcp_s2c),
+        (prefix + "key_udp_c2s", keys.udp_c2s),
+        (prefix + "key_udp_s2c", keys.udp_s2c),
+    ]
+
+
+def compute_resume() -> "list[tuple[str, bytes]]":
+    """The resume handshake after the login of ``compute``, and the first datagram after it."""
+    core = ClientCore(bytes(SERVER_STATIC.public_key), USER, PASSWORD, ephemeral=CLIENT_EPHEMERAL)
+    core.welcome = Welcome(USER, TOKEN, 7001, 10.0, 2.0,
+                           resume.Ticket(RESUME_ID, RESUME_SECRET, RESUME_GRACE))
+    hello = core.reconnect(ephemeral=CLIENT_EPHEMERAL_2)
+    reply = server_respond(SERVER_STATIC, bytes(CLIENT_EPHEMERAL_2.public_key), SERVER_EPHEMERAL_2)
+    keys = reply.keys
+    [request], _ = core.frame_received(_challenge(reply))
+    proof = resume.proof(RESUME_SECRET, bytes(CLIENT_EPHEMERAL_2.public_key),
+                         reply.server_ephemeral, bytes(SERVER_STATIC.public_key))
+    server_tcp = StreamCipher(keys.tcp_s2c, 1)
+    resumed = wire.encode(wire.sealed(server_tcp.seal(wire.encode({
+        "type": "resumed", "user": USER, "token": wire.b64(TOKEN_2), "udp_port": 7001,
+        "session_timeout": 10.0, "keepalive": 2.0,
+        **resume.ticket_fields(resume.Ticket(RESUME_ID_2, RESUME_SECRET_2, RESUME_GRACE)),
+    }))))
+    core.frame_received(resumed)
+    ping = core.datagram(Kind.PING, PING_ID)
+    return [
+        ("resume_id", RESUME_ID),
+        ("resume_secret", RESUME_SECRET),
+    ] + _handshake_vectors("resume_", CLIENT_EPHEMERAL_2, SERVER_EPHEMERAL_2, reply) + [
+        ("resume_proof", proof),
+        ("frame_resume_hello", hello),
+        ("frame_resume", request),
+        ("frame_resumed", resumed),
+        ("resumed_token", TOKEN_2),
+        ("udp_ping_c2s_after_resume", ping),
+    ]
+
+
 def compute() -> "list[tuple[str, bytes]]":
     core = ClientCore(bytes(SERVER_STATIC.public_key), USER, PASSWORD, ephemeral=CLIENT_EPHEMERAL)
     reply = server_respond(SERVER_STATIC, bytes(CLIENT_EPHEMERAL.public_key), SERVER_EPHEMERAL)
     keys = reply.keys
     hello = core.hello()
-    challenge = wire.encode({
-        "type": "challenge", "version": wire.PROTOCOL_VERSION,
-        "server_key": wire.b64(reply.server_ephemeral), "confirm": wire.b64(reply.confirm),
-    })
+    challenge = _challenge(reply)
     [login], _ = core.frame_received(challenge)
     # The same handshake made for a move: the ticket login is the client's frame 0.
     mover = ClientCore(bytes(SERVER_STATIC.public_key), USER, None, ephemeral=CLIENT_EPHEMERAL,
@@ -105,14 +168,7 @@ def compute() -> "list[tuple[str, bytes]]":
     return [
         ("server_static_private", bytes(SERVER_STATIC)),
         ("server_static_public", bytes(SERVER_STATIC.public_key)),
-        ("client_ephemeral_private", bytes(CLIENT_EPHEMERAL)),
-        ("client_ephemeral_public", bytes(CLIENT_EPHEMERAL.public_key)),
-        ("server_ephemeral_private", bytes(SERVER_EPHEMERAL)),
-        ("server_ephemeral_public", reply.server_ephemeral),
-        ("key_tcp_c2s", keys.tcp_c2s),
-        ("key_tcp_s2c", keys.tcp_s2c),
-        ("key_udp_c2s", keys.udp_c2s),
-        ("key_udp_s2c", keys.udp_s2c),
+    ] + _handshake_vectors("", CLIENT_EPHEMERAL, SERVER_EPHEMERAL, reply) + [
         ("nonce_counter_1", nonce(1)),
         ("confirm", reply.confirm),
         ("frame_hello", hello),
@@ -130,7 +186,7 @@ def compute() -> "list[tuple[str, bytes]]":
         ("udp_room_send_c2s_counter_3", room_send),
         ("udp_room_relay_s2c_counter_1", room_relay),
         ("frame_ticket_login_sealed_c2s_counter_0", ticket_login),
-    ] + room_vectors() + transfer_vectors()
+    ] + room_vectors() + compute_resume() + transfer_vectors()
 
 
 def render() -> str:

@@ -56,6 +56,7 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_TYPE = 404
     LOGIN_TIMEOUT = 408
     ALREADY_LOGGED_IN = 409  # --duplicate-login reject
+    RESUME_REFUSED = 410  # unknown, expired, used or ended resume ticket (member ``refused``)
     FRAME_TOO_LONG = 413
     BAD_FIELD = 422  # missing field or wrong type or size
     BAD_VERSION = 426

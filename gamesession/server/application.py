@@ -22,6 +22,8 @@ class ISession(Interface):
     user = Attribute("The user name the player logged in with.")
     avatar = Attribute("The avatar the cred realm returned (an IPlayer).")
     address = Attribute("The UDP (host, port) learned from authenticated packets, or None.")
+    suspended = Attribute("True while its TCP connection is gone and a resume may follow "
+                          "(--resume-grace); UDP still works, TCP messages wait.")
 
     def send_datagram(payload):
         """Send bytes over UDP (unreliable); False if no UDP address is known yet."""
@@ -100,6 +102,20 @@ class IGameApplication(Interface):
 
     def message_received(session, payload):
         """An application message arrived over the TCP control channel."""
+
+
+class IResumeListener(Interface):
+    """Optional methods of an application told about suspensions (``--resume-grace``).
+
+    An application without them sees only session_started/session_ended: a
+    suspended session that never resumes ends with ``disconnected``.
+    """
+
+    def session_suspended(session):
+        """The session's TCP connection closed without a logout; it may resume."""
+
+    def session_resumed(session):
+        """The session resumed on a new connection: same session object, new token."""
 
 
 @implementer(IGameApplication)

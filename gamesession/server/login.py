@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gamesession.protocol import resume as resume_protocol
 from gamesession.protocol import transfer, wire
 from gamesession.server.accounts import IPlayer, ITransferTicket, TransferTicket
 from gamesession.framing import FRAMINGS
@@ -36,7 +37,8 @@ ROOM_REQUESTS = frozenset(REQUEST_TYPES)
 ROOM_TYPES = ROOM_REQUESTS | frozenset(EVENT_TYPES)
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed", "ticket_login"]) | ROOM_TYPES
+                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong",
+                         "ticket_login"]) | ROOM_TYPES
 
 
 def seconds_text(wait: float) -> str:
@@ -256,14 +258,14 @@ class LoginProtocol:
             self.transport.unregisterProducer()
         self.transport.loseConnection()
 
-    def fail(self, code: ErrorCode, reason: str) -> None:
-        """Answer bad input with an error and close; the session (if any) ends."""
+    def fail(self, code: ErrorCode, reason: str, message: "dict | None" = None) -> None:
+        """Answer bad input with an error (``message``, if given) and close; the session (if any) ends."""
         if self.state == "closed":
             return
         self.factory.registry.stats.protocol_errors[code.name.lower()] += 1
         self.log.debug("closing {peer}: {code} {reason}", peer=self.transport.getPeer(),
                        code=int(code), reason=reason)
-        self.send_message(wire.error(code, reason))
+        self.send_message(message or wire.error(code, reason))
         self.state = "closed"
         self._login_settled()
         self._end_session()
@@ -300,6 +302,8 @@ class LoginProtocol:
             "confirm": wire.b64(reply.confirm),
         })
         self.keys = reply.keys
+        # What a resume proof covers (protocol.resume.proof): ce.pub, se.pub, ss.pub.
+        self.publics = (client_key, reply.server_ephemeral, self.factory.server_public)
         self.sender = StreamCipher(reply.keys.tcp_s2c, 1)
         self.receiver = StreamCipher(reply.keys.tcp_c2s, 0)
         self.state = "login"
@@ -316,6 +320,8 @@ class LoginProtocol:
             self._login(message)
         elif self.state == "login" and kind == "ticket_login":
             self._ticket_login(message)
+        elif self.state == "login" and kind == "resume":
+            self._resume(message)
         elif self.state == "active":
             self.session.last_seen = self.factory.clock.seconds()
             if kind == "data":
@@ -325,6 +331,9 @@ class LoginProtocol:
                 self.factory.registry.rooms.request(self.session, message)
             elif kind == "logout":
                 self.factory.registry.end(self.session, "logout")
+            elif kind == "ping":
+                # The client's check that this connection still carries frames.
+                self.send_message({"type": "pong", "id": wire.int_field(message, "id", 0, 2**31 - 1)})
             elif kind == "login":
                 raise ProtocolError(ErrorCode.UNEXPECTED, "already logged in on this connection")
             else:
@@ -340,24 +349,24 @@ class LoginProtocol:
 
     # -- login --------------------------------------------------------------------
 
-    def _backing_off(self) -> bool:
-        """Refuse (and say True) while this address waits out failed logins."""
+    def _backoff(self) -> "LoginRefused | None":
+        """TOO_MANY_ATTEMPTS while this address must wait after failed logins or resumes."""
         limits = self.factory.limits
         if limits is not None:
             wait = limits.attempts.wait(self.host, self.factory.clock.seconds())
             if wait > 0:
-                self._refused(LoginRefused(
+                return LoginRefused(
                     ErrorCode.TOO_MANY_ATTEMPTS,
                     "too many failed logins from your address; try again in {}"
-                    .format(seconds_text(wait)), "too_many_attempts"))
-                return True
-        return False
+                    .format(seconds_text(wait)), "too_many_attempts")
+        return None
 
     def _ticket_login(self, message: dict):
         # A transfer ticket from another node in place of a password (cluster.rooms).
         self.transfer = transfer.parse_ticket_login(message)
-        if self._backing_off():
-            return
+        refused = self._backoff()
+        if refused is not None:
+            return self._refused(refused)
         if ITransferTicket not in self.factory.portal.listCredentialsInterfaces():
             return self._refused(LoginRefused(
                 ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
@@ -375,9 +384,10 @@ class LoginProtocol:
     def _login(self, message: dict):
         user = wire.text_field(message, "user", wire.MAX_USER)
         password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
-        self.user = user
-        if self._backing_off():
-            return
+        refused = self._backoff()
+        if refused is not None:
+            self.user = user
+            return self._refused(refused)
         # Admission (duplicate user, server full) is decided by registry.open
         # after the password: checked first, "already logged in" (409) would
         # tell anyone who is online.
@@ -438,11 +448,50 @@ class LoginProtocol:
             "udp_port": self.factory.public_udp_port,
             "session_timeout": registry.session_timeout,
             "keepalive": registry.keepalive,
+            **resume_protocol.ticket_fields(registry.resumes.issue(self.session)),
         })
         registry.announce(self.session)
         if self.credentials is not None:  # seated as by a room_join of the ticket's room
             registry.rooms.request(self.session, room_join(
                 self.transfer.rid, self.credentials.redeemed.room_id, self.transfer.options))
+
+    # -- resume (server/resume.py) ------------------------------------------------------
+
+    def _resume(self, message: dict):
+        resume_id, proof = resume_protocol.parse_resume(message)
+        registry = self.factory.registry
+        limits = self.factory.limits
+        refused = self._backoff()
+        if refused is None:
+            try:
+                resumption = registry.resumes.resume(resume_id, proof, self.publics, self, self.keys)
+            except LoginRefused as e:
+                refused = e
+                if limits is not None:
+                    limits.attempts.failed(self.host, self.factory.clock.seconds())
+        if refused is not None:
+            registry.stats.resumes[refused.outcome] += 1
+            self.log.info("resume refused from {peer}: {reason}", peer=self.transport.getPeer().host,
+                          reason=refused.reason, event="resume", outcome=refused.outcome)
+            return self.fail(refused.code, refused.reason, getattr(refused, "message", None))
+        session = self.session = resumption.session
+        self.keys = None  # the ciphers and the session hold what they need of them
+        self.user = session.user
+        self._login_settled()
+        if limits is not None:
+            limits.attempts.succeeded(self.host, session.user)
+        self.state = "active"
+        self.send_message({
+            "type": "resumed",
+            "user": session.user,
+            "token": wire.b64(session.token),
+            "udp_port": self.factory.public_udp_port,
+            "session_timeout": registry.session_timeout,
+            "keepalive": registry.keepalive,
+            **resume_protocol.ticket_fields(resumption.ticket),
+        })
+        registry.resumes.deliver(resumption, self)
+        registry.resumes.announce(resumption, self.transport.getPeer().host)
 
     def _refused(self, refused: LoginRefused):
         self.factory.registry.stats.logins[refused.outcome] += 1
@@ -484,6 +533,13 @@ class LoginProtocol:
         self.state = "closed"
         self._close()
 
+    def detach(self) -> None:
+        # The client resumed elsewhere: this connection is presumed dead (it may
+        # be black-holed, so do not wait for its buffer to drain).
+        self.session = None
+        self.state = "closed"
+        self.transport.abortConnection()
+
 
 class LoginFactory(Factory):
     """Builds login protocols in the chosen framing; holds what they share."""
@@ -497,6 +553,7 @@ class LoginFactory(Factory):
         self.clock = clock
         self.login_timeout = login_timeout
         self.gate = gate
+        self.server_public = bytes(server_key.public_key)
         # limits.Limits, or None for none (tests and embedding; twistd always sets them).
         self.limits = limits
         self.protocol = type("LoginProtocol_" + framing, (LoginProtocol, FRAMINGS[framing]), {})

@@ -97,6 +97,9 @@ class IControlChannel(Interface):
     def session_ended(reason):
         """Tell the client the session ended and why, then close."""
 
+    def detach():
+        """The session resumed on another connection: close this one, end nothing."""
+
     def send_message(message):
         """Send one control message (a dict: room events); sealed, reliable."""
 
@@ -161,6 +164,11 @@ class Session(DatagramChannel):
     def kick(self) -> None:
         self.registry.end(self, "kicked")
 
+    @property
+    def suspended(self) -> bool:
+        """True while the control connection is gone and the session waits for a resume."""
+        return self.registry.resumes.is_suspended(self)
+
     def keepalive_ping(self, now: float) -> None:
         """Keep an idle session alive with a PING that also measures the RTT.
 
@@ -189,6 +197,7 @@ class SessionRegistry:
         random_bytes=os.urandom,
         datagram_rate: float = 0.0,
         datagram_burst: "float | None" = None,
+        resume_grace: float = 0.0,
         max_sessions_per_address: int = 0,
         admission=LOCAL,
     ):
@@ -217,6 +226,10 @@ class SessionRegistry:
         self.admission = admission
         # Set by the UDP game port once it listens: has write(packet, addr).
         self.transport = None
+        from gamesession.server.resume import ResumeTable
+
+        # Suspended sessions and resume tickets (--resume-grace; 0: off).
+        self.resumes = ResumeTable(self, resume_grace)
         # Rooms with the default limits; the tap replaces it with the configured one.
         self.rooms = RoomManager(self)
 
@@ -259,9 +272,7 @@ class SessionRegistry:
         old = self.by_user.get(user)
         if old is not None:
             self.end(old, "replaced")
-        token = self.random_bytes(TOKEN_SIZE)
-        while token in self.by_token:
-            token = self.random_bytes(TOKEN_SIZE)
+        token = self._new_token()
         session = Session(self, token, user, avatar, logout, control, keys, self.clock.seconds())
         self.by_token[token] = session
         self.by_user[user] = session
@@ -271,6 +282,47 @@ class SessionRegistry:
         self.timers.add(session, self._next_check(session))
         self.stats.logins["ok"] += 1
         return session
+
+    def _uncount_host(self, host) -> None:
+        if self.by_host:
+            count = self.by_host.get(host, 0)
+            if count > 1:
+                self.by_host[host] = count - 1
+            elif count == 1:
+                del self.by_host[host]
+
+    def _new_token(self) -> bytes:
+        token = self.random_bytes(TOKEN_SIZE)
+        while token in self.by_token:
+            token = self.random_bytes(TOKEN_SIZE)
+        return token
+
+    def move(self, session: Session, control, keys):
+        """Move a resumed session onto a new control connection; returns the old one.
+
+        The session gets a new token and a UDP channel under the new
+        handshake's keys (counters from 0, a fresh replay window); the old
+        token stops working at once.  The UDP address stays until an
+        authenticated datagram moves it, as for roaming.
+        """
+        old_control = session.control
+        self.by_control.pop(old_control, None)
+        del self.by_token[session.token]
+        token = self._new_token()
+        # The session is its own channel: new token, keys, counters from 0, fresh window.
+        DatagramChannel.__init__(session, token, keys.udp_s2c, keys.udp_c2s)
+        session.control = control
+        session.ping_id = None
+        session.last_seen = self.clock.seconds()
+        self.by_token[token] = session
+        self.by_control[control] = session
+        if self.max_sessions_per_address:
+            # --max-sessions-per-address: the session now counts for its new address.
+            self._uncount_host(_host_of_control(old_control))
+            host = _host_of_control(control)
+            if host is not None:
+                self.by_host[host] = self.by_host.get(host, 0) + 1
+        return old_control
 
     def announce(self, session: Session) -> None:
         """Log a started session and tell the application (after the welcome went out)."""
@@ -286,17 +338,12 @@ class SessionRegistry:
         if reason not in ("disconnected", "logout") and session.address is not None:
             session.send(Kind.DISCONNECT, reason.encode("ascii"))
         session.ended = reason
+        self.resumes.forget(session, reason)
         del self.by_token[session.token]
         if self.by_user.get(session.user) is session:
             del self.by_user[session.user]
         self.by_control.pop(session.control, None)
-        if self.by_host:
-            host = _host_of(session)
-            count = self.by_host.get(host, 0)
-            if count > 1:
-                self.by_host[host] = count - 1
-            elif count == 1:
-                del self.by_host[host]
+        self._uncount_host(_host_of(session))
         self.stats.logouts[reason] += 1
         self.rooms.session_ended(session, reason)
         now = self.clock.seconds()
@@ -321,7 +368,7 @@ class SessionRegistry:
     def control_lost(self, control) -> None:
         """The TCP connection of a session closed."""
         session = self.by_control.get(control)
-        if session is not None:
+        if session is not None and not self.resumes.suspend(session):
             self.end(session, "disconnected")
 
     def shutdown(self) -> None:

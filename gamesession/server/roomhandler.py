@@ -77,6 +77,12 @@ class IRoomHandler(Interface):
     def left(room, member, reason):
         """``member`` left: left, logout, timeout, kicked, disconnected, replaced, shutdown."""
 
+    def member_suspended(room, member):
+        """``member``'s connection dropped; it keeps its seat for the resume grace (optional)."""
+
+    def member_resumed(room, member):
+        """``member`` resumed after ``member_suspended`` (optional)."""
+
     def message_received(room, member, payload, to):
         """A room message (TCP room_send) from ``member``."""
 
@@ -88,6 +94,10 @@ class IRoomHandler(Interface):
 
     def room_closed(room, reason):
         """The room closed: ``empty`` (last member left, linger over), ``shutdown``, ``refused`` (its creator was refused), or the reason given to ``close``."""
+
+
+#: Handler methods a handler may lack (session resume came after the others).
+OPTIONAL_METHODS = frozenset(["member_suspended", "member_resumed"])
 
 
 @implementer(IRoomHandler)
@@ -108,6 +118,12 @@ class RelayRoom:
         pass
 
     def left(self, room, member, reason):
+        pass
+
+    def member_suspended(self, room, member):
+        pass
+
+    def member_resumed(self, room, member):
         pass
 
     def message_received(self, room, member, payload, to):
@@ -136,7 +152,7 @@ def load_handler(dotted: str):
         raise TypeError("{} is not a class or callable".format(dotted))
     if isinstance(factory, type):
         missing = [name for name in IRoomHandler.names()
-                   if not callable(getattr(factory, name, None))]
+                   if name not in OPTIONAL_METHODS and not callable(getattr(factory, name, None))]
         if missing:
             raise TypeError("{} lacks {} (subclass RelayRoom)".format(dotted, ", ".join(missing)))
     return factory

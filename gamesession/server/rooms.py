@@ -583,6 +583,22 @@ class RoomManager:
             seats_index.add(room, count)
             room.seats_at = count
 
+    def session_suspended(self, session) -> None:
+        """The session's connection dropped (resume): its seats stay; the others see ``reconnecting``."""
+        self._presence_only(session, "reconnecting", "member_suspended")
+
+    def session_resumed(self, session) -> None:
+        """The suspended session resumed: the others see the member ``back``."""
+        self._presence_only(session, "back", "member_resumed")
+
+    def _presence_only(self, session, event: str, method: str) -> None:
+        for member in list(self.memberships.get(session, {}).values()):
+            room = member.room
+            self.broadcast(room, codec.presence(room.id, event, member.member_id, member.user),
+                           but=member)
+            if member.announced and getattr(room.handler, method, None) is not None:
+                self._call(room, method, member)
+
     def session_ended(self, session, reason: str) -> None:
         """The session ended: it leaves every room with the session's reason."""
         for member in list(self.memberships.get(session, {}).values()):

@@ -13,6 +13,7 @@ from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
 from twisted.python import usage
 
+from gamesession.protocol.resume import DEFAULT_RESUME_GRACE
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
 from gamesession.server.gameport import UDP_IO_CHOICES, GamePort, GamePortService
@@ -149,6 +150,9 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
          _positive(float)],
         ["login-backoff-max", None, limits.DEFAULT_LOGIN_BACKOFF_MAX,
          "Longest wait imposed on an address with failed logins, in seconds.", _positive(float)],
+        ["resume-grace", None, DEFAULT_RESUME_GRACE,
+         "Seconds a session whose TCP connection dropped stays suspended for a resume "
+         "(0: resume off, a dropped connection ends the session).", _non_negative],
         ["max-message-rate", None, limits.DEFAULT_MESSAGE_RATE,
          "TCP messages per second a logged-in session may send; beyond it (after a burst of "
          "2 s worth) the server stops reading its connection until it is back under (0: no limit).",
@@ -330,6 +334,7 @@ def makeService(config, reactor=None):
         duplicate_login=config["duplicate-login"],
         datagram_rate=config["max-datagram-rate"],
         datagram_burst=config["datagram-burst"],
+        resume_grace=config["resume-grace"],
     )
     roomoptions.make_rooms(config, registry)
     checkers = config.get("credCheckers", [])
