@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.endpoints import HostnameEndpoint
 
+from conftest import need_module
 from test_cluster import USERS, login, nodes, reactor, sleep, until  # noqa: F401 (fixture)
 from test_room_cli import say
 from gamesession.client import GameClient
@@ -21,7 +22,7 @@ from gamesession.keys import decode_key
 from gamesession.protocol import transfer
 from gamesession.protocol.clientcore import ClientCore, LoginFailed
 
-pytest.importorskip("txredisapi")
+need_module("txredisapi")
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 
 
@@ -151,4 +152,4 @@ async def test_a_killed_nodes_rooms_leave_the_listings(nodes):
         await bob.join_room(room.id)
     assert getattr(refused.value, "code", None) == 460
     await bob.logout()
-    alice._abort()
+    alice._end("test over")  # its node is dead: end it here (timers included)
