@@ -169,3 +169,17 @@ def test_bench_report_rooms(plugin_path, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "from 2 rooms results" in result.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cluster(plugin_path, tmp_path):
+    from gamesession.bench.redisproc import have_redis
+
+    need(have_redis(), "redis-server is not installed (apt-get install redis-server)")
+    figures, result = bench(plugin_path, tmp_path, "cluster", "--seconds", "0.3", "--rounds", "1")
+    for key in ("kick_ms", "redirect_join_ms", "directory_op_us"):
+        assert figures[key]["n"] > 0 and figures[key]["median"] > 0, key
+    assert figures["kick_ms"]["n"] == figures["redirect_join_ms"]["n"] == 5
+    for key in ("directory_ops_per_s", "clustered_pps", "standalone_pps", "ratio"):
+        assert figures[key] is not None and figures[key] > 0, key
+    assert figures["server_log_tracebacks"] == 0
+    assert "redirect join" in result.stdout and "cross-node kick" in result.stdout

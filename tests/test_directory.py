@@ -75,6 +75,14 @@ def world(request):
 TTL = 0.6
 
 
+async def arrived(world, events):
+    """Wait (up to a second) for a pub/sub event to reach ``events``."""
+    for _ in range(100):
+        if events:
+            return
+        await world.later(0.01)
+
+
 async def up(world, *nodes, ttl=30.0):
     await world.settle()
     for node in nodes:
@@ -120,10 +128,7 @@ async def test_claim_kick_replaces_and_tells_the_old_holder(world):
     result = await d.claim_user("alice", "node-b", "c2", "kick")
     assert result == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
     assert await d.user_node("alice") == UserRecord("alice", "node-b", "c2")
-    for _ in range(100):
-        if events:
-            break
-        await world.later(0.01)
+    await arrived(world, events)
     assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b"}]
     assert own == []
 
@@ -228,6 +233,53 @@ async def test_reserve_seat_counts_reservations_and_tickets_are_single_use(world
     assert 0 < used.expires_in <= 30.0
     assert await d.redeem_ticket(ticket.ticket, "node-a") is None  # single use
     assert await d.redeem_ticket("forged-" + ticket.ticket[7:], "node-a") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_unlisted_rooms_are_not_listed_but_can_be_reserved(world):
+    d = world.directory
+    await up(world, A)
+    hidden = RoomRecord("r9", "duel", "node-a", "{}", seats=2, listed=False)
+    shown = RoomRecord("r8", "duel", "node-a", "{}", seats=2)
+    await d.register_room(hidden)
+    await d.register_room(shown)
+    assert await d.list_rooms("duel") == [shown]
+    assert (await d.reserve_seat("r9", "bob", 30.0)).node == "node-a"
+    assert (await d.update_room("r9", listed=True)).listed
+    assert [r.room_id for r in await d.list_rooms("duel")] == ["r8", "r9"]
+    assert not (await d.update_room("r8", listed=False)).listed
+    assert await d.list_rooms("duel") == [RoomRecord("r9", "duel", "node-a", "{}", seats=2)]
+    await d.restore("node-a", {}, [hidden])
+    assert await d.list_rooms("duel") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_claim_move_is_granted_under_reject_and_says_moved(world):
+    d = world.directory
+    events = []
+    await d.subscribe("node-a", events.append)
+    await up(world, A, B)
+    assert (await d.claim_user("alice", "node-a", "c1", "reject")).granted
+    assert not (await d.claim_user("alice", "node-b", "c2", "reject")).granted
+    moved = await d.claim_user("alice", "node-b", "c3", "move")
+    assert moved == ClaimResult(True, UserRecord("alice", "node-a", "c1"))
+    assert await d.user_node("alice") == UserRecord("alice", "node-b", "c3")
+    await arrived(world, events)
+    assert events == [{"type": "replaced", "user": "alice", "claim": "c1", "by": "node-b",
+                       "reason": "moved"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hosting_node_is_told_of_each_reservation(world):
+    d = world.directory
+    events = []
+    await d.subscribe("node-a", events.append)
+    await up(world, A, B)
+    await d.register_room(RoomRecord("r1", "duel", "node-a", "", seats=4))
+    ticket = await d.reserve_seat("r1", "bob", 7.5)
+    await arrived(world, events)
+    assert events == [{"type": "reserved", "room_id": "r1", "ticket": ticket.ticket,
+                       "ttl_ms": 7500}]
 
 
 @pytest_twisted.ensureDeferred

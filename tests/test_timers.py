@@ -73,6 +73,18 @@ def test_wheel_gives_due_items_earliest_first_in_bounded_steps():
     assert len(wheel) == 0 and not wheel.pending(1e7)
 
 
+def test_an_item_due_now_comes_out_now_whatever_the_float_rounding():
+    # 5.1 / 0.05 is 101.99999999999999 in floating point: the deadline 0.1 + 5.0 is
+    # due at the clock's 0.1 + 4.9 + 0.1, though the two quotients round apart.
+    wheel = DeadlineWheel(0.05)
+    wheel.add("ann", 0.1 + 5.0)
+    now = 0.0
+    for step in (0.1, 4.9, 0.1):
+        now += step
+    assert now >= 0.1 + 5.0
+    assert wheel.due(now, 10) == ["ann"]
+
+
 def test_sweep_looks_only_at_due_sessions():
     clock, registry, sessions = registry_with(500)
     taken = count_looked_at(registry)

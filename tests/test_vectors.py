@@ -178,6 +178,26 @@ def test_room_frames_follow_the_written_formats():
                                  v["key_tcp_s2c"]) == v["frame_room_joined"]
 
 
+def test_transfer_frames_follow_the_written_formats():
+    """The redirect and the ticket login of docs/protocol.md §9.9, written out by hand."""
+    v = {k: bytes.fromhex(h) for k, h in documented().items()}
+    ticket = "T1cKeT-0123456789_abcdEF"
+    expected = {
+        "room_redirect": {"type": "room_redirect", "rid": 3, "room": ROOM_HEX,
+                          "host": "game-b.example", "port": 7100, "udp_port": 7101,
+                          "ticket": ticket, "expires": 10.0},
+        "ticket_login": {"type": "ticket_login", "ticket": ticket, "rid": 3},
+    }
+    for name, message in expected.items():
+        assert v["frame_" + name] == json.dumps(message, separators=(",", ":"),
+                                                sort_keys=True).encode(), name
+    # In place of the login: the client's first sealed frame (counter 0) of the new handshake.
+    sealed = json.loads(v["frame_ticket_login_sealed_c2s_counter_0"])
+    assert sealed["type"] == "sealed"
+    assert crypto_secretbox_open(base64.b64decode(sealed["box"]), _nonce(0),
+                                 v["key_tcp_c2s"]) == v["frame_ticket_login"]
+
+
 def test_room_datagrams_follow_the_written_layout():
     v = {k: bytes.fromhex(h) for k, h in documented().items()}
     room = bytes.fromhex(ROOM_HEX)

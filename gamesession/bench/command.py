@@ -90,6 +90,17 @@ def add_arguments(parser) -> None:
                    help="bytes of room datagram data (at least 24: the bench's stamp)")
     p.add_argument("--json", metavar="FILE")
 
+    p = sub.add_parser("cluster", help="a redis-server and two cluster nodes: cross-node kick and "
+                                       "redirect-join latency, directory ops/s, clustered vs "
+                                       "standalone packets/s")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=2.0,
+                   help="length of each throughput phase and of the directory phase")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=3,
+                   help="throughput rounds (best counts); latencies take 5 tries a round")
+    p.add_argument("--payload", type=_payload, default=64, help="bytes per datagram")
+    p.add_argument("--window", type=POSITIVE_INT, default=64, help="packets kept in flight")
+    p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
+
     p = sub.add_parser("hotpath", help="in-process CPU cost of the server's UDP path per packet")
     p.add_argument("--packets", type=POSITIVE_INT, default=50000, help="packets per round")
     p.add_argument("--payload", type=_payload, default=64,
@@ -144,6 +155,10 @@ def run(args):
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
                                        rounds=args.rounds, udp_io=args.udp_io)
+    elif args.benchmark == "cluster":
+        from gamesession.bench.cluster import bench_cluster
+
+        result = bench_cluster(args.seconds, args.rounds, payload=args.payload, window=args.window)
     elif args.benchmark == "accept":
         from gamesession.bench import accept
 

@@ -718,6 +718,10 @@ def summary(result: dict) -> str:
         from gamesession.bench.rooms import summary_rows
 
         rows = summary_rows(result)
+    elif kind == "cluster":
+        from gamesession.bench.cluster import summary_rows
+
+        rows = summary_rows(result)
     else:
         rounds = result["settings"].get("rounds", 1)
         best = ", best of {}".format(rounds) if rounds > 1 else ""

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from gamesession.client import reconnect as reconnecting
 from gamesession.client.events import EventSlot
+from gamesession.client.move import Moves
 from gamesession.client.room import RoomOperations
 from gamesession.keys import server_key_bytes
 from gamesession.protocol.clientcore import (
@@ -76,6 +77,8 @@ class _ControlProtocol:
         self.frames_received += 1
         if self.client.control is self:  # not a connection a resume replaced
             self.client._frame_received(frame)
+        else:  # held while a move to another node is under way (client.move)
+            self.client._retired_control(self, frame)
 
     def frameTooLong(self):
         if self.client.control is self:
@@ -84,6 +87,8 @@ class _ControlProtocol:
     def connectionLost(self, reason):
         if self.client.control is self:
             self.client._control_lost(reason, self.bytes_received and not self.frames_received)
+        else:
+            self.client._retired_control(self)  # (client.move forgets it)
 
 
 class _DatagramProtocol(DatagramProtocol):
@@ -94,7 +99,7 @@ class _DatagramProtocol(DatagramProtocol):
         self.client._datagram_received(datagram, addr)
 
 
-class GameClient(RoomOperations):
+class GameClient(RoomOperations, Moves):
     """One player's session with a gamesession server, on a Twisted reactor.
 
     Make one with ``await GameClient.connect(...)``.  Then ``send_message``
@@ -426,6 +431,8 @@ class GameClient(RoomOperations):
 
     def _send(self, kind, payload=b""):
         self._check_open()
+        if self._moving is not None and self.core.channel is None:
+            return  # moving to another node: no channel yet (UDP may lose it anyway)
         self._send_packet(self.core.datagram(kind, payload))
 
     def _send_packet(self, packet: bytes) -> None:

@@ -19,6 +19,7 @@ from gamesession.client.events import EventSlot
 from gamesession.protocol.clientcore import (
     RoomDatagram, RoomError, RoomJoined, RoomLabel, RoomLeft, RoomList, RoomMessage, RoomPresence)
 from gamesession.protocol.rooms import HANDLER, RoomRefused
+from gamesession.protocol.transfer import RoomRedirect
 
 
 class RoomClosed(Exception):
@@ -165,6 +166,7 @@ class RoomOperations:
         #: Room id (16 hex digits) -> Room, for every room this client is in.
         self.rooms = {}
         self._requests = {}  # rid -> Deferred
+        self._join_options = {}  # rid -> a join's options, for the node it may be redirected to
 
     # -- requests -------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class RoomOperations:
         Returns the Room; raises RoomRefused (460 no such room, 461 full,
         462 refused by its handler, 467 already in it, ...).
         """
-        return await self._request(self.core.join_room(room_id, options))
+        return await self._joining(self.core.join_room(room_id, options), options)
 
     async def join_or_create(self, room_type: str, label: "dict | None" = None,
                              max_members: "int | None" = None,
@@ -208,8 +210,16 @@ class RoomOperations:
 
         Returns the Room (``Room.created`` says which); raises RoomRefused.
         """
-        return await self._request(
-            self.core.join_or_create(room_type, label, max_members, options))
+        return await self._joining(
+            self.core.join_or_create(room_type, label, max_members, options), options)
+
+    def _joining(self, request, options):
+        if options:
+            self._join_options[request[0]] = options
+            rid = request[0]
+            return self._request(request).addBoth(
+                lambda result: (self._join_options.pop(rid, None), result)[1])
+        return self._request(request)
 
     async def list_rooms(self, room_type: str) -> "list":
         """The listed open rooms of ``room_type``: a list of RoomInfo
@@ -239,6 +249,8 @@ class RoomOperations:
                 type(self).on_room_error.queue(self).emit(event)
         elif kind is RoomList:
             self._answer(event.rid, event.rooms)
+        elif kind is RoomRedirect:
+            self._follow(event)  # client.move: the room is on another node
         elif kind in _ROOM_SLOTS:
             room = self.rooms.get(event.room.hex())
             if room is not None:

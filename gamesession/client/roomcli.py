@@ -10,6 +10,11 @@ Output, one line per event on stdout:
     - bob left (timeout)
     <carol> hello
 
+On a cluster, a room hosted on another node is followed there (a fresh login
+with the transfer ticket the first node handed out), said on one line first:
+
+    moved to 10.0.0.2:7000 (room 9f1c2e3d4c5b6a70 is on that node)
+
 Each line read from stdin goes to the other members as a room message (TCP),
 or as a room datagram with ``--udp``.  At end of input the command leaves the
 room, logs out and exits 0.  Failures are one line on stderr and exit 1
@@ -23,6 +28,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
+from gamesession.client.address import join_host_port
 from gamesession.client.gameclient import SessionClosed
 from gamesession.client.ping import connect_from_args
 from gamesession.protocol.clientcore import PayloadTooLarge
@@ -36,6 +42,12 @@ _CONTROL = {c: "\ufffd" for c in list(range(0, 32)) + [127] if c != 9}
 def printable(data: bytes) -> str:
     """Text of a peer's bytes safe to print on a terminal: UTF-8, control characters replaced."""
     return data.decode("utf-8", "replace").translate(_CONTROL)
+
+
+def moved_line(redirect) -> str:
+    """``moved to HOST:PORT (room ID is on that node)``: the session followed a redirect."""
+    return "moved to {} (room {} is on that node)".format(
+        join_host_port(redirect.host, redirect.port), redirect.room.hex())
 
 
 def joined_line(room, user: str) -> str:
@@ -102,6 +114,7 @@ async def enter(client, args):
 
 async def room_main(reactor, args, server_key, password=None):
     client = await connect_from_args(reactor, args, server_key, password, "room")
+    client.on_moved = lambda redirect: print(moved_line(redirect), flush=True)
     try:
         room = await enter(client, args)
     except RoomRefused as e:

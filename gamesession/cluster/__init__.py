@@ -7,6 +7,8 @@
 - ``redisdir``: ``RedisDirectory``, the directory in Redis (txredisapi).
 - ``node``: ``ClusterNode``, this node's membership: heartbeat, reconnection,
   the cluster-wide login rule, kicks from other nodes.
+- ``rooms``: ``ClusterRooms``, rooms across nodes (publishing, listing,
+  redirects with transfer tickets) and ``TicketChecker`` (the ticket login).
 - ``options``: the ``--cluster`` options of ``twistd gamesession``.
 
 Per-packet work never touches any of this: the directory is consulted when a

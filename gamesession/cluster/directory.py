@@ -25,6 +25,8 @@ DEFAULT_TICKET_TTL = 10.0
 NODE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 
 DUPLICATE_POLICIES = ("kick", "reject")
+# claim_user policies: the two --duplicate-login ones, and "move" (a transfer ticket redeemed).
+CLAIM_POLICIES = DUPLICATE_POLICIES + ("move",)
 
 
 class DirectoryUnavailable(Exception):
@@ -97,8 +99,10 @@ class RoomRecord:
     """A room hosted on one node.
 
     ``occupied`` is kept by the hosting node (``update_room``); seats that are
-    reserved for a ticket not yet redeemed count as taken too.  ``meta`` is
-    free-form text for the game (at most 1024 characters).
+    reserved for a ticket not yet redeemed count as taken too.  ``label`` is
+    the room's label as compact JSON text; an unlisted room (``listed``
+    false) is never in ``list_rooms`` but can be reserved by id.  ``meta``
+    is free-form text for the game (at most 1024 characters).
     """
 
     room_id: str
@@ -108,6 +112,7 @@ class RoomRecord:
     seats: int = 0
     occupied: int = 0
     meta: str = ""
+    listed: bool = True
 
     def to_json(self) -> dict:
         return attrs.asdict(self)
@@ -116,10 +121,11 @@ class RoomRecord:
     def from_json(cls, data: dict) -> "RoomRecord":
         return cls(room_id=data["room_id"], type=data["type"], node=data["node"],
                    label=data.get("label", ""), seats=int(data.get("seats", 0)),
-                   occupied=int(data.get("occupied", 0)), meta=data.get("meta", ""))
+                   occupied=int(data.get("occupied", 0)), meta=data.get("meta", ""),
+                   listed=data.get("listed", True) not in (False, "0", 0))
 
 
-ROOM_FIELDS = ("label", "seats", "occupied", "meta")
+ROOM_FIELDS = ("label", "seats", "occupied", "meta", "listed")
 
 
 @attrs.frozen
@@ -159,7 +165,10 @@ class IDirectory(Interface):
         told on its events (``{"type": "replaced", "user", "claim", "by"}``);
         a holder on the same node is replaced by that node itself.
         ``reject``: refused while any live node holds the user.  A holder
-        whose node is dead does not count.
+        whose node is dead does not count.  ``move`` (a transfer ticket was
+        redeemed: the user's own session moves to ``node``): always granted,
+        whatever the duplicate-login rule; the old holder is told as for
+        ``kick`` with ``"reason": "moved"`` in the event.
         """
 
     def release_user(user, node, claim):
@@ -180,16 +189,20 @@ class IDirectory(Interface):
         """Add or replace a ``RoomRecord``."""
 
     def update_room(room_id, **fields):
-        """Change ``label``, ``seats``, ``occupied`` or ``meta`` of a room; fires the new record or None."""
+        """Change ``label``, ``seats``, ``occupied``, ``meta`` or ``listed`` of a room; fires the new record or None."""
 
     def remove_room(room_id):
         """Remove a room (and its unredeemed reservations)."""
 
     def list_rooms(room_type):
-        """The rooms of ``room_type`` on live nodes, a list of RoomRecord sorted by id."""
+        """The listed rooms of ``room_type`` on live nodes, a list of RoomRecord sorted by id."""
 
     def reserve_seat(room_id, user, ttl):
-        """Reserve a seat for ``user``; fires a ``Ticket`` valid ``ttl`` seconds, or fails with SeatUnavailable."""
+        """Reserve a seat for ``user``; fires a ``Ticket`` valid ``ttl`` seconds, or fails with SeatUnavailable.
+
+        The hosting node is told on its events (``{"type": "reserved", "room_id",
+        "ticket", "ttl_ms"}``), so that its own joins leave the seat free.
+        """
 
     def redeem_ticket(ticket, node):
         """Use ``ticket`` on ``node``, once: fires its ``Ticket``, or None if unknown, used, expired or for another node."""

@@ -95,8 +95,10 @@ class InMemoryDirectory:
             return defer.succeed(ClaimResult(False, previous))
         self.users[user] = UserRecord(user, node, claim)
         if previous is not None and previous.node != node:
-            self._send(previous.node, {"type": "replaced", "user": user,
-                                       "claim": previous.claim, "by": node})
+            event = {"type": "replaced", "user": user, "claim": previous.claim, "by": node}
+            if policy == "move":
+                event["reason"] = "moved"
+            self._send(previous.node, event)
         return defer.succeed(ClaimResult(True, previous))
 
     def release_user(self, user, node, claim):
@@ -156,7 +158,7 @@ class InMemoryDirectory:
     def list_rooms(self, room_type):
         return defer.succeed(sorted(
             (room for room in self.rooms.values()
-             if room.type == room_type and self._alive(room.node)),
+             if room.type == room_type and room.listed and self._alive(room.node)),
             key=lambda r: r.room_id))
 
     def reserve_seat(self, room_id, user, ttl):
@@ -172,6 +174,8 @@ class InMemoryDirectory:
         deadline = self.clock.seconds() + ttl
         held[ticket.ticket] = deadline
         self.tickets[ticket.ticket] = (ticket, deadline)
+        self._send(room.node, {"type": "reserved", "room_id": room_id, "ticket": ticket.ticket,
+                               "ttl_ms": int(round(ttl * 1000))})
         return defer.succeed(ticket)
 
     def redeem_ticket(self, ticket, node):

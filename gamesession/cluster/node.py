@@ -21,11 +21,14 @@ A Twisted service with three jobs:
   shutdown) removes the user, if the entry is still this session's.  On a
   clean stop the node deregisters itself with all it held.
 
-Rooms (issue 14) plug in through ``host_room``, ``room_changed`` and
-``room_closed``, which keep ``rooms`` (what ``restore`` re-registers) and the
-directory in step; listings, seat reservations and tickets go through
-``call("list_rooms", ...)``, ``call("reserve_seat", ...)`` and
-``call("redeem_ticket", ...)``, timed like every directory operation.
+Rooms plug in through ``host_room``, ``room_changed`` and ``room_closed``
+(called by ``cluster.rooms.ClusterRooms``), which keep ``rooms`` (what
+``restore`` re-registers) and the directory in step; listings, seat
+reservations and tickets go through ``call("list_rooms", ...)``,
+``call("reserve_seat", ...)`` and ``call("redeem_ticket", ...)``, timed like
+every directory operation.  A login with a redeemed ticket (``admit(user,
+moving=True)``) claims the user with the ``move`` policy: the node that held
+it ends that session with ``moved``.
 """
 
 import binascii
@@ -78,6 +81,9 @@ class ClusterNode(service.Service):
         self.timings = {}  # operation -> RttHistogram of its latency
         self.errors = Counter()  # operation -> failures
         self.replaced = 0  # sessions ended because another node took their user
+        self.moved = 0  # sessions ended because they moved to another node (a ticket)
+        # Called with each {"type": "reserved", ...} event: a seat here held for a ticket.
+        self.on_reserved = None
         self._call = None
         self._beating = False
         self._stopping = False
@@ -195,11 +201,19 @@ class ClusterNode(service.Service):
                 self._call.reset(DOWN_RETRY)
 
     def _event(self, event):
+        if event.get("type") == "reserved":
+            if self.on_reserved is not None:
+                self.on_reserved(event)
+            return
         user = event.get("user")
         if event.get("type") != "replaced" or not isinstance(user, str):
             return
         entry = self.held.get(user)
         if entry is None or entry[1] != event.get("claim"):
+            return
+        if event.get("reason") == "moved":
+            self.moved += 1
+            self.registry.end(entry[0], "moved")
             return
         self.replaced += 1
         self.registry.end(entry[0], "replaced")
@@ -229,11 +243,13 @@ class ClusterNode(service.Service):
 
     # -- ILoginAdmission -------------------------------------------------------------------
 
-    def admit(self, user):
+    def admit(self, user, moving=False):
         if not self.up:
             return defer.fail(unavailable())
         claim = binascii.hexlify(self.random_bytes(8)).decode("ascii")
-        d = self.call("claim_user", user, self.name, claim, self.duplicate_login)
+        # A redeemed transfer ticket moves the user's own session here, whatever the rule.
+        policy = "move" if moving else self.duplicate_login
+        d = self.call("claim_user", user, self.name, claim, policy)
 
         def decided(result):
             if not result.granted:

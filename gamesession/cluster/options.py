@@ -12,7 +12,9 @@ import attrs
 from twisted.python import usage
 
 from gamesession.client.address import split_host_port
-from gamesession.cluster.directory import DEFAULT_NODE_TTL, NodeRecord, check_node_name
+from gamesession.cluster.directory import (
+    DEFAULT_NODE_TTL, DEFAULT_TICKET_TTL, NodeRecord, check_node_name,
+)
 
 
 def _ttl(value):
@@ -38,6 +40,9 @@ OPT_PARAMETERS = [
      "(default: this host's name and the login port)."],
     ["node-ttl", None, DEFAULT_NODE_TTL,
      "With --cluster: seconds after its last heartbeat that a node counts as dead.", _ttl],
+    ["ticket-ttl", None, DEFAULT_TICKET_TTL,
+     "With --cluster: seconds a transfer ticket (a seat reserved on another node for a "
+     "room_redirect) stays valid.", _ttl],
 ]
 
 _PORT = re.compile(r"\A(?:tcp6?|ssl):(?:port=)?(\d+)(?::|\Z)")
@@ -140,4 +145,14 @@ def make_cluster_node(config, registry, reactor):
                        ttl=config["node-ttl"], duplicate_login=config["duplicate-login"],
                        label=str(address))
     registry.admission = node
+    from gamesession.cluster.rooms import ClusterRooms
+
+    node.cluster_rooms = ClusterRooms(node, registry.rooms, ticket_ttl=config["ticket-ttl"])
     return node
+
+
+def accept_tickets(node, portal) -> None:
+    """Let ``portal`` log in ``ticket_login``s by redeeming their tickets through ``node``."""
+    from gamesession.cluster.rooms import TicketChecker
+
+    portal.registerChecker(TicketChecker(node))

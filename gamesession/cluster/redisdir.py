@@ -173,7 +173,8 @@ local function put_room(r)
   if old[1] and old[1] ~= r.type then redis.call('SREM', p .. 'rooms:' .. old[1], r.room_id) end
   if old[2] and old[2] ~= r.node then redis.call('SREM', p .. 'node-rooms:' .. old[2], r.room_id) end
   redis.call('HSET', rk, 'room_id', r.room_id, 'type', r.type, 'node', r.node,
-             'label', r.label, 'seats', r.seats, 'occupied', r.occupied, 'meta', r.meta)
+             'label', r.label, 'seats', r.seats, 'occupied', r.occupied, 'meta', r.meta,
+             'listed', (r.listed == false) and '0' or '1')
   redis.call('SADD', p .. 'rooms:' .. r.type, r.room_id)
   redis.call('SADD', p .. 'node-rooms:' .. r.node, r.room_id)
 end
@@ -227,8 +228,9 @@ redis.call('SADD', p .. 'node-users:' .. node, user)
 if not pn then return {1} end
 if pn ~= node then
   redis.call('SREM', p .. 'node-users:' .. pn, user)
-  redis.call('PUBLISH', p .. 'events:' .. pn,
-             cjson.encode({type = 'replaced', user = user, claim = pc, by = node}))
+  local event = {type = 'replaced', user = user, claim = pc, by = node}
+  if policy == 'move' then event.reason = 'moved' end
+  redis.call('PUBLISH', p .. 'events:' .. pn, cjson.encode(event))
 end
 return {1, pn, pc}
 """,
@@ -312,8 +314,8 @@ for _, rid in ipairs(redis.call('SMEMBERS', set)) do
   if #fields == 0 then
     redis.call('SREM', set, rid)
   else
-    local node = redis.call('HGET', p .. 'room:' .. rid, 'node')
-    if alive(node) then table.insert(out, fields) end
+    local info = redis.call('HMGET', p .. 'room:' .. rid, 'node', 'listed')
+    if info[2] ~= '0' and alive(info[1]) then table.insert(out, fields) end
   end
 end
 return out
@@ -333,6 +335,8 @@ redis.call('ZADD', rsv, now + ttl, ticket)
 if redis.call('PTTL', rsv) < ttl then redis.call('PEXPIRE', rsv, ttl) end
 redis.call('SET', p .. 'ticket:' .. ticket,
            cjson.encode({user = user, room_id = rid, node = info[1]}), 'PX', ttl)
+redis.call('PUBLISH', p .. 'events:' .. info[1],
+           cjson.encode({type = 'reserved', room_id = rid, ticket = ticket, ttl_ms = ttl}))
 return {'ok', info[1]}
 """,
     # ARGV: prefix, ticket, node -> {json, ms left} or {}
@@ -525,7 +529,8 @@ class RedisDirectory:
         unknown = set(fields) - set(ROOM_FIELDS)
         if unknown:
             raise TypeError("update_room: no such field(s) {}".format(", ".join(sorted(unknown))))
-        flat = [item for field, value in sorted(fields.items()) for item in (field, value)]
+        flat = [item for field, value in sorted(fields.items())
+                for item in (field, ("1" if value else "0") if isinstance(value, bool) else value)]
         return self._run("update_room", room_id, *flat).addCallback(
             lambda r: _room(r) if r else None)
 

@@ -35,8 +35,10 @@ PREFIX = "gamesession_"
 DROP_REASONS = ("short", "unknown_token", "bad_box", "replay", "bad_kind", "rate_limit",
                 "send_error", "bad_room_datagram", "room_not_member", "relay_rate")
 LOGIN_OUTCOMES = ("ok", "auth_failed", "server_full", "address_full", "already_logged_in",
-                  "too_many_attempts", "directory_unavailable", "error")
-CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore")
+                  "too_many_attempts", "directory_unavailable", "bad_ticket", "error")
+CLUSTER_OPERATIONS = ("heartbeat", "claim_user", "release_user", "restore", "register_room",
+                      "update_room", "remove_room", "list_rooms", "reserve_seat",
+                      "redeem_ticket", "live_nodes")
 RESUME_OUTCOMES = ("ok", "resume_unknown", "resume_expired", "resume_used", "resume_ended",
                    "resume_off", "too_many_attempts")
 LIMITS = ("pending_total", "pending_per_address", "pending_per_subnet", "pending_evicted",
@@ -46,11 +48,11 @@ LOGOUT_REASONS = END_REASONS
 PROTOCOL_ERRORS = tuple(code.name.lower() for code in ErrorCode if not 460 <= code < 470)
 ROOM_JOIN_OUTCOMES = ("created", "joined", "room_not_found", "room_full", "room_refused",
                       "too_many_rooms", "rooms_exhausted", "bad_label", "already_in_room",
-                      "bad_room_type")
+                      "bad_room_type", "redirected", "server_full")
 ROOM_LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
-                      "shutdown", "closed")
+                      "shutdown", "closed", "moved")
 ROOM_LIMITS = ("max_rooms", "max_rooms_per_session", "max_room_members", "max_label_bytes",
-               "relay_rate")
+               "relay_rate", "cluster_pending")
 ROOM_RELAYED = (("udp", "in"), ("udp", "out"), ("tcp", "in"), ("tcp", "out"))
 KNOCK_CONNECTIONS = {"allowed": "allowed_connections", "rejected": "rejected_connections"}
 

@@ -15,7 +15,7 @@ one under the new key.
 
 import attrs
 
-from gamesession.protocol import resume, rooms, wire
+from gamesession.protocol import resume, rooms, transfer, wire
 from gamesession.protocol.datagram import (MAX_PAYLOAD, TOKEN_SIZE, DatagramChannel, Drop, Kind,
                                            split_header)
 from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
@@ -23,6 +23,7 @@ from gamesession.protocol.handshake import BadBox, ClientHandshake, StreamCipher
 from gamesession.protocol.rooms import (  # noqa: F401
     MemberInfo, RoomDatagram, RoomError, RoomInfo, RoomJoined, RoomLabel, RoomLeft, RoomList,
     RoomMessage, RoomPresence)
+from gamesession.protocol.transfer import RoomRedirect  # noqa: F401
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
 
@@ -158,11 +159,14 @@ class ClientCore:
     to date by the events.
     """
 
-    def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None):
+    def __init__(self, server_public_key: bytes, user: str, password: str, ephemeral=None,
+                 ticket_login: "dict | None" = None):
         self.server_public_key = bytes(server_public_key)
         self.handshake = ClientHandshake(server_public_key, ephemeral)
         self.user = user
         self.password = password
+        # A ``transfer.ticket_login`` message sent instead of the login (see ``follow``).
+        self.ticket_login = ticket_login
         self.sender = None
         self.receiver = None
         self.welcome = None
@@ -234,7 +238,10 @@ class ClientCore:
                                      wire.bytes_field(message, "server_key", size=32),
                                      self.server_public_key)
                 return [self.seal_message(resume.resume_message(self.resuming.resume_id, proof))], []
-            login = {"type": "login", "user": self.user, "password": self.password}
+            # A ticket_login is sent once: a later connection logs in with the credentials.
+            login = self.ticket_login or {"type": "login", "user": self.user,
+                                          "password": self.password}
+            self.ticket_login = None
             return [self.seal_message(login)], []
         if message["type"] != "sealed":
             # Errors before the keys existed come in clear; once the channel is
@@ -272,6 +279,23 @@ class ClientCore:
             event = self._room_event(inner)
             return [], [] if event is None else [event]
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type from server")
+
+    def follow(self, redirect: "RoomRedirect", options: "dict | None" = None,
+               ephemeral=None) -> "ClientCore":
+        """The ClientCore of the move a ``RoomRedirect`` event asks for.
+
+        Connect to ``redirect.host``:``redirect.port`` and drive the new core
+        as any: its login is the ticket (a fresh handshake with the same
+        pinned key, so new TCP and UDP keys, counters and token: nothing of
+        this session's keys is used again), and its first room event is the
+        RoomJoined (or RoomError) answering ``redirect.rid``.  Request ids go
+        on from this core's.  This session ends with reason ``moved`` once
+        the new node took it.  ``options`` go to the room handler.
+        """
+        core = ClientCore(self.server_public_key, self.user, self.password, ephemeral,
+                          transfer.ticket_login(redirect.ticket, redirect.rid, options))
+        core._last_rid = self._last_rid
+        return core
 
     def _switch_channel(self, welcome: Welcome) -> None:
         """Use the new token and this handshake's UDP keys; never seal under the old ones."""
@@ -326,6 +350,8 @@ class ClientCore:
         """(kind, payload) of an authenticated datagram for this session, else Drop."""
         token, counter, box = split_header(packet)
         channel = self.channel
+        if channel is None:  # no session yet (a move under way)
+            raise Drop("unknown_token")
         if token != channel.token:
             previous = self.previous_channel
             if previous is None or token != previous.token:

@@ -27,7 +27,7 @@ import struct
 
 import attrs
 
-from gamesession.protocol import wire
+from gamesession.protocol import transfer, wire
 from gamesession.protocol.datagram import MAX_PAYLOAD, Drop
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
@@ -50,7 +50,7 @@ MAX_REASON = 200
 MAX_ROOM_DATAGRAM = MAX_PAYLOAD - ROOM_ID_SIZE - 4
 
 LEAVE_REASONS = ("left", "logout", "timeout", "kicked", "disconnected", "replaced",
-                 "shutdown", "closed")
+                 "shutdown", "closed", "moved")
 # "reconnecting" and "back": a member's session was suspended and resumed
 # (session resume, docs/protocol.md §8); the member keeps its seat meanwhile.
 PRESENCE_EVENTS = ("join", "leave", "reconnecting", "back")
@@ -58,7 +58,7 @@ PRESENCE_EVENTS = ("join", "leave", "reconnecting", "back")
 REQUEST_TYPES = ("room_create", "room_join", "room_join_or_create", "room_leave",
                  "room_list", "room_send")
 EVENT_TYPES = ("room_joined", "room_members", "room_left", "room_presence", "room_message",
-               "room_label", "room_rooms", "room_error")
+               "room_label", "room_rooms", "room_error", "room_redirect")
 
 # Largest inner frame whose sealed envelope {"box": base64(inner + 16-byte tag),
 # "type": "sealed"} still fits wire.MAX_FRAME: 4 * ceil((n + 16) / 3) + 26 <= 8192.
@@ -650,6 +650,8 @@ def parse_event(message: dict):
                                _member_id(r, "members"), _member_id(r, "max_members"))
                       for r in value)
         return RoomList(_rid(message), infos, _bool(message, "more", False))
+    if kind == "room_redirect":
+        return transfer.parse_redirect(message)
     if kind == "room_error":
         return RoomError(wire.int_field(message, "code", 0, 999), _text(message, "reason"),
                          _optional_rid(message))

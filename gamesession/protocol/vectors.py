@@ -9,7 +9,7 @@ import struct
 
 from nacl.public import PrivateKey
 
-from gamesession.protocol import resume, rooms, wire
+from gamesession.protocol import resume, rooms, transfer, wire
 from gamesession.protocol.clientcore import ClientCore, Welcome
 from gamesession.protocol.datagram import DatagramChannel, Kind
 from gamesession.protocol.handshake import StreamCipher, nonce, server_respond
@@ -22,6 +22,15 @@ USER = "alice"
 PASSWORD = "correct horse"
 PING_ID = bytes.fromhex("00000000000000ff")
 ROOM = bytes.fromhex("9f1c2e3d4c5b6a70")
+TICKET = "T1cKeT-0123456789_abcdEF"
+
+
+def transfer_vectors() -> "list[tuple[str, bytes]]":
+    """The redirect to another node and the ticket login there (inner frames)."""
+    return [("frame_" + name, wire.encode(message)) for name, message in [
+        ("room_redirect", transfer.redirect(3, ROOM, "game-b.example", 7100, 7101, TICKET, 10.0)),
+        ("ticket_login", transfer.ticket_login(TICKET, 3)),
+    ]]
 
 
 def room_vectors() -> "list[tuple[str, bytes]]":
@@ -132,6 +141,11 @@ def compute() -> "list[tuple[str, bytes]]":
     hello = core.hello()
     challenge = _challenge(reply)
     [login], _ = core.frame_received(challenge)
+    # The same handshake made for a move: the ticket login is the client's frame 0.
+    mover = ClientCore(bytes(SERVER_STATIC.public_key), USER, None, ephemeral=CLIENT_EPHEMERAL,
+                       ticket_login=transfer.ticket_login(TICKET, 3))
+    mover.hello()
+    [ticket_login], _ = mover.frame_received(challenge)
     server_tcp = StreamCipher(keys.tcp_s2c, 1)
     welcome = wire.encode(wire.sealed(server_tcp.seal(wire.encode({
         "type": "welcome", "user": USER, "token": wire.b64(TOKEN), "udp_port": 7001,
@@ -171,7 +185,8 @@ def compute() -> "list[tuple[str, bytes]]":
         ("frame_room_joined_sealed_s2c_counter_2", sealed_joined),
         ("udp_room_send_c2s_counter_3", room_send),
         ("udp_room_relay_s2c_counter_1", room_relay),
-    ] + room_vectors() + compute_resume()
+        ("frame_ticket_login_sealed_c2s_counter_0", ticket_login),
+    ] + room_vectors() + compute_resume() + transfer_vectors()
 
 
 def render() -> str:

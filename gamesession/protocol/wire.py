@@ -60,6 +60,7 @@ class ErrorCode(enum.IntEnum):
     FRAME_TOO_LONG = 413
     BAD_FIELD = 422  # missing field or wrong type or size
     BAD_VERSION = 426
+    BAD_TICKET = 419  # a ticket_login whose ticket is unknown, used, expired or for another node
     TOO_MANY_ATTEMPTS = 429  # failed logins from this address: wait (reason says how long)
     # Room refusals (room_error; the connection stays open): protocol/rooms.py.
     ROOM_NOT_FOUND = 460  # no such room, or it is closing

@@ -82,3 +82,19 @@ def make_portal(checkers) -> Portal:
     """A portal over the given checkers, or over GuestChecker when none."""
     checkers = [TextOrBytesChecker(c) for c in checkers]
     return Portal(PlayerRealm(), checkers or [GuestChecker()])
+
+
+class ITransferTicket(Interface):
+    """Credentials of a ``ticket_login``: a transfer ticket from another node of the cluster."""
+
+    ticket = Attribute("The ticket text from the room_redirect.")
+    redeemed = Attribute("The cluster.directory.Ticket once a checker redeemed it, else None.")
+
+
+@implementer(ITransferTicket)
+class TransferTicket:
+    """A transfer ticket offered in place of a password (checked by cluster.rooms.TicketChecker)."""
+
+    def __init__(self, ticket: str):
+        self.ticket = ticket
+        self.redeemed = None

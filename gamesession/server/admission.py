@@ -13,8 +13,12 @@ from zope.interface import Interface, implementer
 
 
 class ILoginAdmission(Interface):
-    def admit(user):
-        """A Deferred firing with an opaque claim, or failing with ``registry.LoginRefused``."""
+    def admit(user, moving=False):
+        """A Deferred firing with an opaque claim, or failing with ``registry.LoginRefused``.
+
+        ``moving``: the login redeemed a transfer ticket (the user's session
+        moves here from another node, which ends it with ``moved``).
+        """
 
     def opened(session, claim):
         """The session that ``claim`` admitted is open."""
@@ -30,7 +34,7 @@ class ILoginAdmission(Interface):
 class LocalAdmission:
     """A single node: nothing beyond the registry's own rules."""
 
-    def admit(self, user):
+    def admit(self, user, moving=False):
         return defer.succeed(None)
 
     def opened(self, session, claim):

@@ -24,20 +24,21 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gamesession.protocol import resume as resume_protocol
-from gamesession.protocol import wire
-from gamesession.server.accounts import IPlayer
+from gamesession.protocol import transfer, wire
+from gamesession.server.accounts import IPlayer, ITransferTicket, TransferTicket
 from gamesession.framing import FRAMINGS
 from gamesession.protocol.handshake import BadBox, HandshakeError, StreamCipher, server_respond
 from gamesession.server.limits import MessageMeter
 from gamesession.server.registry import IControlChannel, LoginRefused
 from gamesession.protocol.wire import ErrorCode, ProtocolError
-from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES
+from gamesession.protocol.rooms import EVENT_TYPES, REQUEST_TYPES, join as room_join
 
 ROOM_REQUESTS = frozenset(REQUEST_TYPES)
 ROOM_TYPES = ROOM_REQUESTS | frozenset(EVENT_TYPES)
 
 KNOWN_TYPES = frozenset(["hello", "challenge", "login", "welcome", "logout", "data",
-                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong"]) | ROOM_TYPES
+                         "session_end", "error", "sealed", "resume", "resumed", "ping", "pong",
+                         "ticket_login"]) | ROOM_TYPES
 
 
 def seconds_text(wait: float) -> str:
@@ -66,6 +67,9 @@ class LoginProtocol:
     throttle_call = None
     user = None
     host = None
+    # A ticket_login (protocol.transfer.TicketLogin) and its credentials, else None.
+    transfer = None
+    credentials = None
     # Registered as the transport's producer; send_paused while its write buffer is
     # full.  (Not ``paused``: the framings' receivers stop reading when that is set.)
     producing = False
@@ -314,6 +318,8 @@ class LoginProtocol:
         kind = message["type"]
         if self.state == "login" and kind == "login":
             self._login(message)
+        elif self.state == "login" and kind == "ticket_login":
+            self._ticket_login(message)
         elif self.state == "login" and kind == "resume":
             self._resume(message)
         elif self.state == "active":
@@ -355,6 +361,26 @@ class LoginProtocol:
                     .format(seconds_text(wait)), "too_many_attempts")
         return None
 
+    def _ticket_login(self, message: dict):
+        # A transfer ticket from another node in place of a password (cluster.rooms).
+        self.transfer = transfer.parse_ticket_login(message)
+        refused = self._backoff()
+        if refused is not None:
+            return self._refused(refused)
+        if ITransferTicket not in self.factory.portal.listCredentialsInterfaces():
+            return self._refused(LoginRefused(
+                ErrorCode.BAD_TICKET, "this server is not in a cluster: it takes no transfer tickets",
+                "bad_ticket"))
+        try:  # room for one more session (no user named: it tells nothing), before the ticket is spent
+            self.factory.registry.check_admission(None, self.host)
+        except LoginRefused as refused:
+            return self._refused(refused)
+        self.state = "checking"
+        self.credentials = TransferTicket(self.transfer.ticket)
+        d = self.factory.portal.login(self.credentials, None, IPlayer)
+        d.addCallbacks(self._authenticated, self._denied)
+        d.addErrback(self._login_crashed)
+
     def _login(self, message: dict):
         user = wire.text_field(message, "user", wire.MAX_USER)
         password = wire.text_field(message, "password", wire.MAX_PASSWORD, allow_empty=True)
@@ -377,8 +403,10 @@ class LoginProtocol:
         if self.state != "checking":
             logout()
             return
+        if self.credentials is not None:
+            self.user = self.credentials.redeemed.user
         # admission.ILoginAdmission: cluster-wide rules; a single node answers at once.
-        d = self.factory.registry.admission.admit(self.user)
+        d = self.factory.registry.admission.admit(self.user, moving=self.credentials is not None)
         d.addCallbacks(self._admitted, self._not_admitted,
                        callbackArgs=(avatar, logout), errbackArgs=(logout,))
         return d
@@ -423,6 +451,9 @@ class LoginProtocol:
             **resume_protocol.ticket_fields(registry.resumes.issue(self.session)),
         })
         registry.announce(self.session)
+        if self.credentials is not None:  # seated as by a room_join of the ticket's room
+            registry.rooms.request(self.session, room_join(
+                self.transfer.rid, self.credentials.redeemed.room_id, self.transfer.options))
 
     # -- resume (server/resume.py) ------------------------------------------------------
 
@@ -471,11 +502,16 @@ class LoginProtocol:
         self.fail(refused.code, refused.reason)
 
     def _denied(self, failure):
-        failure.trap(UnauthorizedLogin, LoginDenied)
-        if self.factory.limits is not None:
-            self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds(), self.user)
+        failure.trap(UnauthorizedLogin, LoginDenied, LoginRefused)
+        refused = failure.value if failure.check(LoginRefused) else None
+        if refused is None:
+            if self.factory.limits is not None:
+                self.factory.limits.attempts.failed(self.host, self.factory.clock.seconds(),
+                                                    self.user)
+            refused = getattr(failure.value, "refusal", None) or LoginRefused(
+                ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed")
         if self.state == "checking":
-            self._refused(LoginRefused(ErrorCode.AUTH_FAILED, "authentication failed", "auth_failed"))
+            self._refused(refused)
 
     def _login_crashed(self, failure):
         self.log.failure("login check failed", failure)

@@ -24,7 +24,7 @@ from gamesession.server.timers import DeadlineWheel
 from gamesession.ops.stats import ServerStats
 from gamesession.protocol.wire import ErrorCode, loggable
 
-END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown")
+END_REASONS = ("logout", "disconnected", "timeout", "kicked", "replaced", "shutdown", "moved")
 
 # Sessions one bounded timer step looks at (``sweep(limit=...)``).
 SWEEP_STEP = 256

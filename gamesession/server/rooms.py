@@ -186,6 +186,7 @@ class Room:
             raise ValueError(refused.reason)
         self.label = label
         self.manager.broadcast(self, codec.label_changed(self.id, label))
+        self.manager._changed(self)
 
     def close(self, reason: str = "closed") -> None:
         """Close the room: members get room_left ``closed``, the handler ``room_closed``."""
@@ -245,6 +246,10 @@ class RoomManager:
         self.member_count = 0
         self.serial = 0
         self.server = GameServer(registry, self)
+        # A cluster node's rooms of other nodes (gamesession.cluster.rooms.ClusterRooms),
+        # or None: a room id not found here, a join_or_create with no room here and a
+        # listing go to it; it is told of every room opened, changed and closed here.
+        self.cluster = None
 
     # -- for the game -------------------------------------------------------------
 
@@ -298,18 +303,21 @@ class RoomManager:
     def _join(self, session, request):
         room = self.rooms.get(request.room)
         rid = request.rid
+        if room is None and self.cluster is not None:
+            self._check_room_quota(session, rid)
+            return self.cluster.join_elsewhere(session, request)
         if room is None or room.closing:
             raise refusal(ErrorCode.ROOM_NOT_FOUND, rid)
         if request.room in self.memberships.get(session, ()):
             raise refusal(ErrorCode.ALREADY_IN_ROOM, rid)
         self._check_room_quota(session, rid)
-        if len(room.members) >= room.max_members:
+        if self._full(room):
             raise refusal(ErrorCode.ROOM_FULL, rid)
         self._ask(room, session, request.options, rid)
         # The handler may have closed the room or filled it while it decided.
         if room.closing:
             raise refusal(ErrorCode.ROOM_NOT_FOUND, rid)
-        if len(room.members) >= room.max_members:
+        if self._full(room):
             raise refusal(ErrorCode.ROOM_FULL, rid)
         self._admit(room, session, rid, created=False)
 
@@ -320,15 +328,23 @@ class RoomManager:
         listing = self.listings.get(request.room_type)
         for room in listing[1].fullest() if listing is not None else ():
             # (Re-checked: a handler asked before may have changed any room.)
-            if room.closing or len(room.members) >= room.max_members or room.id in mine:
+            if room.closing or self._full(room) or room.id in mine:
                 continue
             try:
                 self._ask(room, session, request.options, rid)
             except RoomRefused:
                 continue
-            if not room.closing and len(room.members) < room.max_members:
+            if not room.closing and not self._full(room):
                 return self._admit(room, session, rid, created=False)
-        return self._create_room(session, rid, request.room_type, request.label,
+        if self.cluster is not None:
+            return self.cluster.join_or_create_elsewhere(session, request)
+        return self.create_here(session, request)
+
+    def create_here(self, session, request):
+        """Create the room a ``room_join_or_create`` found nowhere (the quota is checked again:
+        a cluster node asks the directory first)."""
+        self._check_room_quota(session, request.rid)
+        return self._create_room(session, request.rid, request.room_type, request.label,
                                  request.max_members, True, request.options)
 
     def _leave(self, session, request):
@@ -341,9 +357,12 @@ class RoomManager:
         listing = self.listings.get(request.room_type)
         # More rooms than could fit one frame are never looked at.
         fullest = listing[0].first(codec.MAX_LISTED + 1) if listing is not None else []
-        return codec.rooms(request.rid, [
-            codec.RoomInfo(room.id, room.room_type, room.label, len(room.members), room.max_members)
-            for room in fullest[:codec.MAX_LISTED]], more=len(fullest) > codec.MAX_LISTED)
+        infos = [codec.RoomInfo(room.id, room.room_type, room.label, len(room.members),
+                                room.max_members) for room in fullest[:codec.MAX_LISTED]]
+        more = len(fullest) > codec.MAX_LISTED
+        if self.cluster is not None:
+            return self.cluster.list_with_others(session, request, infos, more)
+        return codec.rooms(request.rid, infos, more=more)
 
     def _send(self, session, request):
         member = self.memberships.get(session, {}).get(request.room)
@@ -426,6 +445,8 @@ class RoomManager:
         self.listings.setdefault(room_type, (FullestFirst(), FullestFirst()))
         self.stats.created += 1
         self._start_ticks(room)
+        if self.cluster is not None:
+            self.cluster.opened(room)
         self._admit(room, session, rid, created=True)
 
     def _ask(self, room, session, options, rid):
@@ -452,6 +473,7 @@ class RoomManager:
                                                 self.clock.seconds())
         self.member_count += 1
         self._file(room)
+        self._changed(room)
         self.stats.joins["created" if created else "joined"] += 1
         # The others first: if writing to the joiner ends its session (a client
         # that does not read), they see its join and then its leave, in order.
@@ -470,6 +492,7 @@ class RoomManager:
         if room.members.get(member.member_id) is not member:
             return
         self._unseat(room, member)
+        self._changed(room)
         self.stats.leaves[reason if reason in codec.LEAVE_REASONS else "kicked"] += 1
         session = member.session
         if not session.ended:
@@ -523,7 +546,20 @@ class RoomManager:
             self.by_type.pop(room.room_type, None)
             self.listings.pop(room.room_type, None)
         self.stats.closed[reason if reason in ("empty", "shutdown", "refused") else "handler"] += 1
+        if self.cluster is not None:
+            self.cluster.closed(room)
         self._call(room, "room_closed", reason)
+
+    def _full(self, room) -> bool:
+        """No free seat: members, and on a cluster the seats held for arriving transfers."""
+        taken = len(room.members)
+        if self.cluster is not None:
+            taken += self.cluster.held(room)
+        return taken >= room.max_members
+
+    def _changed(self, room):
+        if self.cluster is not None and not room.closing and room.id in self.rooms:
+            self.cluster.changed(room)
 
     def _file(self, room):
         """File the room in its type's listings as its state says (after any change)."""

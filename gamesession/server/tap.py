@@ -367,6 +367,8 @@ def makeService(config, reactor=None):
         ),
         gate=knocking.gate if knocking is not None else None,
     )
+    if cluster is not None:
+        clustertap.accept_tickets(cluster, factory.portal)
     login = StreamServerEndpointService(
         endpoints.serverFromString(reactor, with_backlog(config["login"], config["listen-backlog"])),
         factory)

@@ -10,6 +10,11 @@ long.  No Twisted here: time is a number the caller passes.
 
 import math
 
+#: Bucket quotients within this of a whole number count as that number, so a
+#: deadline equal to the clock is due however the two divisions round
+#: (5.1 / 0.05 is 101.99999999999999).
+_ROUNDING = 1e-9
+
 
 class DeadlineWheel:
     """Buckets of ``resolution`` seconds; an item is filed in exactly one bucket at a time.
@@ -30,7 +35,12 @@ class DeadlineWheel:
         return self._filed
 
     def _index(self, when: float) -> int:
-        return math.floor(when / self.resolution)
+        """The last bucket due at ``when`` (with ``_first_index``: one rounding, both ways)."""
+        return math.floor(when / self.resolution + _ROUNDING)
+
+    def _first_index(self, when: float) -> int:
+        """The first bucket taken out at or after ``when``."""
+        return math.ceil(when / self.resolution - _ROUNDING)
 
     def add(self, item, when: float, now: "float | None" = None) -> None:
         """File ``item`` under ``when`` (never under a bucket already taken at ``now``).
@@ -39,7 +49,7 @@ class DeadlineWheel:
         to the first bucket taken out at or after ``when``, so it is due when
         it comes out, at most one ``resolution`` late.
         """
-        index = math.ceil(when / self.resolution)
+        index = self._first_index(when)
         if now is not None:
             index = max(index, self._index(now) + 1)
         bucket = self._buckets.get(index)
