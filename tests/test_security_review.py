@@ -1,6 +1,6 @@
 """Issue 13: what a security review broke on a real server, one test (or more) per finding.
 
-In-memory (``hardening.MemoryServer``, task.Clock) where the finding is
+In-memory (``fakes.Harness``, task.Clock) where the finding is
 logic; a real twistd on loopback where it is about sockets and the reactor
 (findings 2, 7, 9, 12).  Each test failed before its fix.
 """
