@@ -114,12 +114,12 @@ def add_arguments(parser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("accept", help="TCP connections accepted per second, against plain Twisted")
-    p.add_argument("--connections", type=int, default=2000,
+    p.add_argument("--connections", type=POSITIVE_INT, default=2000,
                    help="connections per burst, each from its own loopback address")
-    p.add_argument("--rounds", type=int, default=3, help="bursts per server, alternating")
-    p.add_argument("--backlog", type=int, default=1024,
+    p.add_argument("--rounds", type=POSITIVE_INT, default=3, help="bursts per server, alternating")
+    p.add_argument("--backlog", type=POSITIVE_INT, default=1024,
                    help="gamesession --listen-backlog (and the baseline's, by default)")
-    p.add_argument("--baseline-backlog", type=int, default=None,
+    p.add_argument("--baseline-backlog", type=POSITIVE_INT, default=None,
                    help="the plain Twisted server's backlog (Twisted's own default is 50)")
     p.add_argument("--json", metavar="FILE")
 
