@@ -235,3 +235,137 @@ def test_join_options_reach_the_request_and_are_bounded():
     with pytest.raises(rooms.RoomRefused) as caught:
         rooms.parse_request({"type": "room_join", "rid": 3, "room": ROOM.hex(), "options": [1]})
     assert caught.value.code == ErrorCode.BAD_LABEL and caught.value.rid == 3
+
+
+# -- exact bounds, texts and reasons (mutation testing, docs/testing.md) -------------
+
+
+def test_a_room_refusal_reads_and_copies_as_its_code_reason_and_rid():
+    import copy
+    import pickle
+
+    refused = rooms.RoomRefused(ErrorCode.ROOM_FULL, "room full", 3)
+    assert str(refused) == "room full (461)"
+    assert refused.args == (ErrorCode.ROOM_FULL, "room full", 3)
+    for again in (copy.copy(refused), pickle.loads(pickle.dumps(refused))):
+        assert (again.code, again.reason, again.rid) == (ErrorCode.ROOM_FULL, "room full", 3)
+    # The standard texts, unless a reason is given.
+    assert rooms.refusal(ErrorCode.ROOM_FULL, 4).reason == "room full"
+    assert rooms.refusal(ErrorCode.ROOM_NOT_FOUND).reason == "no such room"
+    assert rooms.refusal(ErrorCode.ROOM_FULL, 4, "the arena is full").reason == "the arena is full"
+    assert rooms.refusal(ErrorCode.ROOM_FULL, 4, "").reason == ""
+
+
+def test_room_id_errors_say_what_a_room_id_is():
+    with pytest.raises(ValueError, match=r"^a room id is 8 bytes$"):
+        rooms.room_bytes(b"short")
+    with pytest.raises(ValueError, match=r"^a room id is 16 hex characters$"):
+        rooms.room_bytes("9f1c")
+
+
+def protocol_error(message, parse=rooms.parse_request):
+    with pytest.raises(ProtocolError) as caught:
+        parse(message)
+    return caught.value.code, caught.value.reason
+
+
+def refusal_of(message, max_label_bytes=rooms.DEFAULT_MAX_LABEL_BYTES):
+    with pytest.raises(rooms.RoomRefused) as caught:
+        rooms.parse_request(message, max_label_bytes)
+    return caught.value.code, caught.value.reason, caught.value.rid
+
+
+def test_request_errors_name_the_field_and_refusals_give_their_text():
+    assert protocol_error({"type": "room_join", "rid": 1, "room": 5}) == (
+        ErrorCode.BAD_FIELD, "room must be a string")
+    assert refusal_of({"type": "room_join", "rid": 1, "room": "nope"}) == (
+        ErrorCode.ROOM_NOT_FOUND, "no such room", 1)
+    assert refusal_of({"type": "room_create", "rid": 2, "room_type": "dm", "label": [1]}) == (
+        ErrorCode.BAD_LABEL, "label must be a JSON object", 2)
+    assert refusal_of({"type": "room_create", "rid": 2, "room_type": "dm",
+                       "label": {"k": b"not JSON"}}) == (
+        ErrorCode.BAD_LABEL, "label must be a JSON object", 2)
+    assert refusal_of({"type": "room_join", "rid": 3, "room": ROOM.hex(), "options": [1]}, 40) == (
+        ErrorCode.BAD_LABEL, "options must be a JSON object of at most 40 bytes", 3)
+    assert protocol_error({"type": "room_send", "room": ROOM.hex(), "data": "", "to": 3}) == (
+        ErrorCode.BAD_FIELD, "to must be a list of at most 255 member ids")
+
+
+def test_join_options_are_bounded_by_their_size_as_sent_inclusive():
+    options = {"password": "x" * 20}
+    size = rooms.label_size(options)
+    message = {"type": "room_join", "rid": 1, "room": ROOM.hex(), "options": options}
+    assert rooms.parse_request(message, size).options == options
+    assert refusal_of(message, size - 1)[0] == ErrorCode.BAD_LABEL
+
+
+def test_room_send_targets_may_be_255_ids_from_0_to_2_to_the_32_minus_1():
+    most = list(range(rooms.MAX_TARGETS))  # 0 (the handler) to 254
+    edges = [0, 1, 2 ** 32 - 1]
+    for to in (most, edges):
+        assert rooms.parse_request(roundtrip(rooms.send(ROOM, b"x", to=to))).to == tuple(to)
+        assert rooms.unpack_room_send(rooms.pack_room_send(ROOM, b"x", to)) == (ROOM, tuple(to), b"x")
+    for bad in ([-1], [2 ** 32], ["3"], [True], [1.0]):
+        assert protocol_error({"type": "room_send", "room": ROOM.hex(), "data": "",
+                               "to": bad})[0] == ErrorCode.BAD_FIELD
+        with pytest.raises(ValueError, match=r"^to: at most 255 member ids \(0 to 2\*\*32-1\)$"):
+            rooms.send(ROOM, b"x", to=bad)
+    with pytest.raises(ValueError, match=r"^to: at most 255 member ids"):
+        rooms.send(ROOM, b"x", to=list(range(rooms.MAX_TARGETS + 1)))
+    with pytest.raises(ValueError, match=r"^at most 255 targets$"):
+        rooms.pack_room_send(ROOM, b"x", list(range(rooms.MAX_TARGETS + 1)))
+
+
+def test_send_fits_a_frame_of_exactly_the_largest_inner_size():
+    # 4069 bytes of data and 56 ten-digit targets encode to exactly MAX_INNER_FRAME bytes.
+    to = list(range(10 ** 9, 10 ** 9 + 56))
+    message = rooms.send(ROOM, bytes(4069), to=to)
+    assert len(wire.encode(message)) == rooms.MAX_INNER_FRAME
+    assert sealed_size(message) <= wire.MAX_FRAME
+    with pytest.raises(ValueError, match=r"^room message and targets do not fit one frame$"):
+        rooms.send(ROOM, bytes(4070), to=to + [10 ** 9 + 56])
+    with pytest.raises(ValueError, match=r"^room message over 4096 bytes$"):
+        rooms.send(ROOM, bytes(rooms.MAX_ROOM_MESSAGE + 1))
+
+
+def test_room_datagram_payload_limits_are_inclusive_and_say_so():
+    most = bytes(rooms.MAX_ROOM_DATAGRAM)
+    payload = ROOM + bytes([0]) + most
+    assert rooms.unpack_room_send(payload) == (ROOM, (), most)
+    # One target and one byte less of data: a payload of exactly MAX_PAYLOAD.
+    exact = rooms.pack_room_send(ROOM, most[:-1], [7])
+    assert len(exact) == MAX_PAYLOAD
+    assert rooms.unpack_room_send(exact) == (ROOM, (7,), most[:-1])
+    over = "room datagram over {} bytes".format(rooms.MAX_ROOM_DATAGRAM)
+    with pytest.raises(ValueError, match="^{}$".format(over)):
+        rooms.pack_room_send(ROOM, most + b"x")
+    with pytest.raises(ValueError, match="^{}$".format(over)):
+        rooms.pack_room_relay(ROOM, 1, most + b"x")
+    with pytest.raises(ValueError, match=r"^room datagram and targets over {} bytes$".format(MAX_PAYLOAD)):
+        rooms.pack_room_send(ROOM, most, [7])
+    # The relay header alone (no data) is a relay; one byte short is dropped.
+    assert rooms.unpack_room_relay(ROOM + (9).to_bytes(4, "little")) == rooms.RoomDatagram(ROOM, 9, b"")
+    with pytest.raises(Drop) as caught:
+        rooms.unpack_room_relay(ROOM + bytes(3))
+    assert caught.value.reason == "bad_room_datagram"
+
+
+def test_room_datagram_member_ids_are_unsigned():
+    payload = rooms.pack_room_send(ROOM, b"", [2 ** 31, 2 ** 32 - 1])
+    assert rooms.unpack_room_send(payload) == (ROOM, (2 ** 31, 2 ** 32 - 1), b"")
+    relay = rooms.pack_room_relay(ROOM, 2 ** 32 - 1, b"d")
+    assert rooms.unpack_room_relay(relay).sender == 2 ** 32 - 1
+
+
+def test_a_room_list_takes_every_room_that_fits_one_frame():
+    # Labels of many sizes, so that for some of them the frame is full to the byte.
+    for pad in range(0, 120):
+        infos = [rooms.RoomInfo(bytes([i]) * 8, "dm", {"k": "v" * (300 + pad)}, 1, 8)
+                 for i in range(30)]
+        answer = rooms.rooms(1, infos)
+        taken = len(answer["rooms"])
+        assert answer["more"] is True and 0 < taken < 30
+        assert len(wire.encode(answer)) <= rooms.MAX_INNER_FRAME
+        # The next room, as the list would hold it, does not fit.
+        [entry] = rooms.rooms(1, infos[taken:taken + 1])["rooms"]
+        assert len(wire.encode(dict(answer, rooms=answer["rooms"] + [entry]))) > rooms.MAX_INNER_FRAME
