@@ -357,15 +357,118 @@ def test_room_datagram_member_ids_are_unsigned():
     assert rooms.unpack_room_relay(relay).sender == 2 ** 32 - 1
 
 
+def assert_frames_are_full(frames, key):
+    """Each frame but the last is as full as it may be: its next item would not fit."""
+    slack = []
+    for frame, following in zip(frames, frames[1:]):
+        size = len(wire.encode(frame))
+        assert size <= rooms.MAX_INNER_FRAME and frame["more"] is True
+        fuller = dict(frame, **{key: frame[key] + following[key][:1]})
+        assert len(wire.encode(fuller)) > rooms.MAX_INNER_FRAME
+        slack.append(rooms.MAX_INNER_FRAME - size)
+    assert "more" not in frames[-1]
+    return slack
+
+
 def test_a_room_list_takes_every_room_that_fits_one_frame():
-    # Labels of many sizes, so that for some of them the frame is full to the byte.
-    for pad in range(0, 120):
-        infos = [rooms.RoomInfo(bytes([i]) * 8, "dm", {"k": "v" * (300 + pad)}, 1, 8)
-                 for i in range(30)]
+    slack = []
+    for pad in range(300):  # labels of many sizes: some lists fill the frame to the byte
+        infos = [rooms.RoomInfo(bytes([i]) * 8, "dm", {"k": "v" * ((pad * 37 + i * 101) % 400)}, 1, 8)
+                 for i in range(60)]
         answer = rooms.rooms(1, infos)
         taken = len(answer["rooms"])
-        assert answer["more"] is True and 0 < taken < 30
-        assert len(wire.encode(answer)) <= rooms.MAX_INNER_FRAME
+        assert answer["more"] is True and 0 < taken < 60
+        size = len(wire.encode(answer))
+        assert size <= rooms.MAX_INNER_FRAME
         # The next room, as the list would hold it, does not fit.
         [entry] = rooms.rooms(1, infos[taken:taken + 1])["rooms"]
         assert len(wire.encode(dict(answer, rooms=answer["rooms"] + [entry]))) > rooms.MAX_INNER_FRAME
+        slack.append(rooms.MAX_INNER_FRAME - size)
+    assert min(slack) == 0
+
+
+def test_a_member_list_fills_each_frame_before_it_continues():
+    slack = []
+    for length in range(1, 80):
+        many = [rooms.MemberInfo(i, "u" * length + str(i)) for i in range(1, 400)]
+        frames = rooms.joined(1, ROOM, "dm", 1, {}, 400, True, True, many)
+        assert [f["type"] for f in frames] == ["room_joined"] + ["room_members"] * (len(frames) - 1)
+        slack += assert_frames_are_full(frames, "members")
+        assert [m["member"] for f in frames for m in f["members"]] == list(range(1, 400))
+    assert min(slack) == 0
+
+
+def test_request_ids_run_from_0_and_limits_are_inclusive():
+    assert rooms.parse_request(rooms.join(0, ROOM)).rid == 0
+    assert rooms.parse_request(rooms.create(1, "dm", max_members=2 ** 32 - 1)).max_members == 2 ** 32 - 1
+    assert rooms.parse_request(rooms.create(1, "d" * 32)).room_type == "d" * 32
+    # A label sent as null is an empty label.
+    assert rooms.parse_request({"type": "room_create", "rid": 1, "room_type": "dm",
+                                "label": None}).label == {}
+    assert rooms.parse_event(dict(rooms.error(ErrorCode.ROOM_FULL, "x"), code=0)).code == 0
+    assert rooms.parse_event(dict(rooms.error(ErrorCode.ROOM_FULL, "x"), code=999)).code == 999
+    assert protocol_error(dict(rooms.error(ErrorCode.ROOM_FULL, "x"), code=1000), rooms.parse_event) == (
+        ErrorCode.BAD_FIELD, "code must be an integer from 0 to 999")
+
+
+def test_refusals_of_options_and_labels_echo_the_rid_and_say_the_size():
+    big = {"k": "v" * 600}
+    for build in (rooms.create, rooms.join_or_create):
+        message = dict(build(7, "dm"), options=[1])
+        assert refusal_of(message)[::2] == (ErrorCode.BAD_LABEL, 7)
+    size = rooms.label_size(big)
+    assert refusal_of(rooms.create(8, "dm", big)) == (
+        ErrorCode.BAD_LABEL, "label is {} bytes; at most 512".format(size), 8)
+    # A room_send to a room id that cannot exist: "not in that room", no rid.
+    assert refusal_of({"type": "room_send", "room": "nope", "data": ""}) == (
+        ErrorCode.NOT_IN_ROOM, "not in that room", None)
+
+
+@pytest.mark.parametrize("message, code, reason", [
+    ({"type": "room_create", "rid": 1, "room_type": "dm", "listed": "yes"},
+     ErrorCode.BAD_FIELD, "listed must be true or false"),
+    ({"type": "room_create", "rid": 1, "room_type": "dm", "max_members": 0},
+     ErrorCode.BAD_FIELD, "max_members must be an integer of at least 1"),
+    ({"type": "room_create", "rid": 1, "room_type": "dm", "max_members": 2 ** 32},
+     ErrorCode.BAD_FIELD, "max_members must be an integer of at least 1"),
+    ({"type": "room_list", "rid": 1, "room_type": 5}, ErrorCode.BAD_FIELD, "room_type must be a string"),
+    ({"type": "room_teleport", "rid": 1}, ErrorCode.UNKNOWN_TYPE, "unknown message type 'room_teleport'"),
+    ({"type": "room_" + "x" * 60, "rid": 1}, ErrorCode.UNKNOWN_TYPE,
+     "unknown message type '{}'".format(("room_" + "x" * 60)[:40])),
+])
+def test_malformed_requests_say_which_field(message, code, reason):
+    assert protocol_error(message) == (code, reason)
+
+
+def test_a_bad_room_type_is_refused_with_its_rule():
+    assert refusal_of({"type": "room_list", "rid": 4, "room_type": "no spaces"}) == (
+        ErrorCode.BAD_ROOM_TYPE, "room_type must be 1-32 characters of A-Z a-z 0-9 _ . -", 4)
+
+
+JOINED = rooms.joined(1, ROOM, "dm", 1, {}, 8, True, True, [rooms.MemberInfo(1, "a")])[0]
+PRESENCE = rooms.presence(ROOM, "leave", 2, "bob", "left")
+
+
+@pytest.mark.parametrize("message, code, reason", [
+    (dict(JOINED, listed="yes"), ErrorCode.BAD_FIELD, "listed must be true or false"),
+    (dict(JOINED, more=1), ErrorCode.BAD_FIELD, "more must be true or false"),
+    (dict(JOINED, room="9F1C2E3D4C5B6A70"), ErrorCode.BAD_FIELD,
+     "room must be 16 lowercase hex characters"),
+    (dict(JOINED, members=[1]), ErrorCode.BAD_FIELD, "members must be a list of objects"),
+    (dict(JOINED, members="a"), ErrorCode.BAD_FIELD, "members must be a list of objects"),
+    (dict(JOINED, label=[]), ErrorCode.BAD_FIELD, "label must be an object"),
+    (dict(JOINED, room_type=3), ErrorCode.BAD_FIELD, "room_type must be a string"),
+    (dict(PRESENCE, event="wave"), ErrorCode.BAD_FIELD,
+     "event must be join, leave, reconnecting or back"),
+    (dict(PRESENCE, reason=3), ErrorCode.BAD_FIELD, "reason must be a string"),
+    (dict(PRESENCE, user=None), ErrorCode.BAD_FIELD, "user must be a string"),
+    ({"type": "room_rooms", "rid": 1, "rooms": [1]}, ErrorCode.BAD_FIELD,
+     "rooms must be a list of objects"),
+    (rooms.message(ROOM, 1, bytes(4097)), ErrorCode.BAD_FIELD, "data must be at most 4096 bytes"),
+    ({"type": "room_weather"}, ErrorCode.UNKNOWN_TYPE, "unknown message type 'room_weather'"),
+    ({"type": "room_" + "w" * 60}, ErrorCode.UNKNOWN_TYPE,
+     "unknown message type '{}'".format(("room_" + "w" * 60)[:40])),
+])
+def test_malformed_events_say_which_field(message, code, reason):
+    assert protocol_error(message, rooms.parse_event) == (code, reason)
+    assert rooms.parse_event(rooms.message(ROOM, 1, bytes(4096))).data == bytes(4096)
