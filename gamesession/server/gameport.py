@@ -7,7 +7,9 @@ Two ways to run it, with the same behaviour:
   and sends the replies they caused with one ``sendmmsg`` call at the end of
   that read batch, so no reply waits past the batch that caused it.  A
   datagram sent outside a read batch (a keepalive from a timer, a reply to a
-  TCP message) goes out at once with ``sendto``.
+  TCP message) goes out at once with ``sendto``; the copies of a room
+  fan-out sent outside one (``send_many``) go out at once in one
+  ``sendmmsg``.
 * **plain**: Twisted's own ``udp.Port``, one ``recvfrom`` and one ``sendto``
   per datagram.  Used where ``recvmmsg`` is missing, on a reactor without
   file descriptors, or with ``--udp-io plain``.
@@ -139,6 +141,22 @@ class BatchedPort(udp.Port):
             self._sendto(datagram, address)
         except ConnectionRefusedError:
             pass
+
+    def send_many(self, items) -> int:
+        """Send ``[(datagram, address), ...]`` together; how many could not be sent now.
+
+        Inside a read batch they join its queue (a failure there is reported
+        when the queue is flushed); outside one they go out at once, in one
+        ``sendmmsg`` per ``batch`` datagrams: a room fan-out from a timer or a
+        handler's tick costs one system call, not one per copy.
+        """
+        if self._in_batch:
+            queue = self._queue
+            queue.extend(items)
+            if len(queue) >= self.batch:
+                self.flush()
+            return 0
+        return self._batch_io.send(items)
 
     def flush(self):
         """Send the queued datagrams (one ``sendmmsg`` per ``batch``)."""

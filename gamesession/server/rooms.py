@@ -10,7 +10,8 @@ docs/protocol.md, "Rooms".  Server-side logic: ``roomhandler``.
 Security by construction: a relayed message or datagram carries the member
 id the manager holds for the (session, room) pair it arrived on; nothing the
 sender writes is read as its identity.  Relayed datagrams are sealed for each
-receiver with that receiver's own session key and counter (``Session.send``).
+receiver with that receiver's own session key and counter, all copies in one
+pass and one hand-over to the game port (``SessionRegistry.fan_out``).
 Every table is bounded by an option: rooms in total, rooms per session,
 members per room, label size; fan-out is bounded by the per-sender relay
 budget (``--max-relay-rate``).  Time comes from the injected clock.
@@ -671,10 +672,9 @@ class RoomManager:
         if not self._within_budget(sender, len(targets)):
             self.registry.stats.dropped["relay_rate"] += 1
             return 0
-        sent = 0
-        for member in targets:
-            if member.session.send(_ROOM_RELAY, datagram):
-                sent += 1
+        # Sealed for each receiver with its own key and counter, sent in one call.
+        sent = self.registry.fan_out([member.session for member in targets], _ROOM_RELAY,
+                                     datagram)
         self.stats.relayed["udp_out"] += sent
         self.stats.relayed["udp_no_address"] += len(targets) - sent
         return sent
