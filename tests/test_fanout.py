@@ -38,7 +38,8 @@ def a_room(server):
     room_id = first.create().room
     for player in others:
         player.join(room_id)
-        first.events()
+    for player in server.players:
+        player.events()  # the presence events of the joins
     room = server.rooms.find(room_id)
     sender = next(m for m in room.members.values() if m.session is first.session)
     server.harness.udp_sent()
@@ -250,3 +251,51 @@ def test_the_plain_port_delivers_the_same_copies(loopback_room):
     assert sorted(opened) == sorted(USERS[1:])
     assert server.harness.stats.rooms.relayed["udp_out"] == 16
     assert server.harness.stats.dropped.get("send_error", 0) == 0
+
+
+# -- the TCP relay ----------------------------------------------------------------------------
+
+
+def counting_encode(monkeypatch):
+    """Count ``wire.encode`` calls by message type (rooms and login use the module's)."""
+    from collections import Counter
+
+    from gamesession.protocol import wire
+
+    counts = Counter()
+    real = wire.encode
+
+    def encode(message):
+        counts[message.get("type")] += 1
+        return real(message)
+
+    monkeypatch.setattr(wire, "encode", encode)
+    return counts
+
+
+def test_a_tcp_relay_is_encoded_once_and_sealed_per_member(monkeypatch):
+    server = Server(users=USERS)
+    room, sender = a_room(server)
+    alice, receivers = server.players[0], server.players[1:]
+    counts = counting_encode(monkeypatch)
+    alice.request(codec.send(room.id, b"chat"))
+    assert counts["room_message"] == 1
+    assert counts["sealed"] == 1 + 8  # the request, then each copy in its member's stream
+    for player in receivers:
+        assert player.events() == [codec.RoomMessage(room.id, sender.member_id, b"chat")]
+    counts.clear()
+    assert room.send_message(b"from the room") == 9
+    assert counts["room_message"] == 1 and counts["sealed"] == 9
+    for player in server.players:
+        assert player.events() == [codec.RoomMessage(room.id, codec.HANDLER, b"from the room")]
+
+
+def test_a_presence_event_is_encoded_once_for_the_room(monkeypatch):
+    server = Server(users=USERS)
+    room, _ = a_room(server)
+    counts = counting_encode(monkeypatch)
+    server.players[-1].leave(room.id)
+    assert counts["room_presence"] == 1 and counts["room_left"] == 1
+    for player in server.players[:-1]:
+        [event] = player.events()
+        assert isinstance(event, codec.RoomPresence) and event.event == "leave"

@@ -126,8 +126,12 @@ class IControlChannel(Interface):
     def detach():
         """The session resumed on another connection: close this one, end nothing."""
 
-    def send_message(message):
-        """Send one control message (a dict: room events); sealed, reliable."""
+    def send_message(message, encoded=None):
+        """Send one control message (a dict: room events); sealed, reliable.
+
+        ``encoded``, when given, is ``wire.encode(message)``, made once by a
+        caller that sends the same message to many (a room relay).
+        """
 
 
 @implementer(ISession)

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gamesession.protocol import rooms as codec
+from gamesession.protocol import wire
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.protocol.rooms import RoomRefused, refusal
 from gamesession.protocol.wire import ErrorCode
@@ -634,9 +635,12 @@ class RoomManager:
             session.control.send_message(message)
 
     def broadcast(self, room, message: dict, but=None) -> None:
+        """``message`` to every member but ``but``: encoded once, sealed per member's stream."""
+        encoded = wire.encode(message)
         for member in list(room.members.values()):
-            if member is not but:
-                self.send(member.session, message)
+            session = member.session
+            if member is not but and not session.ended:
+                session.control.send_message(message, encoded)
 
     def _within_budget(self, sender, copies: int) -> bool:
         if sender is None or not copies:
@@ -657,10 +661,13 @@ class RoomManager:
             return 0
         message = codec.message(room.id, sender.member_id if sender is not None else codec.HANDLER,
                                 payload)
+        # One encoding for every member; each member's stream seals its own copy.
+        encoded = wire.encode(message)
         sent = 0
         for member in targets:
-            if not member.session.ended:
-                member.session.control.send_message(message)
+            session = member.session
+            if not session.ended:
+                session.control.send_message(message, encoded)
                 sent += 1
         self.stats.relayed["tcp_out"] += sent
         return sent
