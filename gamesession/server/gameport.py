@@ -15,6 +15,8 @@ Two ways to run it, with the same behaviour:
   file descriptors, or with ``--udp-io plain``.
 """
 
+import socket
+
 from twisted.application import internet
 from twisted.internet import udp
 from twisted.internet.posixbase import PosixReactorBase
@@ -27,6 +29,19 @@ from gamesession.boundedudp import BoundedPort
 
 UDP_IO_CHOICES = ("auto", "batched", "plain")
 DEFAULT_BATCH = 64
+# --udp-rcvbuf: SO_RCVBUF is a C int.
+MAX_RCVBUF = 2**31 - 1
+
+
+def set_receive_buffer(sock, size: int) -> int:
+    """Ask the kernel for a ``size``-byte UDP receive buffer; the size it reports back.
+
+    Linux reports twice what it granted (the other half is its bookkeeping)
+    and grants at most ``net.core.rmem_max`` to an unprivileged process, so
+    the figure says whether the wish was met.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def batched_io_available(reactor) -> bool:
@@ -182,11 +197,14 @@ PLAIN_DATAGRAMS_PER_READ = 256
 class GamePortService(internet.UDPServer):
     """``UDPServer`` for the game port, on the batched or the plain path."""
 
-    def __init__(self, port, protocol, interface="", reactor=None, udp_io="auto"):
+    def __init__(self, port, protocol, interface="", reactor=None, udp_io="auto", rcvbuf=None):
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(port, protocol, interface=interface, reactor=reactor)
         self.udp_io = choose_udp_io(udp_io, reactor)
+        # --udp-rcvbuf: SO_RCVBUF bytes asked for (None: the OS default), and what the kernel gave.
+        self.rcvbuf = rcvbuf
+        self.rcvbuf_effective = None
 
     def _getPort(self):
         port_number, protocol = self.args[0], self.args[1]
@@ -207,4 +225,12 @@ class GamePortService(internet.UDPServer):
             how = "plain: Twisted udp.Port, recvfrom/sendto per datagram"
         BatchedPort._log.info("game port UDP {port} I/O {how}", port=port_number, how=how,
                               event="game_port", udp_io=self.udp_io)
+        sock = getattr(port, "socket", None)
+        if self.rcvbuf is not None and sock is not None:
+            self.rcvbuf_effective = set_receive_buffer(sock, self.rcvbuf)
+            BatchedPort._log.info(
+                "game port UDP {port} receive buffer: {asked} bytes asked for, the kernel reports "
+                "{effective} (Linux reports double what it grants, at most net.core.rmem_max)",
+                port=port_number, asked=self.rcvbuf, effective=self.rcvbuf_effective,
+                event="game_port_rcvbuf")
         return port
