@@ -303,3 +303,27 @@ def test_udp_rcvbuf_reaches_the_game_port_service(tmp_path):
     [game_port] = [s for s in tap.makeService(config, MemoryReactorUDP())
                    if isinstance(s, GamePortService)]
     assert game_port.rcvbuf is None
+
+
+def test_bench_rooms_passes_udp_rcvbuf_to_the_server_and_the_baseline(monkeypatch):
+    import subprocess
+
+    from gamesession.bench import procs, rooms
+
+    assert "--udp-rcvbuf" not in rooms.server_options(2, 4, 20.0)
+    options = rooms.server_options(2, 4, 20.0, 1 << 20)
+    assert options[options.index("--udp-rcvbuf") + 1] == str(1 << 20)
+    tap.Options().parseOptions(list(options) + ["--key-file", "unused.key"])  # all valid
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def popen(argv, **kw):
+        started.append(argv)
+        raise Started()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(Started):
+        procs.start_echo(None, "gamesession.bench.relay", 1 << 20)
+    assert started[0][-3:] == ["gamesession.bench.relay", "0", str(1 << 20)]

@@ -88,6 +88,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
     p.add_argument("--payload", type=int, default=64,
                    help="bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--udp-rcvbuf", type=POSITIVE_INT, metavar="BYTES",
+                   help="the server's --udp-rcvbuf, and the same SO_RCVBUF for the baseline relay "
+                        "(default: the OS default for both)")
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("cluster", help="a redis-server and two cluster nodes: cross-node kick and "
@@ -166,7 +169,8 @@ def run(args):
     elif args.benchmark == "rooms":
         from gamesession.bench.rooms import bench_rooms
 
-        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload)
+        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload,
+                             udp_rcvbuf=args.udp_rcvbuf)
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 
