@@ -299,3 +299,35 @@ def test_a_presence_event_is_encoded_once_for_the_room(monkeypatch):
     for player in server.players[:-1]:
         [event] = player.events()
         assert isinstance(event, codec.RoomPresence) and event.event == "leave"
+
+
+class FailingUDP:
+    """A UDP transport whose write fails for one address (a full buffer, a bad route)."""
+
+    def __init__(self, bad):
+        self.bad = bad
+        self.sent = []
+
+    def write(self, packet, address):
+        if address == self.bad:
+            raise OSError("no buffer space")
+        self.sent.append((packet, address))
+
+
+def test_a_copy_that_cannot_be_sent_is_counted_and_the_others_go():
+    server = Server(users=USERS[:4])
+    room, sender = a_room(server)
+    bad = server.players[2]
+    server.registry.transport = udp_ = FailingUDP(bad.address)
+    assert room.relay_datagram(sender, b"x") == 3  # handed to the port, as Session.send counts
+    assert sorted(a for _, a in udp_.sent) == sorted(p.address for p in server.players[1:]
+                                                     if p is not bad)
+    assert server.stats.dropped["send_error"] == 1
+
+
+def test_an_unsendable_copy_outside_a_read_batch_is_counted_on_the_batched_port(loopback_room):
+    server = loopback_room("batched")
+    server.players[3].session.address = ("::1", 5)  # not an IPv4 address: sendmmsg skips it
+    assert server.room.relay_datagram(server.sender, b"x") == 8
+    assert server.harness.stats.dropped["send_error"] == 1
+    assert len(server.drain()) == 7
