@@ -189,7 +189,8 @@ def run(args):
         from gamesession.bench import hotpath
 
         if args.fanout:
-            result = hotpath.run_fanout(args.fanout, args.packets, args.payload, args.rounds)
+            result = hotpath.run_fanout(args.fanout, args.packets, args.payload, args.rounds,
+                                        profile=args.profile)
         elif args.port:
             result = hotpath.run_port(args.packets, args.payload, args.rounds, args.sessions,
                                       args.port, profile=args.profile)

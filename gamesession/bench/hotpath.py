@@ -278,7 +278,8 @@ class _CountingSendto:
         self.count += 1
 
 
-def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, batch=64):
+def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, batch=64,
+               profile=False):
     """CPU time of the room relay per datagram and per copy, for rooms of ``N + 1``.
 
     Two figures for each fan-out N, both through the real ``BatchedPort``,
@@ -296,14 +297,19 @@ def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, b
 
     Figures are ns of this process's CPU time per datagram received (or per
     ``send_datagram`` call) and per copy delivered; the best of ``rounds``.
+    ``profile``: a cProfile of both phases at the largest fan-out, in an
+    extra round that does not count.
     """
     from gamesession.protocol import rooms as codec
 
     data = bytes(payload)
     results = []
+    stats_text = None
     for receivers in fanouts:
         best_relay = best_tick = None
-        for _ in range(rounds):
+        profiled = profile and receivers == max(fanouts)
+        for round_ in range(rounds + profiled):
+            profiler = cProfile.Profile() if profiled and round_ == rounds else None
             registry, port, room, client, address = _fanout_server(receivers)
             io_ = port._batch_io
             sends = [client.seal(Kind.ROOM_SEND, codec.pack_room_send(room.id, data))
@@ -312,6 +318,8 @@ def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, b
                       for start in range(0, packets, batch)]
             chunks.reverse()  # recv() pops from the end
             io_.chunks = chunks
+            if profiler is not None:
+                profiler.enable()
             t0 = time.process_time_ns()
             while io_.chunks:
                 port.doRead()
@@ -327,6 +335,10 @@ def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, b
                 send(data)
             tick = time.process_time_ns() - t0
             assert io_.sent + port._sendto.count - sent_before == packets * receivers
+            if profiler is not None:
+                profiler.disable()
+                stats_text = _profile_text(profiler)
+                continue
             best_relay = relay if best_relay is None else min(best_relay, relay)
             best_tick = tick if best_tick is None else min(best_tick, tick)
         results.append({
@@ -336,7 +348,7 @@ def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, b
             "tick_ns_per_send": round(best_tick / packets, 1),
             "tick_ns_per_copy": round(best_tick / (packets * receivers), 1),
         })
-    return {
+    result = {
         "benchmark": "hotpath-fanout",
         "packets": packets,
         "payload": payload,
@@ -344,3 +356,6 @@ def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, b
         "batch": batch,
         "fanouts": results,
     }
+    if stats_text is not None:
+        result["profile"] = stats_text
+    return result
