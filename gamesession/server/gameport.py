@@ -36,9 +36,9 @@ MAX_RCVBUF = 2**31 - 1
 def set_receive_buffer(sock, size: int) -> int:
     """Ask the kernel for a ``size``-byte UDP receive buffer; the size it reports back.
 
-    Linux reports twice what it granted (the other half is its bookkeeping)
-    and grants at most ``net.core.rmem_max`` to an unprivileged process, so
-    the figure says whether the wish was met.
+    Linux grants at most ``net.core.rmem_max`` and reports twice what it
+    granted (the other half is its bookkeeping), so the figure says whether
+    the wish was met.
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
