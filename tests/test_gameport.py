@@ -247,3 +247,83 @@ def test_udp_io_option_is_checked(tmp_path):
     config.parseOptions(["--udp-io", "batched", "--key-file", str(tmp_path / "k")])
     with pytest.raises(usage.UsageError, match="batched UDP I/O needs"):
         tap.makeService(config, MemoryReactorUDP())
+
+
+@pytest.mark.parametrize("udp_io", ["batched", "plain"])
+def test_udp_rcvbuf_sets_the_game_ports_receive_buffer_and_logs_what_the_kernel_gave(udp_io):
+    from twisted.logger import capturedLogs
+
+    from gamesession.server.gameport import GamePortService
+
+    if udp_io == "batched":
+        need(mmsg.available(), "recvmmsg/sendmmsg are Linux-only")
+    fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    default = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    fresh.close()
+    asked = 24576 if default > 2 * 24576 else 2 * default  # anything but the default
+    services = []
+    for rcvbuf in (asked, None):
+        service = GamePortService(0, GamePort(SessionRegistry(real_reactor)), "127.0.0.1",
+                                  reactor=real_reactor, udp_io=udp_io, rcvbuf=rcvbuf)
+        with capturedLogs() as events:
+            port = service._getPort()
+        try:
+            real_reactor.removeReader(port)
+            got = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            services.append((service, got, [e for e in events
+                                            if e.get("event") == "game_port_rcvbuf"]))
+        finally:
+            port.stopListening()
+    (service, got, logged), (untouched, default_got, not_logged) = services
+    assert service.rcvbuf_effective == got != default
+    assert got >= asked  # Linux reports double what it granted
+    [event] = logged
+    assert event["asked"] == asked and event["effective"] == got
+    # Without the option the OS default stays, and nothing is logged about it.
+    assert untouched.rcvbuf_effective is None and default_got == default and not_logged == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots", "4M", str(2**31)])
+def test_a_bad_udp_rcvbuf_is_a_usage_error(tmp_path, value):
+    config = tap.Options()
+    with pytest.raises(usage.UsageError, match="--udp-rcvbuf must be a number of bytes"):
+        config.parseOptions(["--udp-rcvbuf", value, "--key-file", str(tmp_path / "k")])
+
+
+def test_udp_rcvbuf_reaches_the_game_port_service(tmp_path):
+    from gamesession.server.gameport import GamePortService
+
+    config = tap.Options()
+    config.parseOptions(["--udp-rcvbuf", "1048576", "--key-file", str(tmp_path / "k")])
+    top = tap.makeService(config, MemoryReactorUDP())
+    [game_port] = [s for s in top if isinstance(s, GamePortService)]
+    assert game_port.rcvbuf == 1048576
+    config = tap.Options()
+    config.parseOptions(["--key-file", str(tmp_path / "k")])
+    [game_port] = [s for s in tap.makeService(config, MemoryReactorUDP())
+                   if isinstance(s, GamePortService)]
+    assert game_port.rcvbuf is None
+
+
+def test_bench_rooms_passes_udp_rcvbuf_to_the_server_and_the_baseline(monkeypatch):
+    import subprocess
+
+    from gamesession.bench import procs, rooms
+
+    assert "--udp-rcvbuf" not in rooms.server_options(2, 4, 20.0)
+    options = rooms.server_options(2, 4, 20.0, 1 << 20)
+    assert options[options.index("--udp-rcvbuf") + 1] == str(1 << 20)
+    tap.Options().parseOptions(list(options) + ["--key-file", "unused.key"])  # all valid
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def popen(argv, **kw):
+        started.append(argv)
+        raise Started()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(Started):
+        procs.start_echo(None, "gamesession.bench.relay", 1 << 20)
+    assert started[0][-3:] == ["gamesession.bench.relay", "0", str(1 << 20)]
