@@ -181,6 +181,37 @@ def test_unsendable_queued_datagrams_are_counted_not_raised(batched_port):
     client.close()
 
 
+def test_a_lone_reply_goes_with_sendto_and_a_failed_one_is_counted(batched_port, monkeypatch):
+    # At light load a read batch holds one datagram: its reply needs no message vector.
+    from test_fanout import RecordingLibc
+    libc = RecordingLibc(mmsg._LIBC)
+    monkeypatch.setattr(mmsg, "_LIBC", libc)
+    protocol = Recorder(lambda d: b"re:" + d)
+    port, address = batched_port(protocol)
+    client = client_socket()
+    client.sendto(b"one", address)
+    wait_readable(port.socket)
+    port.doRead()
+    assert drain(client) == [(b"re:one", address)]
+    assert libc.sendmmsg_calls == [] and protocol.not_sent == 0
+    # Two replies in one batch: one sendmmsg of two.
+    client.sendto(b"a", address)
+    client.sendto(b"b", address)
+    wait_readable(port.socket)
+    port.doRead()
+    assert sorted(drain(client)) == [(b"re:a", address), (b"re:b", address)]
+    assert libc.sendmmsg_calls == [2]
+    # A lone reply that cannot go (an address of the wrong family, one too long) is counted.
+    for bad in [lambda d, a: port.send(b"v6 on v4", ("::1", 5)),
+                lambda d, a: port.send(bytes(port._batch_io.slot + 1), a)]:
+        protocol.datagramReceived = bad
+        client.sendto(b"q", address)
+        wait_readable(port.socket)
+        port.doRead()
+    assert protocol.not_sent == 2 and drain(client, wait=0) == []
+    client.close()
+
+
 def test_address_cache_is_bounded(batched_port):
     protocol = Recorder()
     port, address = batched_port(protocol)

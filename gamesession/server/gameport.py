@@ -5,7 +5,8 @@ Two ways to run it, with the same behaviour:
 * **batched** (the default on Linux): ``BatchedPort`` reads up to
   ``batch`` datagrams with one ``recvmmsg`` call, hands each to the registry,
   and sends the replies they caused with one ``sendmmsg`` call at the end of
-  that read batch, so no reply waits past the batch that caused it.  A
+  that read batch, so no reply waits past the batch that caused it (a lone
+  reply, the usual case at light load, goes with ``sendto``).  A
   datagram sent outside a read batch (a keepalive from a timer, a reply to a
   TCP message) goes out at once with ``sendto``; the copies of a room
   fan-out sent outside one (``send_many``) go out at once in one
