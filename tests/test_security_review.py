@@ -272,7 +272,7 @@ class HostlessControl:
     def send_data(self, payload):
         pass
 
-    def send_message(self, message):
+    def send_message(self, message, encoded=None):
         pass
 
     def session_ended(self, reason):
