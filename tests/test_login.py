@@ -267,3 +267,26 @@ def test_shutdown_tells_every_client(harness):
     assert b.pump() == [SessionEnded("shutdown")]
     assert a.closed and b.closed and len(harness.registry) == 0
     assert harness.stats.logouts["shutdown"] == 2
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_the_welcome_carries_the_servers_timers():
+    harness = Harness(users={"alice": "pw"}, session_timeout=7.0, keepalive=1.5)
+    [welcome] = harness.connect().login("alice", "pw")
+    assert (welcome.session_timeout, welcome.keepalive) == (7.0, 1.5)
+
+
+def test_a_login_is_logged_with_its_user_peer_and_outcome():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    harness = Harness(users={"alice": "pw"})
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        harness.connect(host="192.0.2.9").login("alice", "pw")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [login] = [e for e in events if e.get("event") == "login"]
+    assert (login["user"], login["peer"], login["outcome"]) == ("alice", "192.0.2.9", "ok")
+    assert formatEvent(login) == "login ok: user=alice from 192.0.2.9"
