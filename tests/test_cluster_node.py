@@ -9,7 +9,7 @@ processes: tests/test_cluster.py.
 import pytest
 from twisted.internet import defer, task
 
-from fakes import Harness
+from fakes import Harness, logged_events
 from gamesession.cluster.directory import DirectoryUnavailable, NodeRecord
 from gamesession.cluster.memory import InMemoryDirectory
 from gamesession.cluster.node import ClusterNode
@@ -285,16 +285,10 @@ def test_admit_applies_the_duplicate_login_rule_unless_the_user_moves():
 
 
 def test_a_directory_error_is_logged_as_a_failure_an_outage_is_not(cluster):
-    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.logger import formatEvent
 
     def failures_of(run):
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        try:
-            run()
-        finally:
-            globalLogPublisher.removeObserver(events.append)
-        return [e for e in events if "log_failure" in e]
+        return [e for e in logged_events(run) if "log_failure" in e]
 
     def login(name):
         with pytest.raises(LoginFailed) as refused:

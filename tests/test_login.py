@@ -11,7 +11,7 @@ from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
 from gamesession.protocol.handshake import ServerKeyMismatch
 from gamesession.protocol.wire import ErrorCode
 
-from fakes import Harness
+from fakes import Harness, logged_events
 
 
 @pytest.fixture(params=["int16", "line"])
@@ -278,15 +278,10 @@ def test_the_welcome_carries_the_servers_timers():
 
 
 def test_a_login_is_logged_with_its_user_peer_and_outcome():
-    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.logger import formatEvent
 
     harness = Harness(users={"alice": "pw"})
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        harness.connect(host="192.0.2.9").login("alice", "pw")
-    finally:
-        globalLogPublisher.removeObserver(events.append)
+    events = logged_events(lambda: harness.connect(host="192.0.2.9").login("alice", "pw"))
     [login] = [e for e in events if e.get("event") == "login"]
     assert (login["user"], login["peer"], login["outcome"]) == ("alice", "192.0.2.9", "ok")
     assert formatEvent(login) == "login ok: user=alice from 192.0.2.9"

@@ -9,13 +9,12 @@ import json
 import logging
 
 import pytest
-from twisted.logger import globalLogPublisher
 
 from gamesession.protocol import wire
 from gamesession.protocol.clientcore import ClientCore, LoginFailed
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
-from fakes import Harness, RecordingApp, error_codes
+from fakes import Harness, RecordingApp, error_codes, logged_events
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,13 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 def logged_lines(run):
     """Text of every log event emitted while ``run()`` runs."""
     from twisted.logger import formatEvent
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        run()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    return [formatEvent(e) for e in events]
+    return [formatEvent(e) for e in logged_events(run)]
 
 
 # -- 5: lone surrogates and control characters ----------------------------------------
