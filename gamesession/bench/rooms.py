@@ -198,51 +198,119 @@ def _stamp(seq, now, room, bot, pad):
 # -- through the real server ---------------------------------------------------------
 
 
+class Seating:
+    """Bots of one fleet seated in private rooms of ``size``: bot ``i`` is in room ``i // size``.
+
+    ``seat(logins)`` adds whole rooms: the first login of each creates it
+    (unlisted, ``size`` seats), the others join by id.  ``bots`` holds the
+    seated logins by bot index (``login.slot``), ``room_ids`` room index ->
+    room id, ``member_of`` bot index -> member id and ``bot_of`` (room index,
+    member id) -> bot index.
+    """
+
+    def __init__(self, fleet, size, room_type=ROOM_TYPE):
+        self.fleet = fleet
+        self.size = size
+        self.room_type = room_type
+        self.bots = []
+        self.room_of = {}
+        self.room_ids = {}
+        self.member_of = {}
+        self.bot_of = {}
+        self.refused = []
+        fleet.on_event = self._event
+
+    def _event(self, login, event):
+        size = self.size
+        if isinstance(event, RoomJoined):
+            r = self.room_of[login.slot]
+            self.room_ids[r] = event.room
+            self.member_of[login.slot] = event.member
+            self.bot_of[(r, event.member)] = login.slot
+            if login.slot % size == 0:
+                for other in self.bots[login.slot + 1:login.slot + size]:
+                    self.fleet.send_frame(other, other.core.join_room(event.room)[1])
+        elif isinstance(event, RoomError):
+            self.refused.append("{} {}".format(event.code, event.reason))
+
+    def seat(self, logins) -> None:
+        """Seat ``logins`` (a whole number of rooms) in new rooms; BenchError unless all get in."""
+        from gamesession.bench.runner import BenchError
+
+        size, fleet = self.size, self.fleet
+        first = len(self.bots)
+        for index, login in enumerate(logins, first):
+            login.slot = index
+            self.room_of[index] = index // size
+        self.bots.extend(logins)
+        count = len(self.bots)
+        for r in range(first // size, count // size):
+            creator = self.bots[r * size]
+            fleet.send_frame(creator, creator.core.create_room(
+                self.room_type, max_members=size, listed=False)[1])
+        fleet.run(max(30.0, len(logins) / 20.0),
+                  done=lambda: len(self.member_of) == count or bool(self.refused))
+        if self.refused or len(self.member_of) < count:
+            raise BenchError("only {} of {} bots got into their rooms: {}".format(
+                len(self.member_of), count, "; ".join(self.refused[:3]) or "timed out"))
+        fleet.run(0.3)  # let the presence events settle
+
+
+def datagram_handler(fleet, relayed, stray):
+    """A ``handle(packet, now)`` for ``receiver``: opens each packet with its bot's
+    ClientCore, answers the server's keepalive PINGs as a client does, and
+    calls ``relayed(login, RoomDatagram or None, now)`` for each ROOM_RELAY
+    (``stray()`` for what is no bench datagram).  What the fleet itself reads
+    between batches (``fleet.poll``) goes to ``relayed`` too."""
+    udp = fleet.udp
+    by_token = fleet.by_token
+
+    def handle(packet, now):
+        login = by_token.get(packet[:8])
+        if login is None:
+            stray()
+            return
+        try:
+            kind, payload = login.core.datagram_received(packet)
+        except Drop:
+            stray()
+            return
+        if kind == Kind.ROOM_RELAY:
+            relayed(login, login.core.room_relay(payload), now)
+        elif kind == Kind.PING:
+            try:
+                udp.send(login.core.datagram(Kind.PONG, payload))
+            except BlockingIOError:
+                pass
+
+    fleet.on_datagram = lambda login, kind, payload: kind == Kind.ROOM_RELAY and relayed(
+        login, login.core.room_relay(payload), time.perf_counter_ns())
+    return handle
+
+
 def gamesession_phase(plan, progress, fleet):
     """Log in R*K bots, put them in R private rooms, run the load."""
-    from gamesession.bench.runner import BenchError, _login_fleet
+    from gamesession.bench.runner import _login_fleet
 
     rooms, size = plan["rooms"], plan["size"]
     count = rooms * size
     _login_fleet(plan, "bot", count=count, concurrency=min(64, count), progress=progress,
                  fleet=fleet, timeout=max(60.0, count / 20.0))
-    bots = fleet.ready[:count]
-    for index, login in enumerate(bots):
-        login.slot = index
-    room_of = {i: i // size for i in range(count)}
-    room_ids = {}  # room index -> room id
-    member_of = {}  # bot index -> member id
-    bot_of = {}  # (room index, member id) -> bot index
-    refused = []
+    seating = Seating(fleet, size)
+    seating.seat(fleet.ready[:count])
+    result = relay_step(plan, progress, seating, "gamesession")
+    result["ended_by_server"] = dict(fleet.ended)
+    return result
 
-    def on_event(login, event):
-        if isinstance(event, RoomJoined):
-            r = room_of[login.slot]
-            room_ids[r] = event.room
-            member_of[login.slot] = event.member
-            bot_of[(r, event.member)] = login.slot
-            if login.slot % size == 0:
-                for other in bots[login.slot + 1:login.slot + size]:
-                    fleet.send_frame(other, other.core.join_room(event.room)[1])
-        elif isinstance(event, RoomError):
-            refused.append("{} {}".format(event.code, event.reason))
 
-    fleet.on_event = on_event
-    for r in range(rooms):
-        creator = bots[r * size]
-        fleet.send_frame(creator, creator.core.create_room(
-            ROOM_TYPE, max_members=size, listed=False)[1])
-    fleet.run(max(30.0, count / 20.0),
-              done=lambda: len(member_of) == count or bool(refused))
-    if refused or len(member_of) < count:
-        raise BenchError("only {} of {} bots got into their rooms: {}".format(
-            len(member_of), count, "; ".join(refused[:3]) or "timed out"))
-    fleet.run(0.3)  # let the presence events settle
-
-    tally = Tally(room_of, size)
+def relay_step(plan, progress, seating, label):
+    """Every seated bot sends ``plan["rate"]`` room datagrams a second to its room (all
+    other members) for warmup + seconds; the Tally's figures."""
+    fleet = seating.fleet
+    bots, room_of, room_ids, bot_of = seating.bots, seating.room_of, seating.room_ids, seating.bot_of
+    tally = Tally(room_of, seating.size)
     pad = bytes(plan["payload"] - STAMP.size)
     udp = fleet.udp
-    by_token = fleet.by_token
 
     def relayed(login, event, now):
         if event is None:
@@ -250,40 +318,21 @@ def gamesession_phase(plan, progress, fleet):
             return
         tally.received(login.slot, event.data, bot_of.get((room_of[login.slot], event.sender)), now)
 
-    def handle(packet, now):
-        login = by_token.get(packet[:8])
-        if login is None:
-            tally.strays += 1
-            return
-        try:
-            kind, payload = login.core.datagram_received(packet)
-        except Drop:
-            tally.strays += 1
-            return
-        if kind == Kind.ROOM_RELAY:
-            relayed(login, login.core.room_relay(payload), now)
-        elif kind == Kind.PING:  # the server's keepalive: answer as a client does
-            try:
-                udp.send(login.core.datagram(Kind.PONG, payload))
-            except BlockingIOError:
-                pass
+    def stray():
+        tally.strays += 1
 
-    # Between batches the fleet handles TCP (presence) and its keepalives;
-    # what it reads from UDP then comes here too.
-    fleet.on_datagram = lambda login, kind, payload: kind == Kind.ROOM_RELAY and relayed(
-        login, login.core.room_relay(payload), time.perf_counter_ns())
+    handle = datagram_handler(fleet, relayed, stray)
     poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
 
     def make(bot, seq, now):
         r = room_of[bot]
         return bots[bot].core.room_datagram(room_ids[r], _stamp(seq, now, r, bot, pad))
 
-    cpu = paced(make, send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
-                plan["server_pid"], progress, "gamesession",
+    cpu = paced(make, send, poll, len(bots), plan["rate"], plan["seconds"], plan["warmup"], tally,
+                plan["server_pid"], progress, label,
                 ports=(("server", plan["udp_port"]), ("loadgen", udp.getsockname()[1])))
     result = tally.figures(plan["seconds"], cpu)
     result["unknown_room_datagrams"] = sum(b.core.unknown_room_datagrams for b in bots)
-    result["ended_by_server"] = dict(fleet.ended)
     return result
 
 
