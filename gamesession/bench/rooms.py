@@ -14,6 +14,7 @@ and opens every ROOM_RELAY.  The same load then goes through
 run: ``baseline_delivered_per_s`` and ``ratio``.
 """
 
+import os
 import select
 import socket
 import struct
@@ -52,6 +53,7 @@ class Tally:
         self.strays = 0  # not a bench datagram at all
         self.latencies = array("q")
         self.socket_drops = {}
+        self.loadgen_cpu = 0.0  # CPU seconds of the load generator in the window
 
     def received(self, bot: int, data: bytes, sender_bot, now: int) -> None:
         """``bot`` received ``data``; ``sender_bot`` is who the relay says sent it."""
@@ -81,6 +83,7 @@ class Tally:
             "expected_per_s": round(expected / seconds, 1),
             "loss": round(1 - self.delivered / expected, 5) if expected else None,
             "server_cpu": round(cpu / seconds, 3),
+            "loadgen_cpu": round(self.loadgen_cpu / seconds, 3),
             # Server CPU per datagram delivered: comparable below saturation too.
             "server_us_per_delivery": round(cpu * 1e6 / self.delivered, 2)
             if self.delivered else None,
@@ -101,8 +104,9 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
 
     ``make(bot, seq, now)`` builds one packet, ``send(packets)`` sends a batch
     and says how many went.  Returns the server's CPU seconds over the
-    measured window.  ``ports`` (name, local UDP port): the kernel's drops at
-    those sockets over the run go to ``tally.socket_drops``.
+    measured window; this process's go to ``tally.loadgen_cpu``.  ``ports``
+    (name, local UDP port): the kernel's drops at those sockets over the run
+    go to ``tally.socket_drops``.
     """
     drops0 = {name: procs.udp_drops(port) for name, port in ports}
     perf = time.perf_counter_ns
@@ -112,7 +116,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
     measure_from = start + int(warmup * 1e9)
     end = measure_from + int(seconds * 1e9)
     tally.window = (measure_from, end)
-    cpu0 = None
+    cpu0 = gen0 = None
     seq = 0
     bot = 0
     next_report = start
@@ -122,6 +126,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
             break
         if cpu0 is None and now >= measure_from:
             cpu0 = procs.cpu_seconds(server_pid)
+            gen0 = _own_cpu()
         # After a stall (the generator waited for its core) never catch up in
         # one burst: a burst of hundreds overflows the server's receive
         # buffer at once, which no real set of players does.
@@ -142,11 +147,17 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
             progress("{} {:.1f}/{:.0f}s {:,} delivered".format(
                 label, max(0.0, (now - measure_from) / 1e9), seconds, tally.delivered))
     cpu = procs.cpu_seconds(server_pid) - (cpu0 if cpu0 is not None else 0.0)
+    tally.loadgen_cpu = _own_cpu() - (gen0 if gen0 is not None else 0.0)
     drain_until = time.monotonic() + DRAIN
     while time.monotonic() < drain_until:
         poll(0.01)
     tally.socket_drops = {name: procs.udp_drops(port) - drops0[name] for name, port in ports}
     return cpu
+
+
+def _own_cpu() -> float:
+    used = os.times()
+    return used.user + used.system
 
 
 def receiver(sock, handle, also=None, every=0.05):
