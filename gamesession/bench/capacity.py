@@ -309,6 +309,7 @@ def capacity_job(plan, progress):
             else:
                 figures = relay_step(plan, progress, seating, label)
                 lost = figures["expected"] - figures["delivered"]
+            fleet.on_datagram = None  # until the next step: what arrives is not measured
             figures.update({
                 "players": players,
                 "rooms": players // plan["size"],
