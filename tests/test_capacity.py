@@ -7,7 +7,7 @@ import pytest
 
 from conftest import need, run_cli
 from gamesession.bench import capacity
-from gamesession.bench.capacity import TickTally, conclude, judge, ramp
+from gamesession.bench.capacity import TickTally, best_round, conclude, judge, ramp
 from gamesession.bench.tickroom import (ENTRY_SIZE, INPUT, SNAPSHOT_HEADER, STATE_SIZE,
                                         SnapshotRoom, parse_snapshot)
 from test_rooms import Server
@@ -212,6 +212,17 @@ def test_judge_blames_the_generator_when_it_was_the_limit():
     assert step(8, loss=0.2, lost=100, loadgen_drops=60)["generator_bound"]  # it dropped them
     assert not step(8, loss=0.2, lost=100, loadgen_drops=10)["generator_bound"]
     assert not step(8, p99_ms=50, loadgen_drops=10)["generator_bound"]
+
+
+def test_a_step_counts_its_first_clean_pass_else_the_round_nearest_to_passing():
+    clean = best_round([step(8, p99_ms=30), step(8, p99_ms=3), step(8, p99_ms=2)])
+    assert clean["p99_us"] == 3000 and clean["rounds"] == 3 and clean["rounds_passed"] == 2
+    near = best_round([step(8, loss=0.5), step(8, p99_ms=25), step(8, p99_ms=40)])
+    assert near["p99_us"] == 25000 and near["rounds_passed"] == 0 and not near["passed"]
+    # A pass that the generator could not load fully is no pass; the server's failure counts.
+    mixed = best_round([step(8, sent=0.5), step(8, loss=0.02)])
+    assert mixed["loss"] == 0.02 and not mixed["generator_bound"]
+    assert best_round([step(8, sent=0.5)])["generator_bound"]
 
 
 def test_players_per_core_is_the_last_step_held_before_the_first_failure():

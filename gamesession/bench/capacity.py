@@ -22,17 +22,17 @@ Modes:
 Definitions (tick):
 
 * ``latency`` of an input sent at t: the first snapshot that acknowledges it
-  (ack >= its sequence) is received at r and was built at the server's tick
-  time T (in the snapshot; the server and bots share the machine's clock).
-  ``input_to_snapshot`` = r - t, which includes the wait for the room's next
-  tick: up to 1/rate by design (50 ms at 20 Hz), so its p99 is about 1/rate
-  at any load.  The limit therefore applies to ``latency`` = r - t - w, where
-  w = (T - t) mod 1/rate is the wait for the next tick on the room's
-  schedule: an input that makes the first tick after it was sent counts only
-  the snapshot's way back (T to r); one that misses it (queued in the
-  server, or a late tick) counts every tick it missed.  p99 <= 20 ms thus
-  means fewer than 1 % of inputs missed their tick and 99 % of snapshots
-  arrived within 20 ms of their tick.
+  (ack >= its sequence) is received at r.  ``input_to_snapshot`` = r - t
+  includes the wait for the room's next tick, up to 1/rate by design (50 ms at
+  20 Hz), so its p99 is about 1/rate at any load.  The limit therefore
+  applies to ``latency`` = r - T, T the room's first tick after t (the
+  server's clock in each snapshot says when its tick ran; the server and the
+  bots share the machine's clock): an input that makes the first tick after
+  it was sent counts only that snapshot's way back (T to r); one that misses
+  it (queued in the server, or sent just as the tick ran) counts every tick
+  it missed, 1/rate each (``inputs_missed_tick``).  p99 <= 20 ms thus means
+  fewer than 1 % of inputs missed their tick and 99 % of the snapshots that
+  acknowledge them arrived within 20 ms of their tick.
 * ``loss`` = the larger of ``snapshot_loss`` = 1 - snapshots received in the
   window / (players x rate x seconds) (a missing, dropped or skipped tick
   counts) and ``input_loss`` = inputs sent in the window that no snapshot
@@ -44,11 +44,16 @@ Definitions (relay): ``loss`` = 1 - delivered / (sent x (K-1)), ``latency``
 is send-to-receive at another member (``bench rooms``' figures).
 
 Limits: a step passes with ``loss`` <= ``--max-loss`` (1 %) and p99
-``latency`` <= ``--max-p99-ms`` (20 ms).  A step is *generator-bound* when
-the load generator, not the server, was the limit: it sent less than 95 % of
-the asked rate, or used 90 % of its core or more while failing; then the
-result says so (``generator_bound``) and ``players_per_core`` is a lower
-bound of the server's, not its measure.
+``latency`` <= ``--max-p99-ms`` (20 ms).  A failing step is measured again,
+up to ``--rounds`` times (2): one stall from another process on a shared
+machine should not end the ramp; the first round that passes counts, else
+the one nearest to passing.  A step is *generator-bound* when the load
+generator, not the server, was the limit: it sent less than 95 % of the
+asked rate, or it failed with the generator using 90 % of its core or more,
+or with the kernel dropping at least half of what was lost at the
+generator's own socket; then the ramp ends there, the result says so
+(``generator_bound``, ``limited_by: generator``) and ``players_per_core``
+is a lower bound of the server's, not its measure.
 """
 
 import os
@@ -284,10 +289,58 @@ def tick_step(plan, progress, seating, seq, label):
     return result
 
 
+def measure_step(plan, progress, seating, seq, label) -> dict:
+    """One measurement of every seated bot, with its verdict."""
+    from gamesession.bench.runner import _stalls, longest_stall_ms
+
+    fleet = seating.fleet
+    players = len(seating.bots)
+    stalls0 = _stalls(plan)
+    if plan["mode"] == "tick":
+        figures = tick_step(plan, progress, seating, seq, label)
+        lost = figures["snapshots_expected"] - figures["snapshots"]
+    else:
+        figures = relay_step(plan, progress, seating, label)
+        lost = figures["expected"] - figures["delivered"]
+    fleet.on_datagram = None  # until the next measurement: what arrives is not counted
+    figures.update({
+        "players": players,
+        "rooms": players // plan["size"],
+        "asked_per_s": round(players * plan["rate"], 1),
+        "lost": max(0, lost),
+        "max_stall_ms": longest_stall_ms(stalls0, _stalls(plan)),
+        "ended_by_server": sum(fleet.ended.values()),
+    })
+    figures.update(judge(figures, plan["max_loss"], plan["max_p99_ms"]))
+    progress("{}: loss {} p99 {} us server cpu {} -> {}".format(
+        label, figures["loss"], figures["p99_us"], figures["server_cpu"],
+        "pass" if figures["passed"] else "FAIL " + "+".join(figures["failed"])))
+    return figures
+
+
+def best_round(rounds: list, max_loss: float = MAX_LOSS, max_p99_ms: float = MAX_P99_MS) -> dict:
+    """The round of a step that counts: the first that passed with the generator
+    keeping up; else the one nearest to passing, generator-bound ones last
+    (nearest: the larger of loss and p99 as fractions of their limits); with
+    ``rounds`` (how many ran) and ``rounds_passed`` added."""
+    def key(step):
+        if step.get("loss") is None or step.get("p99_us") is None:
+            return step["generator_bound"], float("inf")
+        return step["generator_bound"], max(step["loss"] / max(max_loss, 1e-9),
+                                            step["p99_us"] / (max_p99_ms * 1000))
+
+    held = [step for step in rounds if step["passed"] and not step["generator_bound"]]
+    best = dict(held[0] if held else min(rounds, key=key))
+    best["rounds"] = len(rounds)
+    best["rounds_passed"] = len(held)
+    return best
+
+
 def capacity_job(plan, progress):
-    """The load generator's side: the ramp, step by step, until a step fails."""
+    """The load generator's side: the ramp, step by step, until a step fails
+    ``plan["rounds"]`` times in a row (or is generator-bound)."""
     from gamesession.bench.loadgen import Fleet
-    from gamesession.bench.runner import HOST, _login_fleet, _stalls, longest_stall_ms
+    from gamesession.bench.runner import HOST, _login_fleet
 
     fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"])
     seating = Seating(fleet, plan["size"], ROOM_TYPE)
@@ -302,27 +355,14 @@ def capacity_job(plan, progress):
                          progress=progress, fleet=fleet, timeout=max(60.0, more / 20.0))
             progress("{}: seating {} new bots in rooms of {}".format(label, more, plan["size"]))
             seating.seat(fleet.ready[before:before + more])
-            stalls0 = _stalls(plan)
-            if plan["mode"] == "tick":
-                figures = tick_step(plan, progress, seating, seq, label)
-                lost = figures["snapshots_expected"] - figures["snapshots"]
-            else:
-                figures = relay_step(plan, progress, seating, label)
-                lost = figures["expected"] - figures["delivered"]
-            fleet.on_datagram = None  # until the next step: what arrives is not measured
-            figures.update({
-                "players": players,
-                "rooms": players // plan["size"],
-                "asked_per_s": round(players * plan["rate"], 1),
-                "lost": max(0, lost),
-                "max_stall_ms": longest_stall_ms(stalls0, _stalls(plan)),
-                "ended_by_server": sum(fleet.ended.values()),
-            })
-            figures.update(judge(figures, plan["max_loss"], plan["max_p99_ms"]))
+            rounds = []
+            for r in range(plan["rounds"]):
+                tag = label + (" round {}/{}".format(r + 1, plan["rounds"]) if r else "")
+                rounds.append(measure_step(plan, progress, seating, seq, tag))
+                if rounds[-1]["passed"] and not rounds[-1]["generator_bound"]:
+                    break
+            figures = best_round(rounds, plan["max_loss"], plan["max_p99_ms"])
             steps.append(figures)
-            progress("{}: loss {} p99 {} us server cpu {} -> {}".format(
-                label, figures["loss"], figures["p99_us"], figures["server_cpu"],
-                "pass" if figures["passed"] else "FAIL " + "+".join(figures["failed"])))
             if not figures["passed"] or figures["generator_bound"]:
                 break
     finally:
@@ -335,7 +375,7 @@ def capacity_job(plan, progress):
 
 def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=0,
                    max_players=16000, seconds=5.0, warmup=1.0, payload=64,
-                   max_loss=MAX_LOSS, max_p99_ms=MAX_P99_MS, progress=None) -> dict:
+                   max_loss=MAX_LOSS, max_p99_ms=MAX_P99_MS, rounds=2, progress=None) -> dict:
     """Run ``bench capacity``; the result dict (see the module docstring)."""
     from gamesession.bench import runner
 
@@ -368,7 +408,7 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
                 "factor": None if step else factor, "step": step or None,
                 "max_players": max_players, "seconds": seconds, "warmup": warmup,
                 "payload": payload if mode == "relay" else None,
-                "max_loss": max_loss, "max_p99_ms": max_p99_ms, "ramp": steps}
+                "max_loss": max_loss, "max_p99_ms": max_p99_ms, "rounds": rounds, "ramp": steps}
     options = server_options(max_players // size, size, rate) + ("--stall-probe",)
     if mode == "tick":
         options += ("--room", "{}={}".format(ROOM_TYPE, HANDLER),
@@ -381,10 +421,10 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
             metrics_port, runner.HOST), nofile=wanted)
         plan = bench.plan(server, nofile=wanted, mode=mode, rate=rate, size=size, ramp=steps,
                           seconds=seconds, warmup=warmup, payload=payload, max_loss=max_loss,
-                          max_p99_ms=max_p99_ms, metrics_url="http://{}:{}/metrics".format(
+                          max_p99_ms=max_p99_ms, rounds=rounds, metrics_url="http://{}:{}/metrics".format(
                               runner.HOST, metrics_port))
         per_step = warmup + seconds + DRAIN + 2
-        timeout = 4 * len(steps) * per_step + max(60.0, max_players / 10.0) + 60
+        timeout = 4 * len(steps) * rounds * per_step + max(60.0, max_players / 10.0) + 60
         detail = runner.run_loadgen(capacity_job, plan, progress, timeout)
         result["server_log_tracebacks"] = bench.server_log_problems(server)
         result["udp_io"] = bench.udp_io(server)
@@ -410,15 +450,21 @@ def step_notes(curve: list) -> list:
     out = []
     for step in curve:
         if step["generator_bound"]:
-            out.append("{} players: the load generator was the limit (sent {:,.0f}/s of {:,.0f}/s "
-                       "asked, {} of its core busy): the server's capacity is above this"
-                       .format(step["players"], step["sent_per_s"], step["asked_per_s"],
-                               step["loadgen_cpu"]))
+            drops = step.get("socket_drops") or {}
+            out.append("{} players: the load generator was the limit, not the server (it sent "
+                       "{:,.0f}/s of {:,.0f}/s asked, used {} of its core{}; kernel drops at its "
+                       "socket: {})".format(
+                           step["players"], step["sent_per_s"], step["asked_per_s"],
+                           step["loadgen_cpu"], ", so it did not get its core: the machine is "
+                           "busy" if step["loadgen_cpu"] < 0.5 else "", drops.get("loadgen", "?")))
         elif not step["passed"]:
             drops = step.get("socket_drops") or {}
-            out.append("{} players failed {} (server cpu {} cores; kernel drops at full "
-                       "receive buffers: server {}, load generator {})".format(
-                           step["players"], " and ".join(step["failed"]), step["server_cpu"],
+            out.append("{} players failed {} in {} rounds (server cpu {} cores{}; longest "
+                       "reactor stall {} ms; kernel drops at full receive buffers: server {}, "
+                       "load generator {})".format(
+                           step["players"], " and ".join(step["failed"]), step.get("rounds", 1),
+                           step["server_cpu"], ", far from a full core: not its capacity but other "
+                           "processes on its core, or a stall" if step["server_cpu"] < 0.5 else "", step.get("max_stall_ms"),
                            drops.get("server", "?"), drops.get("loadgen", "?")))
     return out
 

@@ -132,6 +132,9 @@ def add_arguments(parser) -> None:
                    help="seconds of load before each step's measurement")
     p.add_argument("--payload", type=int, default=64,
                    help="relay mode: bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=2,
+                   help="measure a failing step up to this many times; the first pass counts "
+                        "(a stall from another process should not end the ramp)")
     p.add_argument("--max-loss", type=_fraction, default=0.01,
                    help="a step fails above this loss (a fraction: 0.01 is 1 %%)")
     p.add_argument("--max-p99-ms", type=POSITIVE_FLOAT, default=20.0,
@@ -224,7 +227,8 @@ def run(args):
                                 factor=args.factor, step=args.step or 0,
                                 max_players=args.max_players, seconds=args.seconds,
                                 warmup=args.warmup, payload=args.payload,
-                                max_loss=args.max_loss, max_p99_ms=args.max_p99_ms)
+                                max_loss=args.max_loss, max_p99_ms=args.max_p99_ms,
+                                rounds=args.rounds)
         if args.chart:
             from gamesession.bench.report import draw_capacity_file
 
