@@ -205,16 +205,24 @@ def draw_capacity(plt, runs, out) -> str:
                  label=name + " server")
         cpu.plot(players, [step.get("loadgen_cpu") or 0 for step in curve], "x:", color=color,
                  label="load generator")
+        # The steps that failed (red x) or where the generator was the limit (grey x).
+        for step in curve:
+            if step["passed"] and not step.get("generator_bound"):
+                continue
+            mark = "grey" if step.get("generator_bound") else "red"
+            loss.plot(step["players"], 100 * (step["loss"] or 0), "x", color=mark, markersize=9)
+            latency.plot(step["players"], (step["p99_us"] or 0) / 1000, "x", color=mark,
+                         markersize=9)
         for axis in (loss, latency, cpu):
             if held is not None:
                 axis.axvline(run["players_held"], color=color, linewidth=0.8, alpha=0.5)
     loss.axhline(100 * first["max_loss"], color="k", linestyle="--", linewidth=0.8, label="limit")
-    loss.set_title("loss vs players")
+    loss.set_title("loss (x: failed, grey x: generator-bound)", fontsize=10)
     loss.set_ylabel("loss (%)")
     latency.axhline(first["max_p99_ms"], color="k", linestyle="--", linewidth=0.8, label="limit")
-    latency.set_title("latency vs players (tick: input to snapshot, less the tick wait)")
+    latency.set_title("latency (tick: first tick after the input to its ack)", fontsize=10)
     latency.set_ylabel("ms")
-    cpu.set_title("CPU vs players")
+    cpu.set_title("CPU of the measured window", fontsize=10)
     cpu.set_ylabel("cores")
     cpu.set_ylim(bottom=0)
     for axis in (loss, latency, cpu):
