@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from conftest import need, run_cli
+from conftest import run_cli
 from gamesession.bench import capacity
 from gamesession.bench.capacity import TickTally, best_round, conclude, judge, ramp
 from gamesession.bench.tickroom import (ENTRY_SIZE, INPUT, SNAPSHOT_HEADER, STATE_SIZE,
                                         SnapshotRoom, parse_snapshot)
+from test_bench import need_matplotlib, report
 from test_rooms import Server
 
 
@@ -292,10 +293,7 @@ def test_bench_capacity_tick(plugin_path, tmp_path):
 @pytest.mark.network
 @pytest.mark.timeout(120)
 def test_bench_capacity_relay_with_a_chart(plugin_path, tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        need(False, "matplotlib is not installed (pip install '.[test]')")
+    need_matplotlib()
     png = tmp_path / "capacity.png"
     figures, result = run_capacity(plugin_path, tmp_path, "--mode", "relay", "--chart", str(png))
     assert figures["settings"]["mode"] == "relay"
@@ -317,10 +315,7 @@ def test_bench_capacity_refuses_bad_settings_in_one_line(plugin_path):
 
 
 def test_bench_report_draws_capacity_curves(plugin_path, tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        need(False, "matplotlib is not installed (pip install '.[test]')")
+    need_matplotlib()
     paths = []
     for mode in ("tick", "relay"):
         curve = [step(n, loss=0.001 * n / 8) for n in (8, 16, 24)]
@@ -334,11 +329,8 @@ def test_bench_report_draws_capacity_curves(plugin_path, tmp_path):
             "settings": {"mode": mode, "rate": 20, "room_size": 8, "max_loss": 0.01,
                          "max_p99_ms": 20}}))
         paths.append(str(path))
-    png = tmp_path / "capacity.png"
-    result = run_cli(plugin_path, "bench", "report", *paths, "--out", str(png))
-    assert result.returncode == 0, result.stderr
+    result = report(plugin_path, paths, tmp_path / "capacity.png")
     assert "from 2 capacity results" in result.stdout
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_rows_show_the_curve_and_the_verdicts():
@@ -354,3 +346,16 @@ def test_summary_rows_show_the_curve_and_the_verdicts():
     assert rows["players_per_core"] == ">= 8" and rows["limited by"] == "generator"
     assert rows["  16"].endswith("pass (generator-bound)")
     assert rows["note"] == "a note"
+
+
+def test_step_notes_say_who_was_the_limit():
+    busy_server = dict(step(800, p99_ms=30), server_cpu=0.3, max_stall_ms=50.0, rounds=2)
+    saturated = dict(step(1600, loss=0.2), server_cpu=0.98, max_stall_ms=5.0, rounds=2)
+    starved_generator = dict(step(2400, sent=0.7, loadgen_cpu=0.4), server_cpu=0.9)
+    notes = capacity.step_notes([step(400), busy_server, saturated, starved_generator])
+    assert len(notes) == 3  # nothing about the step that passed
+    assert notes[0].startswith("800 players failed p99 in 2 rounds")
+    assert "far from a full core" in notes[0] and "stall 50.0 ms" in notes[0]
+    assert notes[1].startswith("1600 players failed loss") and "far from" not in notes[1]
+    assert notes[2].startswith("2400 players: the load generator was the limit, not the server")
+    assert "33,600/s of 48,000/s" in notes[2] and "did not get its core" in notes[2]
