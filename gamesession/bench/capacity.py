@@ -32,7 +32,9 @@ Definitions (tick):
   it (queued in the server, or sent just as the tick ran) counts every tick
   it missed, 1/rate each (``inputs_missed_tick``).  p99 <= 20 ms thus means
   fewer than 1 % of inputs missed their tick and 99 % of the snapshots that
-  acknowledge them arrived within 20 ms of their tick.
+  acknowledge them arrived within 20 ms of their tick.  "First tick" is the
+  first the bot saw: when that snapshot was lost, the next one stands in for
+  it (the loss is counted as loss, not as latency).
 * ``loss`` = the larger of ``snapshot_loss`` = 1 - snapshots received in the
   window / (players x rate x seconds) (a missing, dropped or skipped tick
   counts) and ``input_loss`` = inputs sent in the window that no snapshot
