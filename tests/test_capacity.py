@@ -275,7 +275,7 @@ def test_bench_capacity_tick(plugin_path, tmp_path):
     assert figures["players_per_core"] == 16 / figures["server_cores"]
     for s in figures["curve"]:
         # The real SnapshotRoom acknowledged the bots' inputs in its snapshots.
-        assert s["inputs_acked"] > 0 and s["snapshots"] > 0, s
+        assert s["inputs_acked"] >= 0.5 * s["sent"] > 0 and s["snapshots"] > 0, s
         assert s["acks_beyond_sent"] == 0 and s["wrong_members"] == 0 and s["malformed"] == 0
         assert s["strays"] == 0 and s["unknown_room_datagrams"] == 0
         for key in ("p50_us", "p99_us", "input_to_snapshot_p99_us", "server_cpu",
