@@ -142,6 +142,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the settings, the curve and "
                                                   "players_per_core to FILE")
     p.add_argument("--chart", metavar="FILE", help="draw the curve to FILE (PNG; matplotlib)")
+    _server_udp_io(p)
 
     p = sub.add_parser("cluster", help="a redis-server and two cluster nodes: cross-node kick and "
                                        "redirect-join latency, directory ops/s, clustered vs "
@@ -228,7 +229,7 @@ def run(args):
                                 max_players=args.max_players, seconds=args.seconds,
                                 warmup=args.warmup, payload=args.payload,
                                 max_loss=args.max_loss, max_p99_ms=args.max_p99_ms,
-                                rounds=args.rounds)
+                                rounds=args.rounds, udp_io=args.udp_io)
         if args.chart:
             from gamesession.bench.report import draw_capacity_file
 
