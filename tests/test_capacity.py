@@ -177,7 +177,7 @@ def test_inputs_outside_the_window_are_not_counted():
 
 
 def test_ramp_steps_are_whole_rooms_growing_to_the_maximum():
-    assert ramp(200, 8, 1000, factor=1.25) == [200, 256, 320, 400, 504, 632, 792, 992, 1000 // 8 * 8]
+    assert ramp(200, 8, 1000, factor=1.25) == [200, 256, 320, 400, 504, 632, 792, 992, 1000]
     assert ramp(10, 8, 40, step=10) == [16, 32, 40]  # rounded up to rooms, +10 is still a room
     assert ramp(3, 4, 13, factor=1.01) == [4, 8, 12]  # at least one room a step, max rounded down
     assert ramp(5000, 8, 100) == [96]  # the start is capped at the maximum

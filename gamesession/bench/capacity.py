@@ -60,13 +60,13 @@ is a lower bound of the server's, not its measure.
 
 import os
 import time
-from collections import deque
 from array import array
+from collections import deque
 
 from gamesession.bench import procs
 from gamesession.bench.loadgen import percentiles
-from gamesession.bench.rooms import (DRAIN, MIN_PAYLOAD, ROOM_TYPE, Seating, datagram_handler, paced,
-                                     receiver, relay_step, server_options)
+from gamesession.bench.rooms import (DRAIN, MIN_PAYLOAD, ROOM_TYPE, Seating, datagram_handler,
+                                     paced, receiver, relay_step, server_options)
 from gamesession.bench.tickroom import INPUT, SNAPSHOT_HEADER, STATE_SIZE
 from gamesession.protocol.rooms import MAX_ROOM_DATAGRAM
 
@@ -109,7 +109,7 @@ def judge(step: dict, max_loss: float = MAX_LOSS, max_p99_ms: float = MAX_P99_MS
     ``step`` needs ``loss``, ``p99_us``, ``sent_per_s``, ``asked_per_s`` and
     ``loadgen_cpu`` (cores of the measured window); ``lost`` (datagrams) and
     ``socket_drops`` (``loadgen``: the kernel's drops at the generator's
-    socket) if known.  No figure (nothing measured) fails its limit.
+    socket) if known.  A missing figure (nothing measured) fails its limit.
     """
     failed = []
     if step.get("loss") is None or step["loss"] > max_loss:
@@ -411,7 +411,8 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
                 "factor": None if step else factor, "step": step or None,
                 "max_players": max_players, "seconds": seconds, "warmup": warmup,
                 "payload": payload if mode == "relay" else None,
-                "max_loss": max_loss, "max_p99_ms": max_p99_ms, "rounds": rounds, "udp_io": udp_io, "ramp": steps}
+                "max_loss": max_loss, "max_p99_ms": max_p99_ms, "rounds": rounds, "udp_io": udp_io,
+                "ramp": steps}
     options = server_options(max_players // size, size, rate) + ("--stall-probe",)
     if mode == "tick":
         options += ("--room", "{}={}".format(ROOM_TYPE, HANDLER),
@@ -424,8 +425,8 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
             metrics_port, runner.HOST), nofile=wanted)
         plan = bench.plan(server, nofile=wanted, mode=mode, rate=rate, size=size, ramp=steps,
                           seconds=seconds, warmup=warmup, payload=payload, max_loss=max_loss,
-                          max_p99_ms=max_p99_ms, rounds=rounds, metrics_url="http://{}:{}/metrics".format(
-                              runner.HOST, metrics_port))
+                          max_p99_ms=max_p99_ms, rounds=rounds,
+                          metrics_url="http://{}:{}/metrics".format(runner.HOST, metrics_port))
         per_step = warmup + seconds + DRAIN + 2
         timeout = 4 * len(steps) * rounds * per_step + max(60.0, max_players / 10.0) + 60
         detail = runner.run_loadgen(capacity_job, plan, progress, timeout)
@@ -467,7 +468,8 @@ def step_notes(curve: list) -> list:
                        "load generator {})".format(
                            step["players"], " and ".join(step["failed"]), step.get("rounds", 1),
                            step["server_cpu"], ", far from a full core: not its capacity but other "
-                           "processes on its core, or a stall" if step["server_cpu"] < 0.5 else "", step.get("max_stall_ms"),
+                           "processes on its core, or a stall" if step["server_cpu"] < 0.5 else "",
+                           step.get("max_stall_ms"),
                            drops.get("server", "?"), drops.get("loadgen", "?")))
     return out
 

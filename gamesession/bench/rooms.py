@@ -318,7 +318,8 @@ def relay_step(plan, progress, seating, label):
     """Every seated bot sends ``plan["rate"]`` room datagrams a second to its room (all
     other members) for warmup + seconds; the Tally's figures."""
     fleet = seating.fleet
-    bots, room_of, room_ids, bot_of = seating.bots, seating.room_of, seating.room_ids, seating.bot_of
+    bots, room_of, room_ids = seating.bots, seating.room_of, seating.room_ids
+    bot_of = seating.bot_of
     tally = Tally(room_of, seating.size)
     pad = bytes(plan["payload"] - STAMP.size)
     udp = fleet.udp

@@ -101,7 +101,8 @@ class SnapshotRoom(RelayRoom):
 
 
 def parse_snapshot(data: bytes):
-    """(tick, server_time, ack, [(member_id, state), ...]) of a snapshot; ValueError if malformed."""
+    """(tick, server_time, ack, [(member_id, state), ...]) of a snapshot data; ValueError
+    if it is malformed (what a client of a SnapshotRoom reads)."""
     if len(data) < SNAPSHOT_HEADER.size:
         raise ValueError("snapshot of {} bytes is shorter than its header".format(len(data)))
     tick, server_time, ack, count = SNAPSHOT_HEADER.unpack_from(data)
