@@ -143,6 +143,7 @@ def test_latency_counts_from_the_first_tick_after_the_input_was_sent():
     assert figures["inputs_acked"] == 2 and figures["inputs_unacked"] == 0
     assert figures["snapshots"] == 3 and figures["snapshots_expected"] == 3
     assert figures["loss"] == 0.0 and figures["inputs_missed_tick"] == 0.5
+    assert figures["snapshot_delay_p50_us"] == 1000 and figures["snapshot_delay_p99_us"] == 2000
 
 
 def test_one_ack_covers_every_earlier_input_and_unacked_ones_are_lost():
@@ -171,6 +172,12 @@ def test_inputs_outside_the_window_are_not_counted():
     tally.input(0, 250 * MS)
     tally.snapshot(0, snap(0.3, 7), 300 * MS)
     assert tally.acked == 0 and tally.delivered == 0
+
+
+def test_the_members_of_a_room_send_spread_over_the_period():
+    order = capacity.spread(12, 4)  # rooms 0-3, 4-7, 8-11
+    assert order == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
+    assert sorted(capacity.spread(800, 8)) == list(range(800))
 
 
 # -- the ramp and its verdicts -----------------------------------------------------------------

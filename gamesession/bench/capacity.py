@@ -35,6 +35,9 @@ Definitions (tick):
   acknowledge them arrived within 20 ms of their tick.  "First tick" is the
   first the bot saw: when that snapshot was lost, the next one stands in for
   it (the loss is counted as loss, not as latency).
+  The bots send in an order (``spread``) that spreads each room's members
+  over the period.  ``snapshot_delay``: tick to receipt of every snapshot in
+  the window (the output side alone; for reference, not judged).
 * ``loss`` = the larger of ``snapshot_loss`` = 1 - snapshots received in the
   window / (players x rate x seconds) (a missing, dropped or skipped tick
   counts) and ``input_loss`` = inputs sent in the window that no snapshot
@@ -184,6 +187,7 @@ class TickTally:
         self.acks_beyond_sent = 0  # acks of an input never sent: must stay 0
         self.latencies = array("q")
         self.input_to_snapshot = array("q")
+        self.snapshot_delays = array("q")  # tick to receipt, every snapshot in the window
         self.socket_drops = {}
         self.loadgen_cpu = 0.0
 
@@ -202,14 +206,15 @@ class TickTally:
             self.malformed += 1
             return
         _, server_time, ack, count = SNAPSHOT_HEADER.unpack_from(data)
+        tick_at = int(server_time * 1e9) - self.offset_ns
         start, end = self.window
         if start <= now < end:
             self.delivered += 1
+            self.snapshot_delays.append(now - tick_at)
         if count != self.size:
             self.wrong_members += 1
         if ack > self.seq[bot]:
             self.acks_beyond_sent += 1
-        tick_at = int(server_time * 1e9) - self.offset_ns
         ticks = self.ticks[bot]
         pending = self.pending[bot]
         while pending and pending[0][0] <= ack:
@@ -256,7 +261,19 @@ class TickTally:
         result.update(percentiles(self.latencies, (50, 99)))
         result.update({"input_to_snapshot_" + k: v for k, v in
                        percentiles(self.input_to_snapshot, (50, 99)).items()})
+        result.update({"snapshot_delay_" + k: v for k, v in
+                       percentiles(self.snapshot_delays, (50, 99)).items()})
         return result
+
+
+def spread(players: int, size: int) -> list:
+    """The order bots send in over each 1/rate: one member of every room, then the
+    next member of every room, ...  So the members of a room send spread over the
+    period, as real players do, not all within a millisecond: otherwise a whole
+    room's inputs would land just before (or just after) its tick together, and a
+    few rooms' phases would decide whether 1 % of the inputs miss their tick."""
+    rooms = players // size
+    return [(turn % rooms) * size + turn // rooms for turn in range(rooms * size)]
 
 
 def tick_step(plan, progress, seating, seq, label):
@@ -280,7 +297,10 @@ def tick_step(plan, progress, seating, seq, label):
     udp = fleet.udp
     poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
 
-    def make(bot, n, now):
+    order = spread(len(bots), seating.size)
+
+    def make(turn, n, now):
+        bot = order[turn]
         return bots[bot].core.room_datagram(room_ids[room_of[bot]], tally.input(bot, now))
 
     cpu = paced(make, send, poll, len(bots), plan["rate"], plan["seconds"], plan["warmup"], tally,
