@@ -61,7 +61,6 @@ generator's own socket; then the ramp ends there, the result says so
 is a lower bound of the server's, not its measure.
 """
 
-import os
 import time
 from array import array
 from collections import deque
@@ -137,7 +136,8 @@ def conclude(steps: list, cores: int) -> dict:
     server did not get the load asked for).  ``limited_by``: ``server`` (a
     step failed with the generator keeping up), ``generator`` (the ramp ended
     at a generator-bound step: a lower bound of the server's capacity),
-    ``max_players`` (every step passed: a lower bound too).
+    ``max_players`` (every step passed: a lower bound too; ``bench_capacity``
+    says ``stopped`` instead when bots could not be logged in or seated).
     ``players_per_core`` is None when no step passed.
     """
     best = None
@@ -362,8 +362,9 @@ def capacity_job(plan, progress):
     """The load generator's side: the ramp, step by step, until a step fails
     ``plan["rounds"]`` times in a row (or is generator-bound)."""
     from gamesession.bench.loadgen import Fleet
-    from gamesession.bench.runner import HOST, _login_fleet
+    from gamesession.bench.runner import HOST, BenchError, _login_fleet
 
+    stopped = None
     fleet = Fleet(HOST, plan["login_port"], plan["udp_port"], plan["server_key"])
     seating = Seating(fleet, plan["size"], ROOM_TYPE)
     seq = []
@@ -373,10 +374,16 @@ def capacity_job(plan, progress):
             label = "{} players".format(players)
             more = players - len(seating.bots)
             before = len(fleet.ready)
-            _login_fleet(plan, "c{}_".format(n), count=more, concurrency=min(256, more),
-                         progress=progress, fleet=fleet, timeout=max(60.0, more / 20.0))
-            progress("{}: seating {} new bots in rooms of {}".format(label, more, plan["size"]))
-            seating.seat(fleet.ready[before:before + more])
+            try:
+                _login_fleet(plan, "c{}_".format(n), count=more, concurrency=min(256, more),
+                             progress=progress, fleet=fleet, timeout=max(60.0, more / 20.0))
+                progress("{}: seating {} new bots in rooms of {}".format(
+                    label, more, plan["size"]))
+                seating.seat(fleet.ready[before:before + more])
+            except BenchError as e:
+                # Keep the curve so far: the steps measured still stand.
+                stopped = "the ramp stopped before {} players: {}".format(players, e)
+                break
             rounds = []
             for r in range(plan["rounds"]):
                 tag = label + (" round {}/{}".format(r + 1, plan["rounds"]) if r else "")
@@ -389,7 +396,7 @@ def capacity_job(plan, progress):
                 break
     finally:
         fleet.close_all()
-    return {"steps": steps}
+    return {"steps": steps, "stopped": stopped}
 
 
 # -- the parent side ----------------------------------------------------------------------
@@ -453,11 +460,17 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
         result["server_log_tracebacks"] = bench.server_log_problems(server)
         result["udp_io"] = bench.udp_io(server)
         pinned = bench.server_cpu is not None
-    cores = 1 if pinned else (os.cpu_count() or 1)
+    # The server is one thread: one core at a time, pinned or not.
+    cores = 1
     if not pinned:
-        notes.append("the server was not pinned to one core: per core = per {} cores".format(cores))
+        notes.append("the server was not pinned to a core of its own: it shared the machine "
+                     "with the load generator")
     curve = detail["steps"]
     result.update(conclude(curve, cores))
+    if detail.get("stopped"):
+        notes.append(detail["stopped"])
+        if result["limited_by"] == "max_players":
+            result["limited_by"] = "stopped"
     result.update({
         "server_cores": cores,
         "curve": curve,
