@@ -68,7 +68,7 @@ from collections import deque
 from gamesession.bench import procs
 from gamesession.bench.loadgen import percentiles
 from gamesession.bench.rooms import (DRAIN, MIN_PAYLOAD, ROOM_TYPE, Seating, datagram_handler,
-                                     paced, receiver, relay_step, server_options)
+                                     paced, relay_step, server_options, smooth_receiver)
 from gamesession.bench.tickroom import INPUT, SNAPSHOT_HEADER, STATE_SIZE
 from gamesession.protocol.rooms import MAX_ROOM_DATAGRAM
 
@@ -295,7 +295,7 @@ def tick_step(plan, progress, seating, seq, label):
 
     handle = datagram_handler(fleet, relayed, stray)
     udp = fleet.udp
-    poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
+    poll, send = smooth_receiver(fleet, handle)
 
     order = spread(len(bots), seating.size)
 
@@ -322,7 +322,7 @@ def measure_step(plan, progress, seating, seq, label) -> dict:
         figures = tick_step(plan, progress, seating, seq, label)
         lost = figures["snapshots_expected"] - figures["snapshots"]
     else:
-        figures = relay_step(plan, progress, seating, label)
+        figures = relay_step(plan, progress, seating, label, smooth=True)
         lost = figures["expected"] - figures["delivered"]
     fleet.on_datagram = None  # until the next measurement: what arrives is not counted
     figures.update({
@@ -379,7 +379,8 @@ def capacity_job(plan, progress):
                              progress=progress, fleet=fleet, timeout=max(60.0, more / 20.0))
                 progress("{}: seating {} new bots in rooms of {}".format(
                     label, more, plan["size"]))
-                seating.seat(fleet.ready[before:before + more])
+                seating.seat(fleet.ready[before:before + more],
+                             spread_seconds=1.0 / plan["rate"] if plan["mode"] == "tick" else 0)
             except BenchError as e:
                 # Keep the curve so far: the steps measured still stand.
                 stopped = "the ramp stopped before {} players: {}".format(players, e)

@@ -36,6 +36,7 @@ BATCH = 256  # datagrams per sendmmsg / recvmmsg
 BURST = 32  # datagrams sent at most per turn of the loop, or
 BURST_SECONDS = 0.02  # this long's worth if more (turns take ~10 ms on a busy machine)
 RCVBUF = 1 << 23
+SPREAD_GROUPS = 25  # rooms created in this many groups when their creation is spread
 
 
 class Tally:
@@ -160,10 +161,11 @@ def _own_cpu() -> float:
     return used.user + used.system
 
 
-def receiver(sock, handle, also=None, every=0.05):
-    """A ``poll(timeout)`` that reads ``sock`` in batches (recvmmsg) into
-    ``handle(packet, now)``, and calls ``also()`` every ``every`` seconds;
-    and a ``send(packets)`` that sends in batches (sendmmsg)."""
+def receiver(sock, handle, also=None, every=0.05, max_batches=64):
+    """A ``poll(timeout)`` that reads ``sock`` in batches (recvmmsg), at most
+    ``max_batches`` a call, into ``handle(packet, now)``, and calls ``also()``
+    every ``every`` seconds; and a ``send(packets)`` that sends in batches
+    (sendmmsg).  Fewer batches a call keep the sender's pace smoother."""
     try:
         # Fan-out arrives K-1 times faster than it leaves: room for bursts
         # while another process holds the core (as far as net.core.rmem_max allows).
@@ -178,7 +180,7 @@ def receiver(sock, handle, also=None, every=0.05):
 
     def poll(timeout):
         if poller.poll(int(timeout * 1000)):
-            for _ in range(64):
+            for _ in range(max_batches):
                 packets = io.recv()
                 if not packets:
                     break
@@ -200,6 +202,15 @@ def receiver(sock, handle, also=None, every=0.05):
         return sent
 
     return poll, send
+
+
+def smooth_receiver(fleet, handle):
+    """``receiver`` for a fleet's UDP socket that keeps the send pace smooth: one
+    batch a call, and the fleet's own polling (TCP, keepalives) never reads the
+    UDP socket, whose slow one-by-one path would hold the sender for tens of
+    milliseconds at a time and then let it send a burst: bursts the server's
+    receive buffer (~270 small datagrams by default) cannot hold."""
+    return receiver(fleet.udp, handle, also=lambda: fleet.poll(0, udp=False), max_batches=1)
 
 
 def _stamp(seq, now, room, bot, pad):
@@ -244,8 +255,14 @@ class Seating:
         elif isinstance(event, RoomError):
             self.refused.append("{} {}".format(event.code, event.reason))
 
-    def seat(self, logins) -> None:
-        """Seat ``logins`` (a whole number of rooms) in new rooms; BenchError unless all get in."""
+    def seat(self, logins, spread_seconds=0.0) -> None:
+        """Seat ``logins`` (a whole number of rooms) in new rooms; BenchError unless all get in.
+
+        ``spread_seconds``: create the rooms in groups spread over that long
+        (one tick period), as rooms created independently are, instead of all
+        at once: a ticking room's ticks keep the phase of its creation, and
+        rooms all created in one reactor turn would all tick in one turn.
+        """
         from gamesession.bench.runner import BenchError
 
         size, fleet = self.size, self.fleet
@@ -255,10 +272,15 @@ class Seating:
             self.room_of[index] = index // size
         self.bots.extend(logins)
         count = len(self.bots)
-        for r in range(first // size, count // size):
-            creator = self.bots[r * size]
-            fleet.send_frame(creator, creator.core.create_room(
-                self.room_type, max_members=size, listed=False)[1])
+        new_rooms = range(first // size, count // size)
+        groups = max(1, min(len(new_rooms), SPREAD_GROUPS)) if spread_seconds else 1
+        for group in range(groups):
+            for r in new_rooms[group::groups]:
+                creator = self.bots[r * size]
+                fleet.send_frame(creator, creator.core.create_room(
+                    self.room_type, max_members=size, listed=False)[1])
+            if groups > 1:
+                fleet.run(spread_seconds / groups)
         fleet.run(max(30.0, len(logins) / 20.0),
                   done=lambda: len(self.member_of) == count or bool(self.refused))
         if self.refused or len(self.member_of) < count:
@@ -314,9 +336,10 @@ def gamesession_phase(plan, progress, fleet):
     return result
 
 
-def relay_step(plan, progress, seating, label):
+def relay_step(plan, progress, seating, label, smooth=False):
     """Every seated bot sends ``plan["rate"]`` room datagrams a second to its room (all
-    other members) for warmup + seconds; the Tally's figures."""
+    other members) for warmup + seconds; the Tally's figures.  ``smooth``: see
+    ``smooth_receiver``."""
     fleet = seating.fleet
     bots, room_of, room_ids = seating.bots, seating.room_of, seating.room_ids
     bot_of = seating.bot_of
@@ -334,7 +357,10 @@ def relay_step(plan, progress, seating, label):
         tally.strays += 1
 
     handle = datagram_handler(fleet, relayed, stray)
-    poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
+    if smooth:
+        poll, send = smooth_receiver(fleet, handle)
+    else:
+        poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
 
     def make(bot, seq, now):
         r = room_of[bot]
