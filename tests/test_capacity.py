@@ -46,22 +46,26 @@ def arena():
 def test_each_tick_sends_every_member_one_snapshot_acking_its_own_latest_input(arena):
     server, room = arena
     alice, bob, carol = server.players[:3]
+    server.clock.advance(0.01)
     alice.room_datagram(room, INPUT.pack(1) + state(b"a1"))
     alice.room_datagram(room, INPUT.pack(2) + state(b"a2"))
+    server.clock.advance(0.01)
     bob.room_datagram(room, INPUT.pack(7) + state(b"b7"))
     assert snapshots(server) == {}  # authoritative: inputs are not relayed
-    server.clock.advance(0.05)
+    server.clock.advance(0.03)
     got = snapshots(server)
     assert sorted(got) == ["alice", "bob", "carol"]
     assert all(len(got[user]) == 1 for user in got)  # one snapshot each per tick
     entries = [(1, state(b"a2")), (2, state(b"b7")), (3, bytes(STATE_SIZE))]
-    assert got["alice"] == [(1, 0.05, 2, entries)]
-    assert got["bob"] == [(1, 0.05, 7, entries)]
-    assert got["carol"] == [(1, 0.05, 0, entries)]  # no input yet: ack 0, zero state
+    # (tick, server time, ack, when the acked input arrived, entries)
+    assert got["alice"] == [(1, pytest.approx(0.05), 2, pytest.approx(0.01), entries)]
+    assert got["bob"] == [(1, pytest.approx(0.05), 7, pytest.approx(0.02), entries)]
+    assert got["carol"] == [(1, pytest.approx(0.05), 0, 0.0, entries)]  # no input yet
     server.clock.advance(0.05)
     got = snapshots(server)
-    assert [s[:3] for s in got["alice"]] == [(2, 0.1, 2)]  # the tick number and time go on
-    assert len(got["alice"][0][3]) == 3
+    [(tick, at, ack, arrived, now_entries)] = got["alice"]
+    assert (tick, ack) == (2, 2) and at == pytest.approx(0.1)  # the tick number and time go on
+    assert arrived == pytest.approx(0.01) and len(now_entries) == 3
 
 
 def test_stale_and_short_inputs_are_ignored_and_a_long_state_is_cut(arena):
@@ -74,15 +78,15 @@ def test_stale_and_short_inputs_are_ignored_and_a_long_state_is_cut(arena):
     alice.room_datagram(room, b"\x01\x02")  # too short to hold a seq
     assert handler.malformed == 1
     server.clock.advance(0.05)
-    _, _, ack, entries = snapshots(server)["alice"][0]
+    _, _, ack, _, entries = snapshots(server)["alice"][0]
     assert ack == 5 and entries[0] == (1, state(b"five"))
     alice.room_datagram(room, INPUT.pack(6) + b"x" * (STATE_SIZE + 40))
     server.clock.advance(0.05)
-    _, _, ack, entries = snapshots(server)["alice"][0]
+    _, _, ack, _, entries = snapshots(server)["alice"][0]
     assert ack == 6 and entries[0] == (1, b"x" * STATE_SIZE)
     alice.room_datagram(room, INPUT.pack(7) + b"ab")  # a short state is zero-padded
     server.clock.advance(0.05)
-    assert snapshots(server)["alice"][0][3][0] == (1, b"ab" + bytes(STATE_SIZE - 2))
+    assert snapshots(server)["alice"][0][4][0] == (1, b"ab" + bytes(STATE_SIZE - 2))
 
 
 def test_a_member_who_leaves_drops_out_of_the_snapshots(arena):
@@ -92,7 +96,7 @@ def test_a_member_who_leaves_drops_out_of_the_snapshots(arena):
     server.clock.advance(0.05)
     got = snapshots(server)
     assert sorted(got) == ["alice", "carol"]
-    _, _, _, entries = got["alice"][0]
+    entries = got["alice"][0][4]
     assert [member for member, _ in entries] == [1, 3]
     assert len(server.relays()) == 0
 
@@ -105,58 +109,84 @@ def test_an_empty_room_ticks_silently():
 
 
 def test_parse_snapshot_refuses_a_truncated_one():
-    data = SNAPSHOT_HEADER.pack(1, 0.0, 0, 2) + bytes(ENTRY_SIZE)
+    data = SNAPSHOT_HEADER.pack(1, 0.0, 0, 0.0, 2) + bytes(ENTRY_SIZE)
     with pytest.raises(ValueError):
         parse_snapshot(data)
     with pytest.raises(ValueError):
         parse_snapshot(data[:5])
-    assert parse_snapshot(data + bytes(ENTRY_SIZE))[3] == [(0, bytes(STATE_SIZE))] * 2
+    assert parse_snapshot(data + bytes(ENTRY_SIZE))[4] == [(0, bytes(STATE_SIZE))] * 2
 
 
 # -- the tick tally (what a bot measures) ---------------------------------------------------
 
 
-def snap(tick_s, ack, count=2):
-    return SNAPSHOT_HEADER.pack(1, tick_s, ack, count) + bytes(count * ENTRY_SIZE)
+def snap(tick_ms, ack, count=2, arrived_ms=0.0):
+    return SNAPSHOT_HEADER.pack(1, tick_ms / 1000, ack, arrived_ms / 1000, count) + bytes(
+        count * ENTRY_SIZE)
 
 
 MS = 1_000_000  # ns
 
 
-def test_latency_counts_from_the_first_tick_after_the_input_was_sent():
+def us(samples):
+    return [round(x / 1000) for x in samples]
+
+
+def test_latency_is_the_way_in_plus_the_ticks_lateness_plus_the_way_back():
     # Clocks: perf_counter ns = wall ns - offset; here offset 0 and wall = perf.
-    tally = TickTally(bots=1, size=2, seq=[0], offset_ns=0)
+    # The room ticks at 40, 90, 140, 190 ms (20 Hz); the 90 ms tick runs at 93, the
+    # 190 ms one at 191.5.
+    tally = TickTally(bots=1, size=2, seq=[0], offset_ns=0, rate=20)
     tally.window = (0, 1000 * MS)
     assert INPUT.unpack_from(tally.input(0, 10 * MS)) == (1,)
-    # The tick at 40 ms acknowledges it; the snapshot arrives at 41 ms.
-    tally.snapshot(0, snap(0.040, 1), 41 * MS)
-    assert list(tally.input_to_snapshot) == [31 * MS] and list(tally.latencies) == [1 * MS]
-    assert tally.missed_tick == 0
-    # Input 2 at 60 ms misses the 90 ms tick (that snapshot still acks 1) and is
-    # acknowledged at 140 ms: it counts from 90 ms.
+    # Input 1 arrives at 10.5 ms; the 40 ms tick acks it; received at 41 ms.
+    tally.snapshot(0, snap(40, 1, arrived_ms=10.5), 41 * MS)
+    # Input 2, sent at 60 ms, waits in a queue until 95: the late tick (93) misses it
+    # and still acks 1; the 140 ms tick acks it, received at 142.
     tally.input(0, 60 * MS)
-    tally.snapshot(0, snap(0.090, 1), 91 * MS)
-    tally.snapshot(0, snap(0.140, 2), 142 * MS)
-    assert list(tally.latencies) == [1 * MS, 52 * MS]
-    assert tally.missed_tick == 1 and tally.acked == 2
-    figures = tally.figures(seconds=0.15, cpu=0.0, players=1, rate=20)
-    assert figures["inputs_acked"] == 2 and figures["inputs_unacked"] == 0
-    assert figures["snapshots"] == 3 and figures["snapshots_expected"] == 3
+    tally.snapshot(0, snap(93, 1, arrived_ms=10.5), 94 * MS)
+    tally.snapshot(0, snap(140, 2, arrived_ms=95), 142 * MS)
+    # Input 3 (110 ms) is lost; input 4 (160 ms, arrived 160.3) is acked at 191.5.
+    tally.input(0, 110 * MS)
+    tally.input(0, 160 * MS)
+    tally.snapshot(0, snap(191.5, 4, arrived_ms=160.3), int(192.5 * MS))
+    # 1: 0.5 in + 1 back; 2: 35 in + 2 back; 3: overtaken, from the first tick after
+    # it was sent (140) to the ack (192.5); 4: 0.3 in + 1.5 late + 1 back.
+    assert us(tally.latencies) == [1500, 37000, 52500, 2800]
+    assert us(tally.input_delays) == [500, 35000, 300]
+    assert us(tally.tick_lateness) == [0, 3000, 0, 1500]
+    assert us(tally.input_to_snapshot) == [31000, 82000, 82500, 32500]
+    assert us(tally.first_tick_latencies) == [1000, 49000, 52500, 1000]
+    assert tally.missed_tick == 2 and tally.superseded == 1 and tally.acked == 4
+    figures = tally.figures(seconds=0.2, cpu=0.0, players=1, rate=20)
+    assert figures["inputs_acked"] == 4 and figures["inputs_unacked"] == 0
+    assert figures["snapshots"] == 4 and figures["snapshots_expected"] == 4
     assert figures["loss"] == 0.0 and figures["inputs_missed_tick"] == 0.5
+    assert figures["inputs_superseded"] == 1
     assert figures["snapshot_delay_p50_us"] == 1000 and figures["snapshot_delay_p99_us"] == 2000
+    assert figures["tick_lateness_p99_us"] == 3000 and figures["p99_us"] == 52500
+
+
+def test_a_late_tick_counts_against_the_earliest_seen_at_its_phase():
+    tally = TickTally(bots=1, size=2, seq=[0], offset_ns=0, rate=20)
+    # The room's schedule is 40, 90, 140, ... ms.  The first tick seen ran 2 ms late
+    # (42; it looks on time, having nothing to compare with: the warm-up's ticks
+    # set the phase); the 90 ms one ran on time and sets it from then on.
+    assert [tally.lateness(0, t * MS) // 1000 for t in (42, 90, 141, 190, 243)] == [
+        0, 0, 1000, 0, 3000]
 
 
 def test_one_ack_covers_every_earlier_input_and_unacked_ones_are_lost():
-    tally = TickTally(bots=2, size=2, seq=[0, 0], offset_ns=0)
+    tally = TickTally(bots=2, size=2, seq=[0, 0], offset_ns=0, rate=20)
     tally.window = (0, 1000 * MS)
     for t in (1, 2, 3):
         tally.input(0, t * MS)
     tally.input(1, 4 * MS)
-    tally.snapshot(0, snap(0.010, 2), 11 * MS)  # input 2 arrived: 1 was lost or overtaken
-    tally.snapshot(0, snap(0.010, 9), 11 * MS)  # an ack of an input never sent
-    tally.snapshot(1, snap(0.010, 0, count=3), 11 * MS)  # wrong member count; acks nothing
+    tally.snapshot(0, snap(10, 2), 11 * MS)  # input 2 arrived: 1 was lost or overtaken
+    tally.snapshot(0, snap(10, 9), 11 * MS)  # an ack of an input never sent
+    tally.snapshot(1, snap(10, 0, count=3), 11 * MS)  # wrong member count; acks nothing
     tally.snapshot(1, b"short", 11 * MS)
-    assert tally.acked == 3 and tally.acks_beyond_sent == 1
+    assert tally.acked == 3 and tally.acks_beyond_sent == 1 and tally.superseded == 2
     assert tally.wrong_members == 1 and tally.malformed == 1
     tally.sent = 4
     figures = tally.figures(seconds=0.1, cpu=0.05, players=2, rate=20)
@@ -166,11 +196,11 @@ def test_one_ack_covers_every_earlier_input_and_unacked_ones_are_lost():
 
 
 def test_inputs_outside_the_window_are_not_counted():
-    tally = TickTally(bots=1, size=2, seq=[5], offset_ns=0)
+    tally = TickTally(bots=1, size=2, seq=[5], offset_ns=0, rate=20)
     tally.window = (100 * MS, 200 * MS)
     assert INPUT.unpack_from(tally.input(0, 50 * MS)) == (6,)  # numbering goes on from seq
     tally.input(0, 250 * MS)
-    tally.snapshot(0, snap(0.3, 7), 300 * MS)
+    tally.snapshot(0, snap(300, 7), 300 * MS)
     assert tally.acked == 0 and tally.delivered == 0
 
 

@@ -21,23 +21,27 @@ Modes:
 
 Definitions (tick):
 
-* ``latency`` of an input sent at t: the first snapshot that acknowledges it
-  (ack >= its sequence) is received at r.  ``input_to_snapshot`` = r - t
-  includes the wait for the room's next tick, up to 1/rate by design (50 ms at
-  20 Hz), so its p99 is about 1/rate at any load.  The limit therefore
-  applies to ``latency`` = r - T, T the room's first tick after t (the
-  server's clock in each snapshot says when its tick ran; the server and the
-  bots share the machine's clock): an input that makes the first tick after
-  it was sent counts only that snapshot's way back (T to r); one that misses
-  it (queued in the server, or sent just as the tick ran) counts every tick
-  it missed, 1/rate each (``inputs_missed_tick``).  p99 <= 20 ms thus means
-  fewer than 1 % of inputs missed their tick and 99 % of the snapshots that
-  acknowledge them arrived within 20 ms of their tick.  "First tick" is the
-  first the bot saw: when that snapshot was lost, the next one stands in for
-  it (the loss is counted as loss, not as latency).
-  The bots send in an order (``spread``) that spreads each room's members
-  over the period.  ``snapshot_delay``: tick to receipt of every snapshot in
-  the window (the output side alone; for reference, not judged).
+* ``latency`` of an input: the server's share of the time from the input to
+  the snapshot that acknowledges it.  ``input_to_snapshot`` (sent to the
+  receipt of the first snapshot whose ack >= its sequence) includes the wait
+  for the room's next tick, up to 1/rate by design (50 ms at 20 Hz), so its
+  p99 is about 1/rate at any load: no server can pass 20 ms on it.  So
+  ``latency`` = ``input_delay`` (sent at t to its arrival at the room, A: the
+  snapshot's ``ack_arrived``) + ``tick_lateness`` (how late that snapshot's
+  tick ran against the room's schedule, the earliest tick seen at its phase
+  during the warm-up and since) + ``snapshot_delay`` (the tick's server time
+  T to the snapshot's receipt r): everything but the wait for the tick.  The
+  server and the bots share the machine's clock.  An input overtaken by a
+  later one before any snapshot acknowledged it (lost on the way, or two
+  arrived in one tick) counts from the room's first tick after it was sent
+  (that the bot saw) to its acknowledgement, so a lost input costs the ticks
+  it missed.  For reference: ``first_tick_latency`` (r minus the first tick
+  after t, for every input; an input that arrives just after a tick counts
+  a whole period) and ``inputs_missed_tick`` (its fraction of inputs not
+  acknowledged by the first tick after they were sent).  The bots send in an
+  order (``spread``) that spreads each room's members over the period, and
+  the rooms are created spread over one period, so that ticks and inputs
+  fall at independent phases, as with real players and rooms.
 * ``loss`` = the larger of ``snapshot_loss`` = 1 - snapshots received in the
   window / (players x rate x seconds) (a missing, dropped or skipped tick
   counts) and ``input_loss`` = inputs sent in the window that no snapshot
@@ -167,27 +171,36 @@ class TickTally:
 
     ``seq`` (bot index -> last input sequence sent) outlives a step: the room
     ignores inputs not above the last, so every step goes on counting.
+    Times are perf_counter_ns; the server's (wall clock seconds) become that
+    with ``offset_ns`` = time.time_ns() - time.perf_counter_ns().
     """
 
-    def __init__(self, bots: int, size: int, seq: list, offset_ns: int):
+    def __init__(self, bots: int, size: int, seq: list, offset_ns: int, rate: float):
         self.size = size
         self.seq = seq
-        self.offset_ns = offset_ns  # time.time_ns() - time.perf_counter_ns()
+        self.offset_ns = offset_ns
+        self.period_ns = int(1e9 / rate)
         self.window = (0, 0)
         self.pending = [deque() for _ in range(bots)]  # (seq, sent at) in the window, unacked
         self.ticks = [deque(maxlen=TICKS_KEPT) for _ in range(bots)]  # recent snapshots' ticks
+        self.phase_ref = [None] * bots  # a tick of the bot's room: the schedule's phase
+        self.phase_min = [0] * bots  # the earliest a tick ran against that phase
         self.sent = 0
         self.unsent = 0
         self.delivered = 0  # snapshots received in the window
         self.acked = 0
+        self.superseded = 0  # acked only by a later input's ack (lost, or two in one tick)
         self.missed_tick = 0  # acked, but not by the first tick after they were sent
         self.strays = 0
         self.malformed = 0
         self.wrong_members = 0  # snapshots whose member count is not the room's
         self.acks_beyond_sent = 0  # acks of an input never sent: must stay 0
-        self.latencies = array("q")
+        self.latencies = array("q")  # the judged latency, one per acked input
+        self.input_delays = array("q")  # sent to arrived at the room
+        self.first_tick_latencies = array("q")  # first tick after sending to receipt
         self.input_to_snapshot = array("q")
         self.snapshot_delays = array("q")  # tick to receipt, every snapshot in the window
+        self.tick_lateness = array("q")  # how late each tick ran against its schedule
         self.socket_drops = {}
         self.loadgen_cpu = 0.0
 
@@ -200,17 +213,33 @@ class TickTally:
             self.pending[bot].append((seq, now))
         return INPUT.pack(seq) + _STATE
 
+    def lateness(self, bot: int, tick_at: int) -> int:
+        """How late a tick of ``bot``'s room ran: a room ticks at a fixed phase of
+        its period (a LoopingCall); lateness is its offset from the earliest tick
+        seen at that phase (the warm-up's ticks set it)."""
+        period = self.period_ns
+        ref = self.phase_ref[bot]
+        if ref is None:
+            self.phase_ref[bot] = ref = tick_at
+        offset = (tick_at - ref + period // 2) % period - period // 2
+        if offset < self.phase_min[bot]:
+            self.phase_min[bot] = offset
+        return offset - self.phase_min[bot]
+
     def snapshot(self, bot: int, data: bytes, now: int) -> None:
-        """``bot`` received snapshot ``data`` at ``now`` (perf_counter_ns)."""
+        """``bot`` received snapshot ``data`` at ``now``."""
         if len(data) < SNAPSHOT_HEADER.size:
             self.malformed += 1
             return
-        _, server_time, ack, count = SNAPSHOT_HEADER.unpack_from(data)
-        tick_at = int(server_time * 1e9) - self.offset_ns
+        _, server_time, ack, ack_arrived, count = SNAPSHOT_HEADER.unpack_from(data)
+        offset = self.offset_ns
+        tick_at = int(server_time * 1e9) - offset
+        late = self.lateness(bot, tick_at)
         start, end = self.window
         if start <= now < end:
             self.delivered += 1
             self.snapshot_delays.append(now - tick_at)
+            self.tick_lateness.append(late)
         if count != self.size:
             self.wrong_members += 1
         if ack > self.seq[bot]:
@@ -218,16 +247,28 @@ class TickTally:
         ticks = self.ticks[bot]
         pending = self.pending[bot]
         while pending and pending[0][0] <= ack:
-            _, sent_at = pending.popleft()
+            seq, sent_at = pending.popleft()
+            self.acked += 1
+            self.input_to_snapshot.append(now - sent_at)
             # The room's first tick after the input was sent, as far as this bot saw.
             if not ticks or ticks[-1] < sent_at:
                 first = tick_at  # the usual case: this snapshot's tick
             else:
                 first = next(t for t in ticks if t >= sent_at)
                 self.missed_tick += 1
-            self.input_to_snapshot.append(now - sent_at)
-            self.latencies.append(now - max(first, sent_at))
-            self.acked += 1
+            since_first = now - max(first, sent_at)
+            self.first_tick_latencies.append(since_first)
+            if seq == ack:
+                # The room says when it arrived: its way in, plus the tick's
+                # lateness, plus the snapshot's way back.
+                waited_in = max(0, int(ack_arrived * 1e9) - offset - sent_at)
+                self.input_delays.append(waited_in)
+                self.latencies.append(waited_in + late + now - tick_at)
+            else:
+                # Overtaken: lost on the way (it then waited for the next
+                # input's tick), or two arrived for one tick.
+                self.superseded += 1
+                self.latencies.append(since_first)
         ticks.append(tick_at)
 
     def figures(self, seconds: float, cpu: float, players: int, rate: float) -> dict:
@@ -246,6 +287,7 @@ class TickTally:
             "inputs_acked": self.acked,
             "inputs_unacked": unacked,
             "inputs_missed_tick": round(self.missed_tick / self.acked, 5) if self.acked else None,
+            "inputs_superseded": self.superseded,
             "snapshot_loss": None if snapshot_loss is None else round(snapshot_loss, 5),
             "input_loss": None if input_loss is None else round(input_loss, 5),
             "loss": round(max(losses), 5) if losses else None,
@@ -259,10 +301,12 @@ class TickTally:
             "socket_drops": self.socket_drops,
         }
         result.update(percentiles(self.latencies, (50, 99)))
-        result.update({"input_to_snapshot_" + k: v for k, v in
-                       percentiles(self.input_to_snapshot, (50, 99)).items()})
-        result.update({"snapshot_delay_" + k: v for k, v in
-                       percentiles(self.snapshot_delays, (50, 99)).items()})
+        for name, samples in (("input_delay_", self.input_delays),
+                              ("tick_lateness_", self.tick_lateness),
+                              ("snapshot_delay_", self.snapshot_delays),
+                              ("first_tick_latency_", self.first_tick_latencies),
+                              ("input_to_snapshot_", self.input_to_snapshot)):
+            result.update({name + k: v for k, v in percentiles(samples, (50, 99)).items()})
         return result
 
 
@@ -282,7 +326,7 @@ def tick_step(plan, progress, seating, seq, label):
     bots, room_of, room_ids = seating.bots, seating.room_of, seating.room_ids
     seq.extend([0] * (len(bots) - len(seq)))
     offset = time.time_ns() - time.perf_counter_ns()
-    tally = TickTally(len(bots), seating.size, seq, offset)
+    tally = TickTally(len(bots), seating.size, seq, offset, plan["rate"])
 
     def relayed(login, event, now):
         if event is None or event.sender != 0:

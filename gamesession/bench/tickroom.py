@@ -25,8 +25,14 @@ ROOM_SEND / ROOM_RELAY):
 * snapshot, room -> each member (sender 0, the room): ``SNAPSHOT_HEADER`` =
   ``tick`` u32, ``server_time`` f64 (seconds, the server's clock), ``ack`` u32
   (the receiver's last processed input ``seq``; 0 before its first),
-  ``count`` u16; then ``count`` entries of ``ENTRY`` = ``member_id`` u32 and
-  ``STATE_SIZE`` bytes of state, in join order.
+  ``ack_arrived`` f64 (the server's clock when that input arrived; 0 before
+  the first), ``count`` u16; then ``count`` entries of ``ENTRY`` =
+  ``member_id`` u32 and ``STATE_SIZE`` bytes of state, in join order.
+
+``ack_arrived`` and ``server_time`` tell a client how long its input waited
+for the tick and how old the snapshot is: what it needs to time its inputs
+so that they arrive just before the tick (as fast-paced games do) -- and what
+``bench capacity`` measures the server's latency with.
 
 Each member gets its own snapshot (its own ``ack``), as in real authoritative
 games where a snapshot is per client (acks, deltas against what that client
@@ -40,7 +46,7 @@ from gamesession.server.roomhandler import RelayRoom
 
 STATE_SIZE = 12  # e.g. a position: three float32
 INPUT = struct.Struct("<I")
-SNAPSHOT_HEADER = struct.Struct("<IdIH")
+SNAPSHOT_HEADER = struct.Struct("<IdIdH")
 ENTRY = struct.Struct("<I")
 ENTRY_SIZE = ENTRY.size + STATE_SIZE
 _ZERO_STATE = bytes(STATE_SIZE)
@@ -49,8 +55,8 @@ _ZERO_STATE = bytes(STATE_SIZE)
 class SnapshotRoom(RelayRoom):
     """Members' inputs in, one snapshot per member per tick out (see the module docstring).
 
-    ``inputs`` maps member id -> [last input seq, state bytes] for every
-    member (bounded by the room's seats); ``ticks`` counts the snapshots
+    ``inputs`` maps member id -> [last input seq, state bytes, when it
+    arrived] for every member (bounded by the room's seats); ``ticks`` counts the snapshots
     rounds sent, ``malformed`` the inputs too short to read.
     """
 
@@ -60,7 +66,7 @@ class SnapshotRoom(RelayRoom):
         self.malformed = 0
 
     def joined(self, room, member):
-        self.inputs[member.member_id] = [0, _ZERO_STATE]
+        self.inputs[member.member_id] = [0, _ZERO_STATE, 0.0]
 
     def left(self, room, member, reason):
         self.inputs.pop(member.member_id, None)
@@ -83,6 +89,7 @@ class SnapshotRoom(RelayRoom):
             state = state + bytes(STATE_SIZE - len(state))
         entry[0] = seq
         entry[1] = state
+        entry[2] = room.server.clock.seconds()
 
     def tick(self, room, dt):
         inputs = self.inputs
@@ -97,15 +104,15 @@ class SnapshotRoom(RelayRoom):
         header = SNAPSHOT_HEADER.pack
         send = room.send_datagram
         for member_id, entry in inputs.items():
-            send(header(tick, now, entry[0], count) + body, to=(member_id,))
+            send(header(tick, now, entry[0], entry[2], count) + body, to=(member_id,))
 
 
 def parse_snapshot(data: bytes):
-    """(tick, server_time, ack, [(member_id, state), ...]) of a snapshot data; ValueError
-    if it is malformed (what a client of a SnapshotRoom reads)."""
+    """(tick, server_time, ack, ack_arrived, [(member_id, state), ...]) of a snapshot's
+    data; ValueError if it is malformed (what a client of a SnapshotRoom reads)."""
     if len(data) < SNAPSHOT_HEADER.size:
         raise ValueError("snapshot of {} bytes is shorter than its header".format(len(data)))
-    tick, server_time, ack, count = SNAPSHOT_HEADER.unpack_from(data)
+    tick, server_time, ack, ack_arrived, count = SNAPSHOT_HEADER.unpack_from(data)
     end = SNAPSHOT_HEADER.size + count * ENTRY_SIZE
     if len(data) != end:
         raise ValueError("snapshot of {} bytes for {} entries".format(len(data), count))
@@ -113,4 +120,4 @@ def parse_snapshot(data: bytes):
     for offset in range(SNAPSHOT_HEADER.size, end, ENTRY_SIZE):
         (member_id,) = ENTRY.unpack_from(data, offset)
         entries.append((member_id, data[offset + ENTRY.size:offset + ENTRY_SIZE]))
-    return tick, server_time, ack, entries
+    return tick, server_time, ack, ack_arrived, entries
