@@ -220,7 +220,8 @@ def draw_capacity(plt, runs, out) -> str:
     loss.set_title("loss (x: failed, grey x: generator-bound)", fontsize=10)
     loss.set_ylabel("loss (%)")
     latency.axhline(first["max_p99_ms"], color="k", linestyle="--", linewidth=0.8, label="limit")
-    latency.set_title("latency (tick: first tick after the input to its ack)", fontsize=10)
+    latency.set_title("latency (tick: the server's share, not the wait for the tick)",
+                      fontsize=10)
     latency.set_ylabel("ms")
     cpu.set_title("CPU of the measured window", fontsize=10)
     cpu.set_ylabel("cores")
