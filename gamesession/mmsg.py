@@ -339,15 +339,36 @@ class AddressedBatch:
         return out
 
     def send(self, items) -> int:
-        """Send ``[(datagram, address), ...]``; returns how many could not be sent."""
-        failed = 0
+        """Send ``[(datagram, address), ...]``; returns how many could not be sent.
+
+        A lone datagram (a reply at light load) goes with ``sendto``: one
+        system call either way, without building a message vector.
+        """
         total = len(items)
+        if total == 1:
+            return self._send_one(*items[0])
+        failed = 0
         start = 0
         while start < total:
             count = min(self.batch, total - start)
             failed += self._send_chunk(items, start, count)
             start += count
         return failed
+
+    def _send_one(self, packet, address) -> int:
+        if len(packet) > self.slot:
+            return 1
+        for _ in range(2):
+            try:
+                self.sock.sendto(packet, address)
+                return 0
+            except ConnectionRefusedError:
+                continue  # a pending ICMP error, reported and cleared: once more
+            except InterruptedError:
+                continue
+            except (OSError, ValueError, TypeError, OverflowError):
+                return 1
+        return 1
 
     def _send_chunk(self, items, start, count):
         vector = self._send

@@ -127,7 +127,7 @@ BREAKS = [
   '                udp_port=wire.int_field(inner, "udp_port", 1, 65535),', '                udp_port=inner.get("udp_port"),',
   [T+"test_guards.py::test_the_client_refuses_a_bad_welcome"]),
  ("datagram counter limit off by one", "gamesession/protocol/datagram.py",
-  "        if counter >= MAX_COUNTER:", "        if counter > MAX_COUNTER:",
+  "    if counter >= MAX_COUNTER:\n        raise OverflowError", "    if counter > MAX_COUNTER:\n        raise OverflowError",
   [T+"test_guards.py::test_the_datagram_counter_runs_out_instead_of_reusing_a_nonce"]),
  ("stream counter limit removed", "gamesession/protocol/handshake.py",
   "        if counter >= MAX_COUNTER:\n            raise BadBox()\n        self.counter = counter + 1", "        self.counter = counter + 1",

@@ -186,3 +186,11 @@ def test_bench_cluster(plugin_path, tmp_path):
         assert figures[key] is not None and figures[key] > 0, key
     assert figures["server_log_tracebacks"] == 0
     assert "redirect join" in result.stdout and "cross-node kick" in result.stdout
+
+
+def test_bench_hotpath_fanout(plugin_path, tmp_path):
+    figures, _ = bench(plugin_path, tmp_path, "hotpath", "--fanout", "1,3", "--packets", "100",
+                       "--rounds", "1")
+    assert [f["fanout"] for f in figures["fanouts"]] == [1, 3]
+    for f in figures["fanouts"]:
+        assert f["relay_ns_per_datagram"] > 0 and f["tick_ns_per_copy"] > 0

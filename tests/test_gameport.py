@@ -181,6 +181,37 @@ def test_unsendable_queued_datagrams_are_counted_not_raised(batched_port):
     client.close()
 
 
+def test_a_lone_reply_goes_with_sendto_and_a_failed_one_is_counted(batched_port, monkeypatch):
+    # At light load a read batch holds one datagram: its reply needs no message vector.
+    from test_fanout import RecordingLibc
+    libc = RecordingLibc(mmsg._LIBC)
+    monkeypatch.setattr(mmsg, "_LIBC", libc)
+    protocol = Recorder(lambda d: b"re:" + d)
+    port, address = batched_port(protocol)
+    client = client_socket()
+    client.sendto(b"one", address)
+    wait_readable(port.socket)
+    port.doRead()
+    assert drain(client) == [(b"re:one", address)]
+    assert libc.sendmmsg_calls == [] and protocol.not_sent == 0
+    # Two replies in one batch: one sendmmsg of two.
+    client.sendto(b"a", address)
+    client.sendto(b"b", address)
+    wait_readable(port.socket)
+    port.doRead()
+    assert sorted(drain(client)) == [(b"re:a", address), (b"re:b", address)]
+    assert libc.sendmmsg_calls == [2]
+    # A lone reply that cannot go (an address of the wrong family, one too long) is counted.
+    for bad in [lambda d, a: port.send(b"v6 on v4", ("::1", 5)),
+                lambda d, a: port.send(bytes(port._batch_io.slot + 1), a)]:
+        protocol.datagramReceived = bad
+        client.sendto(b"q", address)
+        wait_readable(port.socket)
+        port.doRead()
+    assert protocol.not_sent == 2 and drain(client, wait=0) == []
+    client.close()
+
+
 def test_address_cache_is_bounded(batched_port):
     protocol = Recorder()
     port, address = batched_port(protocol)
@@ -247,3 +278,83 @@ def test_udp_io_option_is_checked(tmp_path):
     config.parseOptions(["--udp-io", "batched", "--key-file", str(tmp_path / "k")])
     with pytest.raises(usage.UsageError, match="batched UDP I/O needs"):
         tap.makeService(config, MemoryReactorUDP())
+
+
+@pytest.mark.parametrize("udp_io", ["batched", "plain"])
+def test_udp_rcvbuf_sets_the_game_ports_receive_buffer_and_logs_what_the_kernel_gave(udp_io):
+    from twisted.logger import capturedLogs
+
+    from gamesession.server.gameport import GamePortService
+
+    if udp_io == "batched":
+        need(mmsg.available(), "recvmmsg/sendmmsg are Linux-only")
+    fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    default = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    fresh.close()
+    asked = 24576 if default > 2 * 24576 else 2 * default  # anything but the default
+    services = []
+    for rcvbuf in (asked, None):
+        service = GamePortService(0, GamePort(SessionRegistry(real_reactor)), "127.0.0.1",
+                                  reactor=real_reactor, udp_io=udp_io, rcvbuf=rcvbuf)
+        with capturedLogs() as events:
+            port = service._getPort()
+        try:
+            real_reactor.removeReader(port)
+            got = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            services.append((service, got, [e for e in events
+                                            if e.get("event") == "game_port_rcvbuf"]))
+        finally:
+            port.stopListening()
+    (service, got, logged), (untouched, default_got, not_logged) = services
+    assert service.rcvbuf_effective == got != default
+    assert got >= asked  # Linux reports double what it granted
+    [event] = logged
+    assert event["asked"] == asked and event["effective"] == got
+    # Without the option the OS default stays, and nothing is logged about it.
+    assert untouched.rcvbuf_effective is None and default_got == default and not_logged == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots", "4M", str(2**31)])
+def test_a_bad_udp_rcvbuf_is_a_usage_error(tmp_path, value):
+    config = tap.Options()
+    with pytest.raises(usage.UsageError, match="--udp-rcvbuf must be a number of bytes"):
+        config.parseOptions(["--udp-rcvbuf", value, "--key-file", str(tmp_path / "k")])
+
+
+def test_udp_rcvbuf_reaches_the_game_port_service(tmp_path):
+    from gamesession.server.gameport import GamePortService
+
+    config = tap.Options()
+    config.parseOptions(["--udp-rcvbuf", "1048576", "--key-file", str(tmp_path / "k")])
+    top = tap.makeService(config, MemoryReactorUDP())
+    [game_port] = [s for s in top if isinstance(s, GamePortService)]
+    assert game_port.rcvbuf == 1048576
+    config = tap.Options()
+    config.parseOptions(["--key-file", str(tmp_path / "k")])
+    [game_port] = [s for s in tap.makeService(config, MemoryReactorUDP())
+                   if isinstance(s, GamePortService)]
+    assert game_port.rcvbuf is None
+
+
+def test_bench_rooms_passes_udp_rcvbuf_to_the_server_and_the_baseline(monkeypatch):
+    import subprocess
+
+    from gamesession.bench import procs, rooms
+
+    assert "--udp-rcvbuf" not in rooms.server_options(2, 4, 20.0)
+    options = rooms.server_options(2, 4, 20.0, 1 << 20)
+    assert options[options.index("--udp-rcvbuf") + 1] == str(1 << 20)
+    tap.Options().parseOptions(list(options) + ["--key-file", "unused.key"])  # all valid
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def popen(argv, **kw):
+        started.append(argv)
+        raise Started()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(Started):
+        procs.start_echo(None, "gamesession.bench.relay", 1 << 20)
+    assert started[0][-3:] == ["gamesession.bench.relay", "0", str(1 << 20)]

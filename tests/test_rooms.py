@@ -20,10 +20,10 @@ Joined, Left, Presence, Message = codec.RoomJoined, codec.RoomLeft, codec.RoomPr
 class Player:
     """A logged-in harness connection with a UDP address, speaking rooms."""
 
-    def __init__(self, harness, user, index):
+    def __init__(self, harness, user, index, address=None):
         self.harness = harness
         self.user = user
-        self.address = ("198.51.100.{}".format(10 + index), 50000 + index)
+        self.address = address or ("198.51.100.{}".format(10 + index), 50000 + index)
         self.conn, self.session = harness.logged_in(user, port=40000 + index)
         self.core = self.conn.core
         self.udp(Kind.KEEPALIVE)

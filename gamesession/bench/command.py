@@ -48,6 +48,17 @@ def _fraction(text):
 _fraction.__name__ = "fraction"
 
 
+def _fanouts(text):
+    """``1,2,4,8,16``: room fan-outs (receivers per datagram), each 1 to 63."""
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values or not all(1 <= value <= 63 for value in values):
+        raise ValueError("fan-outs are 1 to 63 receivers")
+    return values
+
+
+_fanouts.__name__ = "fan-out list (1 to 63 each)"  # argparse names the type in its error
+
+
 def _server_udp_io(parser):
     parser.add_argument("--udp-io", choices=("auto", "batched", "plain"), default="auto",
                         help="the server's --udp-io (which game-port path to measure)")
@@ -108,6 +119,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="length of each measured phase")
     p.add_argument("--payload", type=int, default=64,
                    help="bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--udp-rcvbuf", type=POSITIVE_INT, metavar="BYTES",
+                   help="the server's --udp-rcvbuf, and the same SO_RCVBUF for the baseline relay "
+                        "(default: the OS default for both)")
     p.add_argument("--json", metavar="FILE")
 
     p = sub.add_parser("capacity", help="players per core: ramp bot players in rooms until loss "
@@ -165,6 +179,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--port", choices=("batched", "plain"),
                    help="time the whole game port on loopback in-process (system calls "
                         "included) on this path, instead of the registry alone")
+    p.add_argument("--fanout", type=_fanouts, metavar="N,N,...",
+                   help="time the room relay instead: CPU per datagram relayed to N receivers and "
+                        "per copy, for each N (e.g. 1,2,4,8,16), over an in-memory socket")
     p.add_argument("--json", metavar="FILE", help="write the figures to FILE")
 
     p = sub.add_parser("accept", help="TCP connections accepted per second, against plain Twisted")
@@ -220,7 +237,8 @@ def run(args):
     elif args.benchmark == "rooms":
         from gamesession.bench.rooms import bench_rooms
 
-        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload)
+        result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload,
+                             udp_rcvbuf=args.udp_rcvbuf)
     elif args.benchmark == "capacity":
         from gamesession.bench.capacity import bench_capacity
 
@@ -237,7 +255,10 @@ def run(args):
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 
-        if args.port:
+        if args.fanout:
+            result = hotpath.run_fanout(args.fanout, args.packets, args.payload, args.rounds,
+                                        profile=args.profile)
+        elif args.port:
             result = hotpath.run_port(args.packets, args.payload, args.rounds, args.sessions,
                                       args.port, profile=args.profile)
         else:

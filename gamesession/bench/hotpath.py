@@ -197,3 +197,165 @@ def run_port(packets=50_000, payload=64, rounds=5, sessions=1, udp_io="batched",
     if stats_text is not None:
         result["profile"] = stats_text
     return result
+
+
+# -- room fan-out -------------------------------------------------------------------------
+
+
+class _FakeBatchIO:
+    """What ``BatchedPort`` reads from and writes to, in memory: no socket, no kernel.
+
+    ``recv()`` hands out the prepared chunks one per call (``[]`` when none
+    is left); ``send(items)`` counts the datagrams and the calls, as
+    ``mmsg.AddressedBatch.send`` would make one ``sendmmsg`` per call of up
+    to ``batch`` datagrams.
+    """
+
+    def __init__(self):
+        self.chunks = []
+        self.sent = 0
+        self.send_calls = 0
+
+    def recv(self):
+        return self.chunks.pop() if self.chunks else []
+
+    def send(self, items):
+        self.sent += len(items)
+        self.send_calls += 1
+        return 0
+
+
+class _RoomControl(_Control):
+    def send_message(self, message, *args):
+        pass
+
+
+def _fanout_server(receivers: int):
+    """(registry, port, room, sender's client channel, sender's address) for a room of
+    ``receivers + 1`` sessions, every one with a UDP address, on a ``BatchedPort`` over
+    ``_FakeBatchIO``: the real port code, registry, rooms and sessions, no socket."""
+    from twisted.internet import reactor
+
+    from gamesession.protocol import rooms as codec
+    from gamesession.server.gameport import BatchedPort, GamePort
+    from gamesession.server.rooms import RoomManager
+
+    count = receivers + 1
+    registry = SessionRegistry(_Clock(), max_sessions=count + 1, datagram_rate=1e9)
+    # The relay budget on, as in a default server, but never reached.
+    registry.rooms = RoomManager(registry, max_room_members=count, relay_rate=1e12,
+                                 relay_burst=1e12)
+    port = BatchedPort(0, GamePort(registry), "127.0.0.1", reactor=reactor)
+    port._batch_io = _FakeBatchIO()
+    port._sendto = _CountingSendto()
+    port.protocol.makeConnection(port)  # GamePort.startProtocol: registry.transport = port
+    clients = []
+    for i in range(count):
+        keys = SessionKeys(*(os.urandom(32) for _ in range(4)))
+        session = registry.open("user{}".format(i), object(), _no_logout, _RoomControl(), keys)
+        client = DatagramChannel(session.token, keys.udp_c2s, keys.udp_s2c)
+        address = ("127.0.0.1", 40000 + i)
+        registry.datagram_received(client.seal(Kind.KEEPALIVE), address)
+        clients.append((session, client, address))
+    manager = registry.rooms
+    first = clients[0][0]
+    manager.request(first, codec.create(1, "bench", max_members=count))
+    room = manager.of_type("bench")[0]
+    for session, _, _ in clients[1:]:
+        manager.request(session, codec.join(1, room.id))
+    assert len(room.members) == count
+    port._sendto.count = 0
+    return registry, port, room, clients[0][1], clients[0][2]
+
+
+class _CountingSendto:
+    """The socket's ``sendto`` as ``BatchedPort`` calls it outside a read batch: counted."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, packet, address):
+        self.count += 1
+
+
+def run_fanout(fanouts=(1, 2, 4, 8, 16), packets=20_000, payload=64, rounds=5, batch=64,
+               profile=False):
+    """CPU time of the room relay per datagram and per copy, for rooms of ``N + 1``.
+
+    Two figures for each fan-out N, both through the real ``BatchedPort``,
+    registry, ``RoomManager`` and sessions over an in-memory socket
+    (``_FakeBatchIO``: the system calls are not timed, and not made):
+
+    * **relay**: ROOM_SEND datagrams from one member, sealed by a client
+      channel beforehand, go through ``BatchedPort.doRead`` in read batches of
+      ``batch``; each is opened, checked against the relay budget, and sealed
+      for the N others (each its own key and counter), the copies sent at the
+      end of the read batch.
+    * **tick**: ``room.send_datagram(payload)`` outside any read batch, as a
+      room handler's ``tick`` or a timer calls it, in the same room once the
+      sender left: N copies sealed and sent.
+
+    Figures are ns of this process's CPU time per datagram received (or per
+    ``send_datagram`` call) and per copy delivered; the best of ``rounds``.
+    ``profile``: a cProfile of both phases at the largest fan-out, in an
+    extra round that does not count.
+    """
+    from gamesession.protocol import rooms as codec
+
+    data = bytes(payload)
+    results = []
+    stats_text = None
+    for receivers in fanouts:
+        best_relay = best_tick = None
+        profiled = profile and receivers == max(fanouts)
+        for round_ in range(rounds + profiled):
+            profiler = cProfile.Profile() if profiled and round_ == rounds else None
+            registry, port, room, client, address = _fanout_server(receivers)
+            io_ = port._batch_io
+            sends = [client.seal(Kind.ROOM_SEND, codec.pack_room_send(room.id, data))
+                     for _ in range(packets)]
+            chunks = [[(packet, address) for packet in sends[start:start + batch]]
+                      for start in range(0, packets, batch)]
+            chunks.reverse()  # recv() pops from the end
+            io_.chunks = chunks
+            if profiler is not None:
+                profiler.enable()
+            t0 = time.process_time_ns()
+            while io_.chunks:
+                port.doRead()
+            relay = time.process_time_ns() - t0
+            assert io_.sent == packets * receivers, (io_.sent, registry.stats.dropped)
+            assert registry.stats.rooms.relayed["udp_out"] == packets * receivers
+            # The sender leaves: the tick goes to the N others, as the relay did.
+            room.manager.remove(room, next(iter(room.members.values())), "left")
+            sent_before = io_.sent + port._sendto.count
+            send = room.send_datagram
+            t0 = time.process_time_ns()
+            for _ in range(packets):
+                send(data)
+            tick = time.process_time_ns() - t0
+            assert io_.sent + port._sendto.count - sent_before == packets * receivers
+            if profiler is not None:
+                profiler.disable()
+                stats_text = _profile_text(profiler)
+                continue
+            best_relay = relay if best_relay is None else min(best_relay, relay)
+            best_tick = tick if best_tick is None else min(best_tick, tick)
+        results.append({
+            "fanout": receivers,
+            "relay_ns_per_datagram": round(best_relay / packets, 1),
+            "relay_ns_per_copy": round(best_relay / (packets * receivers), 1),
+            "tick_ns_per_send": round(best_tick / packets, 1),
+            "tick_ns_per_copy": round(best_tick / (packets * receivers), 1),
+        })
+    result = {
+        "benchmark": "hotpath-fanout",
+        "packets": packets,
+        "payload": payload,
+        "rounds": rounds,
+        "batch": batch,
+        "fanouts": results,
+    }
+    if stats_text is not None:
+        result["profile"] = stats_text
+    return result

@@ -221,11 +221,11 @@ def start_gamesession(workdir: str, cpu=None, options=(), nofile=0,
     return server
 
 
-def start_echo(cpu=None, module="gamesession.bench.echo") -> ServerProcess:
+def start_echo(cpu=None, module="gamesession.bench.echo", rcvbuf=None) -> ServerProcess:
     """The baseline plain Twisted UDP echo (or another baseline ``module`` of the
-    same shape: ``python -m MODULE 0`` prints ``ready PORT``)."""
+    same shape: ``python -m MODULE 0 [RCVBUF]`` prints ``ready PORT``)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", module, "0"], env=_env(),
+        [sys.executable, "-m", module, "0"] + ([str(rcvbuf)] if rcvbuf else []), env=_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_preexec(cpu, 0))
     line = process.stdout.readline().split()
     if len(line) != 2 or line[0] != "ready":

@@ -430,7 +430,7 @@ def rooms_job(plan, progress):
 
 
 def bench_rooms(rooms: int, size: int, rate: float, seconds: float, payload: int = 64,
-                warmup: float = 0.5, progress=None) -> dict:
+                warmup: float = 0.5, progress=None, udp_rcvbuf=None) -> dict:
     """Run ``bench rooms``; the result dict (see the module docstring)."""
     from gamesession.bench import runner
 
@@ -446,10 +446,11 @@ def bench_rooms(rooms: int, size: int, rate: float, seconds: float, payload: int
     settings = {"rooms": rooms, "size": size, "rate": rate, "seconds": seconds,
                 "payload": payload, "warmup": warmup}
     with runner.Bench(progress) as bench:
-        result = bench.header("rooms", settings)
+        result = bench.header("rooms", dict(settings, udp_rcvbuf=udp_rcvbuf))
         load_before = runner.loadavg()
-        relay = bench.echo("gamesession.bench.relay")
-        server = bench.gamesession(*server_options(rooms, size, rate), nofile=wanted)
+        # --udp-rcvbuf: the same receive buffer for the server and the baseline relay.
+        relay = bench.echo("gamesession.bench.relay", rcvbuf=udp_rcvbuf)
+        server = bench.gamesession(*server_options(rooms, size, rate, udp_rcvbuf), nofile=wanted)
         plan = bench.plan(server, relay_port=relay.udp_port, relay_pid=relay.pid, nofile=wanted,
                           **settings)
         timeout = 4 * (2 * (seconds + warmup + DRAIN)) + max(60.0, count / 10.0) + 60
@@ -495,14 +496,15 @@ def notes(gs: dict, base: dict, target: float) -> list:
     return out
 
 
-def server_options(rooms: int, size: int, rate: float) -> tuple:
-    """The server's limits raised above the benchmark's load (each still enforced)."""
+def server_options(rooms: int, size: int, rate: float, udp_rcvbuf=None) -> tuple:
+    """The server's limits raised above the benchmark's load (each still enforced),
+    and its ``--udp-rcvbuf`` when the bench was given one."""
     return (
         "--max-sessions", str(rooms * size + 16),
         "--max-rooms", str(rooms + 16),
         "--max-room-members", str(max(size, 2)),
         "--max-relay-rate", str(int(rate * size * 4) + 1000),
-    )
+    ) + (("--udp-rcvbuf", str(udp_rcvbuf)) if udp_rcvbuf else ())
 
 
 def summary_rows(result: dict) -> list:
@@ -511,6 +513,8 @@ def summary_rows(result: dict) -> list:
     return [
         ("rooms x size @ rate", "{} x {} @ {:g}/s, payload {} B".format(
             s["rooms"], s["size"], s["rate"], s["payload"])),
+        ("udp receive buffer", "{:,} bytes asked for, server and relay".format(s["udp_rcvbuf"])
+         if s.get("udp_rcvbuf") else "the OS default"),
         ("delivered/s", "{:,.0f} of {:,.0f} expected | baseline {:,.0f}".format(
             result["delivered_per_s"], result["expected_per_s"],
             result["baseline_delivered_per_s"])),

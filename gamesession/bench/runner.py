@@ -432,9 +432,9 @@ class Bench:
         self.servers.append(server)
         return server
 
-    def echo(self, module="gamesession.bench.echo"):
+    def echo(self, module="gamesession.bench.echo", rcvbuf=None):
         self.progress.show("starting the baseline " + module.rsplit(".", 1)[-1])
-        server = procs.start_echo(self.server_cpu, module)
+        server = procs.start_echo(self.server_cpu, module, rcvbuf)
         self.servers.append(server)
         return server
 

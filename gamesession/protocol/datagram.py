@@ -49,6 +49,31 @@ class Drop(Exception):
         self.reason = reason
 
 
+def plaintext(kind: int, payload: bytes = b"") -> bytes:
+    """What a packet's box holds: the kind byte, then the payload (ValueError if too long).
+
+    Built once for a datagram sent to many (``SessionRegistry.fan_out``), then
+    sealed once per receiver with ``seal_plaintext``.
+    """
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("datagram payload over {} bytes".format(MAX_PAYLOAD))
+    return (_KIND_PREFIX.get(kind) or bytes((kind,))) + payload
+
+
+def seal_plaintext(channel: "DatagramChannel", plain: bytes) -> bytes:
+    """The packet of ``plain`` sealed by ``channel``: its token, key and next counter.
+
+    The one place a send counter is taken: each call uses a counter once and
+    moves it on, so no nonce is ever used twice under a key.  Both
+    ``DatagramChannel.seal`` and the fan-out use it.
+    """
+    counter = channel.send_counter
+    if counter >= MAX_COUNTER:
+        raise OverflowError("datagram counter exhausted; log in again")
+    channel.send_counter = counter + 1
+    return _header(channel.token, counter) + seal(channel.send_key, counter, plain)
+
+
 def split_header(packet: bytes):
     """(token, counter, box) of a packet long enough to hold one, else Drop('short')."""
     if len(packet) < MIN_PACKET:
@@ -86,14 +111,8 @@ class DatagramChannel:
         return ReplayWindow(highest=self.highest, bits=self.bits)
 
     def seal(self, kind: int, payload: bytes = b"") -> bytes:
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError("datagram payload over {} bytes".format(MAX_PAYLOAD))
-        counter = self.send_counter
-        if counter >= MAX_COUNTER:
-            raise OverflowError("datagram counter exhausted; log in again")
-        self.send_counter = counter + 1
-        prefix = _KIND_PREFIX.get(kind) or bytes((kind,))
-        return _header(self.token, counter) + seal(self.send_key, counter, prefix + payload)
+        """The packet of one datagram of ``kind``, sealed under this end's next counter."""
+        return seal_plaintext(self, plaintext(kind, payload))
 
     def open(self, counter: int, box: bytes):
         """(kind, payload, newest) of an authenticated, fresh packet, else Drop.

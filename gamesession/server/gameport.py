@@ -5,13 +5,18 @@ Two ways to run it, with the same behaviour:
 * **batched** (the default on Linux): ``BatchedPort`` reads up to
   ``batch`` datagrams with one ``recvmmsg`` call, hands each to the registry,
   and sends the replies they caused with one ``sendmmsg`` call at the end of
-  that read batch, so no reply waits past the batch that caused it.  A
+  that read batch, so no reply waits past the batch that caused it (a lone
+  reply, the usual case at light load, goes with ``sendto``).  A
   datagram sent outside a read batch (a keepalive from a timer, a reply to a
-  TCP message) goes out at once with ``sendto``.
+  TCP message) goes out at once with ``sendto``; the copies of a room
+  fan-out sent outside one (``send_many``) go out at once in one
+  ``sendmmsg``.
 * **plain**: Twisted's own ``udp.Port``, one ``recvfrom`` and one ``sendto``
   per datagram.  Used where ``recvmmsg`` is missing, on a reactor without
   file descriptors, or with ``--udp-io plain``.
 """
+
+import socket
 
 from twisted.application import internet
 from twisted.internet import udp
@@ -25,6 +30,19 @@ from gamesession.boundedudp import BoundedPort
 
 UDP_IO_CHOICES = ("auto", "batched", "plain")
 DEFAULT_BATCH = 64
+# --udp-rcvbuf: SO_RCVBUF is a C int.
+MAX_RCVBUF = 2**31 - 1
+
+
+def set_receive_buffer(sock, size: int) -> int:
+    """Ask the kernel for a ``size``-byte UDP receive buffer; the size it reports back.
+
+    Linux grants at most ``net.core.rmem_max`` and reports twice what it
+    granted (the other half is its bookkeeping), so the figure says whether
+    the wish was met.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def batched_io_available(reactor) -> bool:
@@ -140,6 +158,22 @@ class BatchedPort(udp.Port):
         except ConnectionRefusedError:
             pass
 
+    def send_many(self, items) -> int:
+        """Send ``[(datagram, address), ...]`` together; how many could not be sent now.
+
+        Inside a read batch they join its queue (a failure there is reported
+        when the queue is flushed); outside one they go out at once, in one
+        ``sendmmsg`` per ``batch`` datagrams: a room fan-out from a timer or a
+        handler's tick costs one system call, not one per copy.
+        """
+        if self._in_batch:
+            queue = self._queue
+            queue.extend(items)
+            if len(queue) >= self.batch:
+                self.flush()
+            return 0
+        return self._batch_io.send(items)
+
     def flush(self):
         """Send the queued datagrams (one ``sendmmsg`` per ``batch``)."""
         queue = self._queue
@@ -164,11 +198,14 @@ PLAIN_DATAGRAMS_PER_READ = 256
 class GamePortService(internet.UDPServer):
     """``UDPServer`` for the game port, on the batched or the plain path."""
 
-    def __init__(self, port, protocol, interface="", reactor=None, udp_io="auto"):
+    def __init__(self, port, protocol, interface="", reactor=None, udp_io="auto", rcvbuf=None):
         if reactor is None:
             from twisted.internet import reactor
         super().__init__(port, protocol, interface=interface, reactor=reactor)
         self.udp_io = choose_udp_io(udp_io, reactor)
+        # --udp-rcvbuf: SO_RCVBUF bytes asked for (None: the OS default), and what the kernel gave.
+        self.rcvbuf = rcvbuf
+        self.rcvbuf_effective = None
 
     def _getPort(self):
         port_number, protocol = self.args[0], self.args[1]
@@ -189,4 +226,12 @@ class GamePortService(internet.UDPServer):
             how = "plain: Twisted udp.Port, recvfrom/sendto per datagram"
         BatchedPort._log.info("game port UDP {port} I/O {how}", port=port_number, how=how,
                               event="game_port", udp_io=self.udp_io)
+        sock = getattr(port, "socket", None)
+        if self.rcvbuf is not None and sock is not None:
+            self.rcvbuf_effective = set_receive_buffer(sock, self.rcvbuf)
+            BatchedPort._log.info(
+                "game port UDP {port} receive buffer: {asked} bytes asked for, the kernel reports "
+                "{effective} (Linux reports double what it grants, at most net.core.rmem_max)",
+                port=port_number, asked=self.rcvbuf, effective=self.rcvbuf_effective,
+                event="game_port_rcvbuf")
         return port

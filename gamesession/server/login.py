@@ -212,10 +212,10 @@ class LoginProtocol:
     def frameTooLong(self):
         self.fail(ErrorCode.FRAME_TOO_LONG, "frame longer than {} bytes".format(wire.MAX_FRAME))
 
-    def send_message(self, message: dict) -> None:
+    def send_message(self, message: dict, encoded: "bytes | None" = None) -> None:
         if self.state == "closed" and message.get("type") not in ("error", "session_end"):
             return
-        frame = wire.encode(message)
+        frame = wire.encode(message) if encoded is None else encoded
         if self.sender is not None:
             frame = wire.encode(wire.sealed(self.sender.seal(frame)))
         self.sendFrame(frame)

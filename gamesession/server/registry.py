@@ -17,7 +17,8 @@ from zope.interface import Interface, implementer
 from gamesession.server.admission import LOCAL
 from gamesession.server.application import EchoApplication, ISession
 from gamesession.server.gameport import BatchedPort
-from gamesession.protocol.datagram import HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop, Kind
+from gamesession.protocol.datagram import (HEADER_SIZE, MIN_PACKET, TOKEN_SIZE, DatagramChannel, Drop,
+                                           Kind, plaintext, seal_plaintext)
 from gamesession.server.limits import spend_token
 from gamesession.server.rooms import RoomManager
 from gamesession.server.timers import DeadlineWheel
@@ -71,6 +72,31 @@ def datagram_sender(transport):
     return send
 
 
+def datagram_batch_sender(transport):
+    """``send_many(items)`` for a UDP transport: ``[(packet, address), ...]`` at once.
+
+    Returns how many datagrams could not be sent (OSError).  A ``BatchedPort``
+    gives its own ``send_many``: one ``sendmmsg`` for the lot outside a read
+    batch, the batch's queue inside one.  Any other transport (the plain
+    ``udp.Port``, tests' fakes) sends them one by one with
+    ``datagram_sender``'s function.
+    """
+    if isinstance(transport, BatchedPort):
+        return transport.send_many
+    send = datagram_sender(transport)
+
+    def send_many(items):
+        failed = 0
+        for packet, address in items:
+            try:
+                send(packet, address)
+            except OSError:
+                failed += 1
+        return failed
+
+    return send_many
+
+
 def _host_of_control(control):
     """The source address of a control channel (LoginProtocol.host), or None."""
     return getattr(control, "host", None)
@@ -100,8 +126,12 @@ class IControlChannel(Interface):
     def detach():
         """The session resumed on another connection: close this one, end nothing."""
 
-    def send_message(message):
-        """Send one control message (a dict: room events); sealed, reliable."""
+    def send_message(message, encoded=None):
+        """Send one control message (a dict: room events); sealed, reliable.
+
+        ``encoded``, when given, is ``wire.encode(message)``, made once by a
+        caller that sends the same message to many (a room relay).
+        """
 
 
 @implementer(ISession)
@@ -241,6 +271,7 @@ class SessionRegistry:
     def transport(self, transport):
         self._transport = transport
         self._send = None if transport is None else datagram_sender(transport)
+        self._send_many = None if transport is None else datagram_batch_sender(transport)
 
     def __len__(self):
         return len(self.by_token)
@@ -390,6 +421,42 @@ class SessionRegistry:
             send(packet, address)
         except OSError:
             stats.dropped["send_error"] += 1
+
+    def fan_out(self, sessions, kind: int, payload: bytes) -> int:
+        """Send one datagram of ``kind`` to each of ``sessions``; how many went out.
+
+        What ``session.send(kind, payload)`` for each would do, in one pass:
+        the plaintext is built once, each copy is sealed with its receiver's
+        own key and next counter (``seal_plaintext``, as ``Session.seal``),
+        and all copies go to the game port in one call (one ``sendmmsg``
+        outside a read batch; the read batch's queue inside one).  Sessions
+        with no UDP address yet, or ended, are skipped, as ``Session.send``
+        skips them.  ValueError if ``payload`` is too long for a datagram.
+        """
+        plain = plaintext(kind, payload)
+        send_many = self._send_many
+        if send_many is None:
+            return sum(1 for s in sessions if s.address is not None and not s.ended)
+        seal = seal_plaintext
+        now = self.clock.seconds()
+        items = []
+        append = items.append
+        for session in sessions:
+            address = session.address
+            if address is None or session.ended:
+                continue
+            append((seal(session, plain), address))
+            session.last_sent = now
+        count = len(items)
+        if not count:
+            return 0
+        stats = self.stats
+        stats.udp_out_packets += count
+        stats.udp_out_bytes += count * len(items[0][0])  # every copy is as long
+        failed = send_many(items)
+        if failed:
+            stats.dropped["send_error"] += failed
+        return count
 
     def datagram_received(self, packet: bytes, address) -> None:
         """Authenticate and dispatch one datagram; drop anything else silently."""

@@ -76,8 +76,9 @@ class SuspendedControl:
             raise ValueError("message payload over {} bytes".format(wire.MAX_DATA))
         self._keep("send_data", payload, len(payload))
 
-    def send_message(self, message: dict) -> None:
-        self._keep("send_message", message, len(wire.encode(message)))
+    def send_message(self, message: dict, encoded: "bytes | None" = None) -> None:
+        self._keep("send_message", message,
+                   len(wire.encode(message) if encoded is None else encoded))
 
     def session_ended(self, reason: str) -> None:
         """Nobody to tell over TCP; the registry says it over UDP where it can."""

@@ -10,7 +10,8 @@ docs/protocol.md, "Rooms".  Server-side logic: ``roomhandler``.
 Security by construction: a relayed message or datagram carries the member
 id the manager holds for the (session, room) pair it arrived on; nothing the
 sender writes is read as its identity.  Relayed datagrams are sealed for each
-receiver with that receiver's own session key and counter (``Session.send``).
+receiver with that receiver's own session key and counter, all copies in one
+pass and one hand-over to the game port (``SessionRegistry.fan_out``).
 Every table is bounded by an option: rooms in total, rooms per session,
 members per room, label size; fan-out is bounded by the per-sender relay
 budget (``--max-relay-rate``).  Time comes from the injected clock.
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gamesession.protocol import rooms as codec
+from gamesession.protocol import wire
 from gamesession.protocol.datagram import Drop, Kind
 from gamesession.protocol.rooms import RoomRefused, refusal
 from gamesession.protocol.wire import ErrorCode
@@ -633,9 +635,12 @@ class RoomManager:
             session.control.send_message(message)
 
     def broadcast(self, room, message: dict, but=None) -> None:
+        """``message`` to every member but ``but``: encoded once, sealed per member's stream."""
+        encoded = wire.encode(message)
         for member in list(room.members.values()):
-            if member is not but:
-                self.send(member.session, message)
+            session = member.session
+            if member is not but and not session.ended:
+                session.control.send_message(message, encoded)
 
     def _within_budget(self, sender, copies: int) -> bool:
         if sender is None or not copies:
@@ -656,10 +661,13 @@ class RoomManager:
             return 0
         message = codec.message(room.id, sender.member_id if sender is not None else codec.HANDLER,
                                 payload)
+        # One encoding for every member; each member's stream seals its own copy.
+        encoded = wire.encode(message)
         sent = 0
         for member in targets:
-            if not member.session.ended:
-                member.session.control.send_message(message)
+            session = member.session
+            if not session.ended:
+                session.control.send_message(message, encoded)
                 sent += 1
         self.stats.relayed["tcp_out"] += sent
         return sent
@@ -671,10 +679,9 @@ class RoomManager:
         if not self._within_budget(sender, len(targets)):
             self.registry.stats.dropped["relay_rate"] += 1
             return 0
-        sent = 0
-        for member in targets:
-            if member.session.send(_ROOM_RELAY, datagram):
-                sent += 1
+        # Sealed for each receiver with its own key and counter, sent in one call.
+        sent = self.registry.fan_out([member.session for member in targets], _ROOM_RELAY,
+                                     datagram)
         self.stats.relayed["udp_out"] += sent
         self.stats.relayed["udp_no_address"] += len(targets) - sent
         return sent

@@ -16,7 +16,7 @@ from twisted.python import usage
 from gamesession.protocol.resume import DEFAULT_RESUME_GRACE
 from gamesession.server.accounts import make_portal
 from gamesession.server.application import load_application
-from gamesession.server.gameport import UDP_IO_CHOICES, GamePort, GamePortService
+from gamesession.server.gameport import MAX_RCVBUF, UDP_IO_CHOICES, GamePort, GamePortService
 from gamesession.cluster import options as clustertap
 from gamesession.keys import KeyFileError, load_or_create_private_key, public_key_text
 from gamesession.knock import options as knocktap
@@ -51,6 +51,16 @@ def _count(value):
     if number < 0:
         raise ValueError("must be 0 or more")
     return number
+
+
+def _rcvbuf(value):
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_RCVBUF:
+        raise ValueError("--udp-rcvbuf must be a number of bytes from 1 to {}".format(MAX_RCVBUF))
+    return size
 
 
 def _port(value):
@@ -92,6 +102,9 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
         ["udp-io", None, "auto",
          "UDP system calls of the game port: batched (recvmmsg/sendmmsg, Linux), plain "
          "(Twisted's udp.Port, one call per datagram) or auto (batched where available)."],
+        ["udp-rcvbuf", None, None,
+         "SO_RCVBUF of the UDP game port in bytes (default: the OS default); the kernel caps "
+         "it at net.core.rmem_max and the log says what it gave.", _rcvbuf],
         ["public-udp-port", None, None,
          "UDP port clients are told to use (default: --udp); set it when a NAT or "
          "docker -p publishes the UDP port under another number.", _port],
@@ -377,7 +390,8 @@ def makeService(config, reactor=None):
 
     try:
         udp = GamePortService(config["udp"], GamePort(registry), interface=config["interface"],
-                              reactor=reactor, udp_io=config.get("udp-io", "auto"))
+                              reactor=reactor, udp_io=config.get("udp-io", "auto"),
+                              rcvbuf=config.get("udp-rcvbuf"))
     except ValueError as e:
         raise usage.UsageError(str(e))
     udp.setServiceParent(top)
