@@ -333,9 +333,10 @@ def test_bench_capacity_relay_with_a_chart(plugin_path, tmp_path):
     need_matplotlib()
     png = tmp_path / "capacity.png"
     figures, result = run_capacity(plugin_path, tmp_path, "--mode", "relay", "--chart", str(png),
-                                   "--udp-io", "plain")
+                                   "--udp-io", "plain", "--udp-rcvbuf", "1048576")
     assert figures["settings"]["mode"] == "relay"
     assert figures["udp_io"] == "plain" and "server udp i/o" in result.stdout
+    assert figures["settings"]["udp_rcvbuf"] == 1048576
     for s in figures["curve"]:
         assert s["delivered"] > 0 and s["expected"] == s["sent"] * 3
         assert s["cross_room_leaks"] == 0 and s["misattributed"] == 0

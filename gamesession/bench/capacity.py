@@ -450,7 +450,7 @@ def capacity_job(plan, progress):
 def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=0,
                    max_players=16000, seconds=5.0, warmup=1.0, payload=64,
                    max_loss=MAX_LOSS, max_p99_ms=MAX_P99_MS, rounds=2, udp_io="auto",
-                   progress=None) -> dict:
+                   udp_rcvbuf=None, progress=None) -> dict:
     """Run ``bench capacity``; the result dict (see the module docstring)."""
     from gamesession.bench import runner
 
@@ -484,8 +484,8 @@ def bench_capacity(mode="tick", rate=20.0, size=8, start=200, factor=1.25, step=
                 "max_players": max_players, "seconds": seconds, "warmup": warmup,
                 "payload": payload if mode == "relay" else None,
                 "max_loss": max_loss, "max_p99_ms": max_p99_ms, "rounds": rounds, "udp_io": udp_io,
-                "ramp": steps}
-    options = server_options(max_players // size, size, rate) + ("--stall-probe",)
+                "udp_rcvbuf": udp_rcvbuf, "ramp": steps}
+    options = server_options(max_players // size, size, rate, udp_rcvbuf) + ("--stall-probe",)
     if mode == "tick":
         options += ("--room", "{}={}".format(ROOM_TYPE, HANDLER),
                     "--room-tick", "{}={:g}".format(ROOM_TYPE, rate))

@@ -156,6 +156,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the settings, the curve and "
                                                   "players_per_core to FILE")
     p.add_argument("--chart", metavar="FILE", help="draw the curve to FILE (PNG; matplotlib)")
+    p.add_argument("--udp-rcvbuf", type=POSITIVE_INT, metavar="BYTES",
+                   help="the server's --udp-rcvbuf (default: the OS default)")
     _server_udp_io(p)
 
     p = sub.add_parser("cluster", help="a redis-server and two cluster nodes: cross-node kick and "
@@ -225,7 +227,8 @@ def run(args):
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
-                                       rounds=args.rounds, udp_io=args.udp_io)
+                                       rounds=args.rounds, udp_io=args.udp_io,
+                                udp_rcvbuf=args.udp_rcvbuf)
     elif args.benchmark == "cluster":
         from gamesession.bench.cluster import bench_cluster
 
@@ -247,7 +250,8 @@ def run(args):
                                 max_players=args.max_players, seconds=args.seconds,
                                 warmup=args.warmup, payload=args.payload,
                                 max_loss=args.max_loss, max_p99_ms=args.max_p99_ms,
-                                rounds=args.rounds, udp_io=args.udp_io)
+                                rounds=args.rounds, udp_io=args.udp_io,
+                                udp_rcvbuf=args.udp_rcvbuf)
         if args.chart:
             from gamesession.bench.report import draw_capacity_file
 
