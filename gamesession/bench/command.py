@@ -227,8 +227,7 @@ def run(args):
     elif args.benchmark == "sessions":
         result = runner.bench_sessions(args.sessions, seconds=args.seconds, window=args.window,
                                        payload=args.payload, concurrency=args.concurrency,
-                                       rounds=args.rounds, udp_io=args.udp_io,
-                                udp_rcvbuf=args.udp_rcvbuf)
+                                       rounds=args.rounds, udp_io=args.udp_io)
     elif args.benchmark == "cluster":
         from gamesession.bench.cluster import bench_cluster
 
