@@ -21,6 +21,22 @@ def bench(plugin_path, tmp_path, *args):
     return json.loads(out.read_text()), result
 
 
+def need_matplotlib():
+    # matplotlib is in the test extra, so CI runs the chart tests; a bare checkout skips.
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        need(False, "matplotlib is not installed (pip install '.[test]')")
+
+
+def report(plugin_path, paths, png):
+    """Run ``bench report PATHS --out PNG``; it must succeed and write a PNG."""
+    result = run_cli(plugin_path, "bench", "report", *paths, "--out", str(png))
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return result
+
+
 def test_bench_udp(plugin_path, tmp_path):
     figures, result = bench(plugin_path, tmp_path, "udp", "--seconds", "0.3",
                             "--latency-seconds", "0.2", "--payload", "512", "--rounds", "2")
@@ -69,11 +85,7 @@ def test_bench_hotpath(plugin_path, tmp_path):
 
 
 def test_bench_report(plugin_path, tmp_path):
-    # matplotlib is in the test extra, so CI runs this; a bare checkout skips.
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        need(False, "matplotlib is not installed (pip install '.[test]')")
+    need_matplotlib()
     udp = tmp_path / "udp.json"
     sessions = tmp_path / "sessions.json"
     udp.write_text(json.dumps({
@@ -86,10 +98,7 @@ def test_bench_report(plugin_path, tmp_path):
         "bytes_per_session": 3000.0, "many": {"p50_us": 900.0, "p99_us": 2000.0},
         "settings": {"window": 64}, "load_before": [0.2, 0.1, 0.1],
         "machine": {"cpus": 2, "cpu_model": "test"}}))
-    png = tmp_path / "chart.png"
-    result = run_cli(plugin_path, "bench", "report", str(udp), str(sessions), "--out", str(png))
-    assert result.returncode == 0, result.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report(plugin_path, [str(udp), str(sessions)], tmp_path / "chart.png")
 
 
 def test_bench_accept(plugin_path, tmp_path):
@@ -148,10 +157,7 @@ def test_bench_rooms_tally_counts_leaks_and_misattributed_senders():
 
 
 def test_bench_report_rooms(plugin_path, tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        need(False, "matplotlib is not installed (pip install '.[test]')")
+    need_matplotlib()
     paths = []
     for n, (rooms, size) in enumerate([(2, 4), (5, 8)]):
         expected = rooms * size * 30 * (size - 1)
@@ -164,11 +170,8 @@ def test_bench_report_rooms(plugin_path, tmp_path):
             "baseline_server_us_per_delivery": 9.0, "load_before": [0.5, 0.4, 0.3],
             "machine": {"cpus": 2, "cpu_model": "test"}}))
         paths.append(str(path))
-    png = tmp_path / "rooms.png"
-    result = run_cli(plugin_path, "bench", "report", *paths, "--out", str(png))
-    assert result.returncode == 0, result.stderr
+    result = report(plugin_path, paths, tmp_path / "rooms.png")
     assert "from 2 rooms results" in result.stdout
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_cluster(plugin_path, tmp_path):

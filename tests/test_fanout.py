@@ -331,3 +331,43 @@ def test_an_unsendable_copy_outside_a_read_batch_is_counted_on_the_batched_port(
     assert server.room.relay_datagram(server.sender, b"x") == 8
     assert server.harness.stats.dropped["send_error"] == 1
     assert len(server.drain()) == 7
+
+
+class PerMemberTick:
+    """A tick that sends every member its own datagram, as an authoritative room's snapshots."""
+
+    def tick(self, room, dt):
+        for member_id in room.members:
+            room.send_datagram(b"snapshot for %d" % member_id, to=(member_id,))
+
+
+@pytest.mark.parametrize("udp_io", ["batched", "plain"])
+def test_a_tick_sending_each_member_its_own_datagram_leaves_together(loopback_room, monkeypatch,
+                                                                     udp_io):
+    server = loopback_room(udp_io)
+    libc = RecordingLibc(mmsg._LIBC) if mmsg.available() else None
+    if libc is not None:
+        monkeypatch.setattr(mmsg, "_LIBC", libc)
+    server.room.handler = PerMemberTick()
+    server.harness.registry.rooms._tick(server.room)
+    if udp_io == "batched":
+        # Nine different payloads, one system call, sent before the tick returned.
+        assert libc.sendmmsg_calls == [9] and server.port._queue == []
+    opened = server.opened(server.drain())
+    assert sorted(opened) == sorted(USERS)
+    for member_id, member in server.room.members.items():
+        assert opened[member.user] == [relay_frame(server.room, codec.HANDLER,
+                                                   b"snapshot for %d" % member_id)]
+
+
+def test_a_sweeps_keepalives_leave_in_one_sendmmsg(loopback_room, monkeypatch):
+    server = loopback_room("batched")
+    libc = RecordingLibc(mmsg._LIBC)
+    monkeypatch.setattr(mmsg, "_LIBC", libc)
+    registry = server.harness.registry
+    server.harness.clock.advance(registry.keepalive + 0.5)
+    registry.sweep()
+    assert libc.sendmmsg_calls == [9] and server.port._queue == []
+    opened = server.opened(server.drain())
+    assert sorted(opened) == sorted(USERS)
+    assert all([kind for kind, _ in datagrams] == [Kind.PING] for datagrams in opened.values())

@@ -28,6 +28,26 @@ def _count(text):
     return 0 if text.strip() == "0" else POSITIVE_INT(text)
 
 
+def _at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise ValueError("a room needs at least 2 members")
+    return value
+
+
+_at_least_two.__name__ = "room size"
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError("a fraction from 0 to below 1")
+    return value
+
+
+_fraction.__name__ = "fraction"
+
+
 def _fanouts(text):
     """``1,2,4,8,16``: room fan-outs (receivers per datagram), each 1 to 63."""
     values = [int(part) for part in text.split(",") if part.strip()]
@@ -103,6 +123,42 @@ def add_arguments(parser) -> None:
                    help="the server's --udp-rcvbuf, and the same SO_RCVBUF for the baseline relay "
                         "(default: the OS default for both)")
     p.add_argument("--json", metavar="FILE")
+
+    p = sub.add_parser("capacity", help="players per core: ramp bot players in rooms until loss "
+                                        "or p99 latency breaks its limit (tick: an authoritative "
+                                        "room sending snapshots; relay: plain relay)")
+    p.add_argument("--mode", choices=("tick", "relay"), default="tick",
+                   help="tick: inputs in, one snapshot per member per tick out (the default); "
+                        "relay: every datagram relayed to the other members")
+    p.add_argument("--rate", type=POSITIVE_FLOAT, default=20.0,
+                   help="inputs (datagrams) per second each bot sends, and the rooms' tick rate")
+    p.add_argument("--room-size", type=_at_least_two, default=8, help="bots per room")
+    p.add_argument("--start", type=POSITIVE_INT, default=200,
+                   help="players of the first step (rounded up to whole rooms)")
+    p.add_argument("--factor", type=POSITIVE_FLOAT, default=1.25,
+                   help="each step has this many times the players of the last (whole rooms)")
+    p.add_argument("--step", type=POSITIVE_INT, default=None,
+                   help="grow by this many players a step instead of by --factor")
+    p.add_argument("--max-players", type=POSITIVE_INT, default=16000,
+                   help="the ramp stops here (each player holds a file descriptor on each side)")
+    p.add_argument("--seconds", type=POSITIVE_FLOAT, default=5.0, help="measured length of a step")
+    p.add_argument("--warmup", type=POSITIVE_FLOAT, default=1.0,
+                   help="seconds of load before each step's measurement")
+    p.add_argument("--payload", type=int, default=64,
+                   help="relay mode: bytes of room datagram data (at least 24: the bench's stamp)")
+    p.add_argument("--rounds", type=POSITIVE_INT, default=2,
+                   help="measure a failing step up to this many times; the first pass counts "
+                        "(a stall from another process should not end the ramp)")
+    p.add_argument("--max-loss", type=_fraction, default=0.01,
+                   help="a step fails above this loss (a fraction: 0.01 is 1 %%)")
+    p.add_argument("--max-p99-ms", type=POSITIVE_FLOAT, default=20.0,
+                   help="a step fails above this p99 latency (ms)")
+    p.add_argument("--json", metavar="FILE", help="write the settings, the curve and "
+                                                  "players_per_core to FILE")
+    p.add_argument("--chart", metavar="FILE", help="draw the curve to FILE (PNG; matplotlib)")
+    p.add_argument("--udp-rcvbuf", type=POSITIVE_INT, metavar="BYTES",
+                   help="the server's --udp-rcvbuf (default: the OS default)")
+    _server_udp_io(p)
 
     p = sub.add_parser("cluster", help="a redis-server and two cluster nodes: cross-node kick and "
                                        "redirect-join latency, directory ops/s, clustered vs "
@@ -185,6 +241,20 @@ def run(args):
 
         result = bench_rooms(args.rooms, args.size, args.rate, args.seconds, payload=args.payload,
                              udp_rcvbuf=args.udp_rcvbuf)
+    elif args.benchmark == "capacity":
+        from gamesession.bench.capacity import bench_capacity
+
+        result = bench_capacity(args.mode, args.rate, args.room_size, start=args.start,
+                                factor=args.factor, step=args.step or 0,
+                                max_players=args.max_players, seconds=args.seconds,
+                                warmup=args.warmup, payload=args.payload,
+                                max_loss=args.max_loss, max_p99_ms=args.max_p99_ms,
+                                rounds=args.rounds, udp_io=args.udp_io,
+                                udp_rcvbuf=args.udp_rcvbuf)
+        if args.chart:
+            from gamesession.bench.report import draw_capacity_file
+
+            print(draw_capacity_file(result, args.chart))
     elif args.benchmark == "hotpath":
         from gamesession.bench import hotpath
 

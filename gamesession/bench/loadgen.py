@@ -262,10 +262,13 @@ class Fleet:
                     break
         self._keepalive_index = index
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float, udp: bool = True) -> None:
+        """Handle what is ready (TCP, and UDP unless ``udp`` is false: a caller
+        that reads the UDP socket itself, in batches), then the keepalives."""
         for key, mask in self.sel.select(timeout):
             if key.data is None:
-                self.drain_udp()
+                if udp:
+                    self.drain_udp()
             else:
                 self._tcp_event(key.data, mask)
         self.keepalive()

@@ -5,6 +5,9 @@ are drawn against payload size (from ``bench udp`` results) and against the
 number of sessions held (from ``bench sessions`` results).  Given only
 ``bench rooms`` results, it draws the rooms chart instead: deliveries per
 second, latency and server CPU per delivery against the load asked for.
+Given ``bench capacity`` results, it draws their curves: loss, p50/p99
+latency and server CPU against the players of each ramp step, with the
+limits and each run's ``players_per_core``.
 """
 
 import json
@@ -13,7 +16,7 @@ from gamesession.bench.runner import BenchError
 
 
 def load(paths):
-    udp, sessions, rooms = [], [], []
+    udp, sessions, rooms, capacity = [], [], [], []
     for path in paths:
         try:
             with open(path) as f:
@@ -21,17 +24,18 @@ def load(paths):
         except OSError as e:
             raise BenchError("cannot read {}: {}".format(path, e.strerror))
         except ValueError as e:
-            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms: {}"
+            raise BenchError("{} is not a JSON result of bench udp, sessions, rooms or capacity: {}"
                              .format(path, e))
         if not isinstance(result, dict):
-            raise BenchError("{} is not a JSON result of bench udp, sessions or rooms"
+            raise BenchError("{} is not a JSON result of bench udp, sessions, rooms or capacity"
                              .format(path))
         kind = result.get("benchmark")
-        {"udp": udp, "sessions": sessions, "rooms": rooms}.get(kind, []).append(result)
+        {"udp": udp, "sessions": sessions, "rooms": rooms,
+         "capacity": capacity}.get(kind, []).append(result)
     udp.sort(key=lambda r: r["payload"])
     sessions.sort(key=lambda r: r["sessions_held"])
     rooms.sort(key=lambda r: r["expected_per_s"])
-    return udp, sessions, rooms
+    return udp, sessions, rooms, capacity
 
 
 def _pyplot():
@@ -53,11 +57,14 @@ def _title(fig, results):
 
 def draw(paths, out) -> str:
     plt = _pyplot()
-    udp, sessions, rooms = load(paths)
+    udp, sessions, rooms, capacity = load(paths)
+    if capacity and not udp and not sessions and not rooms:
+        return draw_capacity(plt, capacity, out)
     if rooms and not udp and not sessions:
         return draw_rooms(plt, rooms, out)
     if not udp and not sessions:
-        raise BenchError("no udp, sessions or rooms results among {}".format(", ".join(paths)))
+        raise BenchError("no udp, sessions, rooms or capacity results among {}".format(
+            ", ".join(paths)))
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     (tp_payload, rtt_payload), (tp_sessions, rtt_sessions) = axes
     if udp:
@@ -168,3 +175,61 @@ def draw_rooms(plt, rooms, out) -> str:
     _title(fig, rooms)
     _save(plt, fig, out)
     return "wrote {} from {} rooms results".format(out, len(rooms))
+
+
+def draw_capacity_file(result: dict, out) -> str:
+    """``bench capacity --chart FILE``: the chart of one run's result."""
+    return draw_capacity(_pyplot(), [result], out)
+
+
+def draw_capacity(plt, runs, out) -> str:
+    """Loss, latency and server CPU against players, one curve per ``bench capacity`` run."""
+    fig, (loss, latency, cpu) = plt.subplots(1, 3, figsize=(14, 4.5))
+    first = runs[0]["settings"]
+    for n, run in enumerate(runs):
+        s = run["settings"]
+        name = "{} {}x@{:g}Hz".format(s["mode"], s["room_size"], s["rate"])
+        held = run.get("players_per_core")
+        if held is not None:
+            name += ": {}{:,.0f}/core".format(">=" if run.get("lower_bound") else "", held)
+        color = "C{}".format(n)
+        curve = run["curve"]
+        players = [step["players"] for step in curve]
+        loss.plot(players, [100 * (step["loss"] or 0) for step in curve], "o-", color=color,
+                  label=name)
+        latency.plot(players, [(step["p99_us"] or 0) / 1000 for step in curve], "o-",
+                     color=color, label=name + " p99")
+        latency.plot(players, [(step["p50_us"] or 0) / 1000 for step in curve], "o:",
+                     color=color, label="p50")
+        cpu.plot(players, [step["server_cpu"] for step in curve], "o-", color=color,
+                 label=name + " server")
+        cpu.plot(players, [step.get("loadgen_cpu") or 0 for step in curve], "x:", color=color,
+                 label="load generator")
+        # The steps that failed (red x) or where the generator was the limit (grey x).
+        for step in curve:
+            if step["passed"] and not step.get("generator_bound"):
+                continue
+            mark = "grey" if step.get("generator_bound") else "red"
+            loss.plot(step["players"], 100 * (step["loss"] or 0), "x", color=mark, markersize=9)
+            latency.plot(step["players"], (step["p99_us"] or 0) / 1000, "x", color=mark,
+                         markersize=9)
+        for axis in (loss, latency, cpu):
+            if held is not None:
+                axis.axvline(run["players_held"], color=color, linewidth=0.8, alpha=0.5)
+    loss.axhline(100 * first["max_loss"], color="k", linestyle="--", linewidth=0.8, label="limit")
+    loss.set_title("loss (x: failed, grey x: generator-bound)", fontsize=10)
+    loss.set_ylabel("loss (%)")
+    latency.axhline(first["max_p99_ms"], color="k", linestyle="--", linewidth=0.8, label="limit")
+    latency.set_title("latency (tick: the server's share, not the wait for the tick)",
+                      fontsize=10)
+    latency.set_ylabel("ms")
+    cpu.set_title("CPU of the measured window", fontsize=10)
+    cpu.set_ylabel("cores")
+    cpu.set_ylim(bottom=0)
+    for axis in (loss, latency, cpu):
+        axis.set_xlabel("players (rooms of {})".format(first["room_size"]))
+        axis.set_ylim(bottom=0)
+        axis.legend(fontsize=7)
+    _title(fig, runs)
+    _save(plt, fig, out)
+    return "wrote {} from {} capacity results".format(out, len(runs))

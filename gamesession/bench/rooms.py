@@ -14,6 +14,7 @@ and opens every ROOM_RELAY.  The same load then goes through
 run: ``baseline_delivered_per_s`` and ``ratio``.
 """
 
+import os
 import select
 import socket
 import struct
@@ -35,6 +36,7 @@ BATCH = 256  # datagrams per sendmmsg / recvmmsg
 BURST = 32  # datagrams sent at most per turn of the loop, or
 BURST_SECONDS = 0.02  # this long's worth if more (turns take ~10 ms on a busy machine)
 RCVBUF = 1 << 23
+SPREAD_GROUPS = 25  # rooms created in this many groups when their creation is spread
 
 
 class Tally:
@@ -52,6 +54,7 @@ class Tally:
         self.strays = 0  # not a bench datagram at all
         self.latencies = array("q")
         self.socket_drops = {}
+        self.loadgen_cpu = 0.0  # CPU seconds of the load generator in the window
 
     def received(self, bot: int, data: bytes, sender_bot, now: int) -> None:
         """``bot`` received ``data``; ``sender_bot`` is who the relay says sent it."""
@@ -81,6 +84,7 @@ class Tally:
             "expected_per_s": round(expected / seconds, 1),
             "loss": round(1 - self.delivered / expected, 5) if expected else None,
             "server_cpu": round(cpu / seconds, 3),
+            "loadgen_cpu": round(self.loadgen_cpu / seconds, 3),
             # Server CPU per datagram delivered: comparable below saturation too.
             "server_us_per_delivery": round(cpu * 1e6 / self.delivered, 2)
             if self.delivered else None,
@@ -101,8 +105,9 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
 
     ``make(bot, seq, now)`` builds one packet, ``send(packets)`` sends a batch
     and says how many went.  Returns the server's CPU seconds over the
-    measured window.  ``ports`` (name, local UDP port): the kernel's drops at
-    those sockets over the run go to ``tally.socket_drops``.
+    measured window; this process's go to ``tally.loadgen_cpu``.  ``ports``
+    (name, local UDP port): the kernel's drops at those sockets over the run
+    go to ``tally.socket_drops``.
     """
     drops0 = {name: procs.udp_drops(port) for name, port in ports}
     perf = time.perf_counter_ns
@@ -112,7 +117,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
     measure_from = start + int(warmup * 1e9)
     end = measure_from + int(seconds * 1e9)
     tally.window = (measure_from, end)
-    cpu0 = None
+    cpu0 = gen0 = None
     seq = 0
     bot = 0
     next_report = start
@@ -122,6 +127,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
             break
         if cpu0 is None and now >= measure_from:
             cpu0 = procs.cpu_seconds(server_pid)
+            gen0 = _own_cpu()
         # After a stall (the generator waited for its core) never catch up in
         # one burst: a burst of hundreds overflows the server's receive
         # buffer at once, which no real set of players does.
@@ -142,6 +148,7 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
             progress("{} {:.1f}/{:.0f}s {:,} delivered".format(
                 label, max(0.0, (now - measure_from) / 1e9), seconds, tally.delivered))
     cpu = procs.cpu_seconds(server_pid) - (cpu0 if cpu0 is not None else 0.0)
+    tally.loadgen_cpu = _own_cpu() - (gen0 if gen0 is not None else 0.0)
     drain_until = time.monotonic() + DRAIN
     while time.monotonic() < drain_until:
         poll(0.01)
@@ -149,10 +156,16 @@ def paced(make, send, poll, bots: int, rate: float, seconds: float, warmup: floa
     return cpu
 
 
-def receiver(sock, handle, also=None, every=0.05):
-    """A ``poll(timeout)`` that reads ``sock`` in batches (recvmmsg) into
-    ``handle(packet, now)``, and calls ``also()`` every ``every`` seconds;
-    and a ``send(packets)`` that sends in batches (sendmmsg)."""
+def _own_cpu() -> float:
+    used = os.times()
+    return used.user + used.system
+
+
+def receiver(sock, handle, also=None, every=0.05, max_batches=64):
+    """A ``poll(timeout)`` that reads ``sock`` in batches (recvmmsg), at most
+    ``max_batches`` a call, into ``handle(packet, now)``, and calls ``also()``
+    every ``every`` seconds; and a ``send(packets)`` that sends in batches
+    (sendmmsg).  Fewer batches a call keep the sender's pace smoother."""
     try:
         # Fan-out arrives K-1 times faster than it leaves: room for bursts
         # while another process holds the core (as far as net.core.rmem_max allows).
@@ -167,7 +180,7 @@ def receiver(sock, handle, also=None, every=0.05):
 
     def poll(timeout):
         if poller.poll(int(timeout * 1000)):
-            for _ in range(64):
+            for _ in range(max_batches):
                 packets = io.recv()
                 if not packets:
                     break
@@ -191,6 +204,15 @@ def receiver(sock, handle, also=None, every=0.05):
     return poll, send
 
 
+def smooth_receiver(fleet, handle):
+    """``receiver`` for a fleet's UDP socket that keeps the send pace smooth: one
+    batch a call, and the fleet's own polling (TCP, keepalives) never reads the
+    UDP socket, whose slow one-by-one path would hold the sender for tens of
+    milliseconds at a time and then let it send a burst: bursts the server's
+    receive buffer (~270 small datagrams by default) cannot hold."""
+    return receiver(fleet.udp, handle, also=lambda: fleet.poll(0, udp=False), max_batches=1)
+
+
 def _stamp(seq, now, room, bot, pad):
     return STAMP.pack(seq, now, room, bot) + pad
 
@@ -198,51 +220,132 @@ def _stamp(seq, now, room, bot, pad):
 # -- through the real server ---------------------------------------------------------
 
 
+class Seating:
+    """Bots of one fleet seated in private rooms of ``size``: bot ``i`` is in room ``i // size``.
+
+    ``seat(logins)`` adds whole rooms: the first login of each creates it
+    (unlisted, ``size`` seats), the others join by id.  ``bots`` holds the
+    seated logins by bot index (``login.slot``), ``room_ids`` room index ->
+    room id, ``member_of`` bot index -> member id and ``bot_of`` (room index,
+    member id) -> bot index.
+    """
+
+    def __init__(self, fleet, size, room_type=ROOM_TYPE):
+        self.fleet = fleet
+        self.size = size
+        self.room_type = room_type
+        self.bots = []
+        self.room_of = {}
+        self.room_ids = {}
+        self.member_of = {}
+        self.bot_of = {}
+        self.refused = []
+        fleet.on_event = self._event
+
+    def _event(self, login, event):
+        size = self.size
+        if isinstance(event, RoomJoined):
+            r = self.room_of[login.slot]
+            self.room_ids[r] = event.room
+            self.member_of[login.slot] = event.member
+            self.bot_of[(r, event.member)] = login.slot
+            if login.slot % size == 0:
+                for other in self.bots[login.slot + 1:login.slot + size]:
+                    self.fleet.send_frame(other, other.core.join_room(event.room)[1])
+        elif isinstance(event, RoomError):
+            self.refused.append("{} {}".format(event.code, event.reason))
+
+    def seat(self, logins, spread_seconds=0.0) -> None:
+        """Seat ``logins`` (a whole number of rooms) in new rooms; BenchError unless all get in.
+
+        ``spread_seconds``: create the rooms in groups spread over that long
+        (one tick period), as rooms created independently are, instead of all
+        at once: a ticking room's ticks keep the phase of its creation, and
+        rooms all created in one reactor turn would all tick in one turn.
+        """
+        from gamesession.bench.runner import BenchError
+
+        size, fleet = self.size, self.fleet
+        first = len(self.bots)
+        for index, login in enumerate(logins, first):
+            login.slot = index
+            self.room_of[index] = index // size
+        self.bots.extend(logins)
+        count = len(self.bots)
+        new_rooms = range(first // size, count // size)
+        groups = max(1, min(len(new_rooms), SPREAD_GROUPS)) if spread_seconds else 1
+        for group in range(groups):
+            for r in new_rooms[group::groups]:
+                creator = self.bots[r * size]
+                fleet.send_frame(creator, creator.core.create_room(
+                    self.room_type, max_members=size, listed=False)[1])
+            if groups > 1:
+                fleet.run(spread_seconds / groups)
+        fleet.run(max(30.0, len(logins) / 20.0),
+                  done=lambda: len(self.member_of) == count or bool(self.refused))
+        if self.refused or len(self.member_of) < count:
+            raise BenchError("only {} of {} bots got into their rooms: {}".format(
+                len(self.member_of), count, "; ".join(self.refused[:3]) or "timed out"))
+        fleet.run(0.3)  # let the presence events settle
+
+
+def datagram_handler(fleet, relayed, stray):
+    """A ``handle(packet, now)`` for ``receiver``: opens each packet with its bot's
+    ClientCore, answers the server's keepalive PINGs as a client does, and
+    calls ``relayed(login, RoomDatagram or None, now)`` for each ROOM_RELAY
+    (``stray()`` for what is no bench datagram).  What the fleet itself reads
+    between batches (``fleet.poll``) goes to ``relayed`` too."""
+    udp = fleet.udp
+    by_token = fleet.by_token
+
+    def handle(packet, now):
+        login = by_token.get(packet[:8])
+        if login is None:
+            stray()
+            return
+        try:
+            kind, payload = login.core.datagram_received(packet)
+        except Drop:
+            stray()
+            return
+        if kind == Kind.ROOM_RELAY:
+            relayed(login, login.core.room_relay(payload), now)
+        elif kind == Kind.PING:
+            try:
+                udp.send(login.core.datagram(Kind.PONG, payload))
+            except BlockingIOError:
+                pass
+
+    fleet.on_datagram = lambda login, kind, payload: kind == Kind.ROOM_RELAY and relayed(
+        login, login.core.room_relay(payload), time.perf_counter_ns())
+    return handle
+
+
 def gamesession_phase(plan, progress, fleet):
     """Log in R*K bots, put them in R private rooms, run the load."""
-    from gamesession.bench.runner import BenchError, _login_fleet
+    from gamesession.bench.runner import _login_fleet
 
     rooms, size = plan["rooms"], plan["size"]
     count = rooms * size
     _login_fleet(plan, "bot", count=count, concurrency=min(64, count), progress=progress,
                  fleet=fleet, timeout=max(60.0, count / 20.0))
-    bots = fleet.ready[:count]
-    for index, login in enumerate(bots):
-        login.slot = index
-    room_of = {i: i // size for i in range(count)}
-    room_ids = {}  # room index -> room id
-    member_of = {}  # bot index -> member id
-    bot_of = {}  # (room index, member id) -> bot index
-    refused = []
+    seating = Seating(fleet, size)
+    seating.seat(fleet.ready[:count])
+    result = relay_step(plan, progress, seating, "gamesession")
+    result["ended_by_server"] = dict(fleet.ended)
+    return result
 
-    def on_event(login, event):
-        if isinstance(event, RoomJoined):
-            r = room_of[login.slot]
-            room_ids[r] = event.room
-            member_of[login.slot] = event.member
-            bot_of[(r, event.member)] = login.slot
-            if login.slot % size == 0:
-                for other in bots[login.slot + 1:login.slot + size]:
-                    fleet.send_frame(other, other.core.join_room(event.room)[1])
-        elif isinstance(event, RoomError):
-            refused.append("{} {}".format(event.code, event.reason))
 
-    fleet.on_event = on_event
-    for r in range(rooms):
-        creator = bots[r * size]
-        fleet.send_frame(creator, creator.core.create_room(
-            ROOM_TYPE, max_members=size, listed=False)[1])
-    fleet.run(max(30.0, count / 20.0),
-              done=lambda: len(member_of) == count or bool(refused))
-    if refused or len(member_of) < count:
-        raise BenchError("only {} of {} bots got into their rooms: {}".format(
-            len(member_of), count, "; ".join(refused[:3]) or "timed out"))
-    fleet.run(0.3)  # let the presence events settle
-
-    tally = Tally(room_of, size)
+def relay_step(plan, progress, seating, label, smooth=False):
+    """Every seated bot sends ``plan["rate"]`` room datagrams a second to its room (all
+    other members) for warmup + seconds; the Tally's figures.  ``smooth``: see
+    ``smooth_receiver``."""
+    fleet = seating.fleet
+    bots, room_of, room_ids = seating.bots, seating.room_of, seating.room_ids
+    bot_of = seating.bot_of
+    tally = Tally(room_of, seating.size)
     pad = bytes(plan["payload"] - STAMP.size)
     udp = fleet.udp
-    by_token = fleet.by_token
 
     def relayed(login, event, now):
         if event is None:
@@ -250,40 +353,24 @@ def gamesession_phase(plan, progress, fleet):
             return
         tally.received(login.slot, event.data, bot_of.get((room_of[login.slot], event.sender)), now)
 
-    def handle(packet, now):
-        login = by_token.get(packet[:8])
-        if login is None:
-            tally.strays += 1
-            return
-        try:
-            kind, payload = login.core.datagram_received(packet)
-        except Drop:
-            tally.strays += 1
-            return
-        if kind == Kind.ROOM_RELAY:
-            relayed(login, login.core.room_relay(payload), now)
-        elif kind == Kind.PING:  # the server's keepalive: answer as a client does
-            try:
-                udp.send(login.core.datagram(Kind.PONG, payload))
-            except BlockingIOError:
-                pass
+    def stray():
+        tally.strays += 1
 
-    # Between batches the fleet handles TCP (presence) and its keepalives;
-    # what it reads from UDP then comes here too.
-    fleet.on_datagram = lambda login, kind, payload: kind == Kind.ROOM_RELAY and relayed(
-        login, login.core.room_relay(payload), time.perf_counter_ns())
-    poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
+    handle = datagram_handler(fleet, relayed, stray)
+    if smooth:
+        poll, send = smooth_receiver(fleet, handle)
+    else:
+        poll, send = receiver(udp, handle, also=lambda: fleet.poll(0))
 
     def make(bot, seq, now):
         r = room_of[bot]
         return bots[bot].core.room_datagram(room_ids[r], _stamp(seq, now, r, bot, pad))
 
-    cpu = paced(make, send, poll, count, plan["rate"], plan["seconds"], plan["warmup"], tally,
-                plan["server_pid"], progress, "gamesession",
+    cpu = paced(make, send, poll, len(bots), plan["rate"], plan["seconds"], plan["warmup"], tally,
+                plan["server_pid"], progress, label,
                 ports=(("server", plan["udp_port"]), ("loadgen", udp.getsockname()[1])))
     result = tally.figures(plan["seconds"], cpu)
     result["unknown_room_datagrams"] = sum(b.core.unknown_room_datagrams for b in bots)
-    result["ended_by_server"] = dict(fleet.ended)
     return result
 
 

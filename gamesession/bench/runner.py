@@ -718,6 +718,10 @@ def summary(result: dict) -> str:
         from gamesession.bench.rooms import summary_rows
 
         rows = summary_rows(result)
+    elif kind == "capacity":
+        from gamesession.bench.capacity import summary_rows
+
+        rows = summary_rows(result)
     elif kind == "cluster":
         from gamesession.bench.cluster import summary_rows
 

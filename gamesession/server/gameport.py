@@ -10,13 +10,15 @@ Two ways to run it, with the same behaviour:
   datagram sent outside a read batch (a keepalive from a timer, a reply to a
   TCP message) goes out at once with ``sendto``; the copies of a room
   fan-out sent outside one (``send_many``) go out at once in one
-  ``sendmmsg``.
+  ``sendmmsg``, and so do the datagrams of a room's tick or a sweep's
+  keepalives (``sending_together``).
 * **plain**: Twisted's own ``udp.Port``, one ``recvfrom`` and one ``sendto``
   per datagram.  Used where ``recvmmsg`` is missing, on a reactor without
   file descriptors, or with ``--udp-io plain``.
 """
 
 import socket
+from contextlib import contextmanager
 
 from twisted.application import internet
 from twisted.internet import udp
@@ -173,6 +175,25 @@ class BatchedPort(udp.Port):
                 self.flush()
             return 0
         return self._batch_io.send(items)
+
+    @contextmanager
+    def sending_together(self):
+        """Queue what is sent inside the block and send it at its end (``sendmmsg``).
+
+        For work outside a read batch that sends to many (a room's tick sending
+        each member its own snapshot, a sweep's keepalives): the datagrams
+        leave when the block ends, in the same reactor turn, in one system
+        call per ``batch``.  Inside a read batch, or nested, it changes nothing.
+        """
+        if self._in_batch:
+            yield
+            return
+        self._in_batch = True
+        try:
+            yield
+        finally:
+            self._in_batch = False
+            self.flush()
 
     def flush(self):
         """Send the queued datagrams (one ``sendmmsg`` per ``batch``)."""

@@ -9,6 +9,7 @@ Time comes from an injected ``IReactorTime``.
 
 import os
 import struct
+from contextlib import nullcontext
 
 from twisted.internet import udp
 from twisted.logger import Logger
@@ -422,6 +423,18 @@ class SessionRegistry:
         except OSError:
             stats.dropped["send_error"] += 1
 
+    def sending_together(self):
+        """A context in which the datagrams sent go out together at its end.
+
+        On the batched game port: one ``sendmmsg`` per batch when the block
+        ends (``BatchedPort.sending_together``); on any other transport the
+        sends go one by one as usual.
+        """
+        transport = self._transport
+        if isinstance(transport, BatchedPort):
+            return transport.sending_together()
+        return nullcontext()
+
     def fan_out(self, sessions, kind: int, payload: bytes) -> int:
         """Send one datagram of ``kind`` to each of ``sessions``; how many went out.
 
@@ -528,6 +541,11 @@ class SessionRegistry:
         steps instead of stalling the reactor.  Returns True when due work is
         left for another step.
         """
+        # The keepalives (and goodbyes) of one step leave together: one sendmmsg per batch.
+        with self.sending_together():
+            return self._sweep(limit)
+
+    def _sweep(self, limit):
         now = self.clock.seconds()
         timers = self.timers
         timeout = self.session_timeout

@@ -6,7 +6,9 @@ with no arguments once per room of that type, so each room has its own
 handler instance and may keep its game state on it.  Types without
 ``--room`` get ``RelayRoom``, which relays what members send to the members
 they address.  ``--room-tick TYPE=HZ`` calls ``tick(room, dt)`` HZ times a
-second (at most 60) on the server's clock.
+second (at most 60) on the server's clock; the datagrams a tick sends (one
+snapshot per member, say) leave together when it returns, in one
+``sendmmsg`` on the batched game port.
 
 A handler method that raises is logged once per room and method with its
 traceback and counted (``gamesession_room_handler_errors_total``); in

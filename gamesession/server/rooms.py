@@ -626,7 +626,9 @@ class RoomManager:
     def _tick(self, room):
         now = self.clock.seconds()
         dt, room.last_tick = now - room.last_tick, now
-        self._call(room, "tick", dt)
+        # Whatever the tick sends (a snapshot per member) leaves together at its end.
+        with self.registry.sending_together():
+            self._call(room, "tick", dt)
 
     # -- sending ------------------------------------------------------------------------
 
