@@ -308,3 +308,16 @@ def check_registry(registry) -> None:
         assert not session.ended
         assert registry.by_user[session.user] is session
         assert registry.by_control[session.control] is session
+
+
+def logged_events(run) -> list:
+    """Every log event (twisted.logger) emitted while ``run()`` runs."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        run()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return events

@@ -9,7 +9,7 @@ processes: tests/test_cluster.py.
 import pytest
 from twisted.internet import defer, task
 
-from fakes import Harness
+from fakes import Harness, logged_events
 from gamesession.cluster.directory import DirectoryUnavailable, NodeRecord
 from gamesession.cluster.memory import InMemoryDirectory
 from gamesession.cluster.node import ClusterNode
@@ -39,12 +39,12 @@ class OutageDirectory(InMemoryDirectory):
 
 
 class Cluster:
-    def __init__(self, names=("a", "b"), duplicate_login="kick"):
+    def __init__(self, names=("a", "b"), duplicate_login="kick", **registry_options):
         self.clock = task.Clock()
         self.directory = OutageDirectory(self.clock)
         self.harness, self.node = {}, {}
         for index, name in enumerate(names):
-            harness = Harness(clock=self.clock, duplicate_login=duplicate_login)
+            harness = Harness(clock=self.clock, duplicate_login=duplicate_login, **registry_options)
             node = ClusterNode(self.directory, NodeRecord("node-" + name, "127.0.0.1", 7000 + index),
                                harness.registry, self.clock, ttl=TTL,
                                duplicate_login=duplicate_login)
@@ -245,3 +245,60 @@ def test_shutdown_deregisters_once_instead_of_releasing_each_user(cluster):
     assert "release_user" not in cluster.node["a"].timings
     assert cluster.node["a"].timings["deregister"].count == 1
     assert all(cluster.holder(user) is None for user in ("alice", "bob", "carol"))
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_a_login_refused_here_after_its_claim_gives_the_user_back():
+    """The cluster admitted the login, then a local limit refused it (here the
+    per-address one): the claim is released, or, if the user still has a
+    session on this node, handed back to that session."""
+    cluster = Cluster(max_sessions_per_address=1)
+    a = cluster.harness["a"]
+    _, alice = a.logged_in("alice", host="192.0.2.1")
+    a.logged_in("bob", host="192.0.2.2")
+    with pytest.raises(LoginFailed) as refused:
+        a.connect(host="192.0.2.2").login("carol")
+    assert refused.value.code == ErrorCode.SERVER_FULL
+    assert cluster.holder("carol") is None
+    held = cluster.node["a"].held["alice"]
+    with pytest.raises(LoginFailed):
+        a.connect(host="192.0.2.2").login("alice")  # claimed anew, then refused here
+    assert alice.ended is None and cluster.node["a"].held["alice"] == held
+    record = cluster.directory.users["alice"]
+    assert (record.node, record.claim) == ("node-a", held[1])
+
+
+def test_admit_applies_the_duplicate_login_rule_unless_the_user_moves():
+    cluster = Cluster(duplicate_login="reject")
+    cluster.harness["a"].logged_in("bob")
+    refused = []
+    cluster.node["b"].admit("bob").addErrback(refused.append)
+    assert refused[0].value.code == ErrorCode.ALREADY_LOGGED_IN
+    assert refused[0].value.reason == "user bob is already logged in"
+    with pytest.raises(LoginFailed) as failed:
+        cluster.harness["b"].connect().login("bob")
+    assert failed.value.reason == "user bob is already logged in"
+    claims = []
+    cluster.node["b"].admit("bob", moving=True).addCallback(claims.append)
+    assert claims and cluster.holder("bob") == "node-b"
+
+
+def test_a_directory_error_is_logged_as_a_failure_an_outage_is_not(cluster):
+    from twisted.logger import formatEvent
+
+    def failures_of(run):
+        return [e for e in logged_events(run) if "log_failure" in e]
+
+    def login(name):
+        with pytest.raises(LoginFailed) as refused:
+            cluster.harness["a"].connect().login(name)
+        assert refused.value.code == 503
+
+    cluster.directory.claim_user = lambda *a: defer.fail(RuntimeError("script bug"))
+    [logged] = failures_of(lambda: login("carol"))
+    assert logged["user"] == "carol" and logged["log_failure"].check(RuntimeError)
+    assert formatEvent(logged) == "cluster claim of user=carol failed"
+    # An outage is no bug: refused with 503, nothing logged as a failure.
+    cluster.directory.claim_user = lambda *a: defer.fail(DirectoryUnavailable("redis went away"))
+    assert failures_of(lambda: login("bob")) == []

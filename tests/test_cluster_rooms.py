@@ -15,7 +15,7 @@ from gamesession.cluster.directory import NodeRecord
 from gamesession.cluster.node import ClusterNode
 from gamesession.cluster.rooms import ClusterRooms
 from gamesession.protocol import rooms as codec
-from gamesession.protocol import transfer
+from gamesession.protocol import transfer, wire
 from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
 from gamesession.protocol.datagram import Kind
 from gamesession.protocol.wire import ErrorCode
@@ -385,3 +385,38 @@ def test_a_held_seat_is_free_again_when_its_ticket_expires(nodes):
     nodes.advance(10.5)
     [joined] = [e for e in nodes.ask(bob, codec.join, room.room) if isinstance(e, Joined)]
     assert joined.room == room.room
+
+
+def test_a_followed_core_keeps_the_credentials_the_request_ids_and_the_given_key(nodes):
+    from nacl.public import PrivateKey
+
+    from gamesession.protocol.datagram import Drop
+
+    alice = nodes.login("a", "alice")
+    room = nodes.create(alice)
+    carol = nodes.login("b", "carol")
+    [redirect] = nodes.ask(carol, codec.join, room.room)
+    for _ in range(3):  # carol's core has made three requests (rids 1-3)
+        carol.core.list_rooms("duel")
+    key = PrivateKey.generate()
+    core = carol.core.follow(redirect, ephemeral=key)
+    # Its handshake uses the given ephemeral key; no datagram is its session's yet.
+    assert wire.decode(core.hello())["client_key"] == wire.b64(bytes(key.public_key))
+    with pytest.raises(Drop) as dropped:
+        core.datagram_received(bytes(48))
+    assert dropped.value.reason == "unknown_token"
+    connection = nodes.harness["a"].connect()
+    connection.core = core
+    connection.send(core.hello())
+    [challenge] = connection.received()
+    [login], _ = core.frame_received(challenge)
+    connection.send(login)
+    assert [type(e) for e in connection.pump()][:2] == [Welcome, Joined]
+    # Request ids go on from the first node's.
+    rid, _ = core.list_rooms("duel")
+    assert rid == 4
+    # The ticket was for one login: a later connection logs in with carol's credentials.
+    connection.lose()
+    again = nodes.harness["a"].connect()
+    events = again.resume(core, resume_session=False)
+    assert isinstance(events[0], Welcome) and events[0].user == "carol"

@@ -11,7 +11,7 @@ from gamesession.protocol.clientcore import LoginFailed, SessionEnded, Welcome
 from gamesession.protocol.handshake import ServerKeyMismatch
 from gamesession.protocol.wire import ErrorCode
 
-from fakes import Harness
+from fakes import Harness, logged_events
 
 
 @pytest.fixture(params=["int16", "line"])
@@ -267,3 +267,21 @@ def test_shutdown_tells_every_client(harness):
     assert b.pump() == [SessionEnded("shutdown")]
     assert a.closed and b.closed and len(harness.registry) == 0
     assert harness.stats.logouts["shutdown"] == 2
+
+
+# -- edges the mutation run found unpinned (docs/testing.md) ----------------------------------
+
+def test_the_welcome_carries_the_servers_timers():
+    harness = Harness(users={"alice": "pw"}, session_timeout=7.0, keepalive=1.5)
+    [welcome] = harness.connect().login("alice", "pw")
+    assert (welcome.session_timeout, welcome.keepalive) == (7.0, 1.5)
+
+
+def test_a_login_is_logged_with_its_user_peer_and_outcome():
+    from twisted.logger import formatEvent
+
+    harness = Harness(users={"alice": "pw"})
+    events = logged_events(lambda: harness.connect(host="192.0.2.9").login("alice", "pw"))
+    [login] = [e for e in events if e.get("event") == "login"]
+    assert (login["user"], login["peer"], login["outcome"]) == ("alice", "192.0.2.9", "ok")
+    assert formatEvent(login) == "login ok: user=alice from 192.0.2.9"

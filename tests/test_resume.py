@@ -577,3 +577,31 @@ def test_a_ticket_is_read_within_its_bounds():
         with pytest.raises(ProtocolError) as info:
             resume.parse_ticket(dict(good, **{field: wire.b64(bytes(size + 1))}))
         assert info.value.reason == "{} must be {} bytes".format(field, size)
+
+
+def test_a_resume_is_hearing_from_the_client_and_forgets_the_old_ping():
+    harness, _ = make(grace=20.0)
+    connection, session = harness.logged_in()
+    core = connection.core
+    harness.registry.datagram_received(core.datagram(Kind.KEEPALIVE, b""), ("198.51.100.7", 5555))
+    connection.lose()
+    harness.clock.advance(15.0)  # suspended for most of the grace, silent all along
+    harness.connect().resume(core)
+    # The resume counts as hearing from the client: the session timeout runs from it.
+    assert session.last_seen == harness.clock.seconds()
+    harness.clock.advance(harness.registry.session_timeout - 1.0)
+    harness.registry.sweep()
+    assert session.ended is None
+    harness.clock.advance(2.0)
+    harness.registry.sweep()
+    assert session.ended == "timeout"
+
+
+def test_a_resume_onto_an_address_adds_to_its_count():
+    harness, _ = make(max_sessions_per_address=2)
+    connection, session = harness.logged_in(host="198.51.100.7")
+    harness.logged_in("bob", "pw2", host="203.0.113.5")
+    core = connection.core
+    connection.lose()
+    harness.connect(host="203.0.113.5").resume(core)  # alice moves to bob's address
+    assert harness.registry.by_host == {"203.0.113.5": 2}

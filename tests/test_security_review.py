@@ -9,13 +9,12 @@ import json
 import logging
 
 import pytest
-from twisted.logger import globalLogPublisher
 
 from gamesession.protocol import wire
 from gamesession.protocol.clientcore import ClientCore, LoginFailed
 from gamesession.protocol.wire import ErrorCode, ProtocolError
 
-from fakes import Harness, RecordingApp, error_codes
+from fakes import Harness, RecordingApp, error_codes, logged_events
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,13 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 def logged_lines(run):
     """Text of every log event emitted while ``run()`` runs."""
     from twisted.logger import formatEvent
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        run()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    return [formatEvent(e) for e in events]
+    return [formatEvent(e) for e in logged_events(run)]
 
 
 # -- 5: lone surrogates and control characters ----------------------------------------
@@ -229,6 +222,70 @@ def test_one_address_cannot_take_every_session(users):
     assert server.registry.by_host == {"192.0.2.1": 3, "192.0.2.2": 1}
     server.registry.shutdown()
     assert server.registry.by_host == {}
+
+
+def test_a_user_may_replace_its_own_session_at_the_per_address_limit():
+    server = Harness(users={"alice": "pw", "bob": "pw"}, max_sessions_per_address=1)
+    first = server.connect("192.0.2.1").attempt_login("alice", "pw")[0]
+    [refused] = server.connect("192.0.2.1").attempt_login("bob", "pw")
+    assert (refused.code, refused.reason) == (ErrorCode.SERVER_FULL, "too many sessions from your address")
+    # alice again from the same address: her new session replaces her old one there.
+    again = server.connect("192.0.2.1").attempt_login("alice", "pw")[0]
+    assert again.user == "alice" and again.token != first.token
+    assert server.registry.by_host == {"192.0.2.1": 1}
+
+
+def test_an_address_over_its_limit_takes_no_replacement_either():
+    """A resume moves a session onto its new address whatever that address holds;
+    a login there is then refused, even one that would replace its own session."""
+    server = Harness(users={"alice": "pw", "bob": "pw"}, max_sessions_per_address=1,
+                     resume_grace=20.0)
+    server.connect("192.0.2.1").attempt_login("alice", "pw")
+    bob = server.connect("192.0.2.2")
+    bob.attempt_login("bob", "pw")
+    core = bob.core
+    bob.lose()
+    server.connect("192.0.2.1").resume(core)  # bob's network changed to alice's address
+    assert server.registry.by_host == {"192.0.2.1": 2}
+    assert error_codes(server.connect("192.0.2.1").attempt_login("alice", "pw")) == [ErrorCode.SERVER_FULL]
+
+
+def test_without_a_per_address_limit_no_address_is_counted():
+    server = Harness(max_sessions_per_address=0)
+    for i in range(3):
+        server.connect("192.0.2.1").attempt_login("u%d" % i, "pw")
+    assert len(server.registry) == 3 and server.registry.by_host == {}
+
+
+class HostlessControl:
+    """A control channel (registry.IControlChannel) with no source address."""
+
+    ended = None
+
+    def send_data(self, payload):
+        pass
+
+    def send_message(self, message, encoded=None):
+        pass
+
+    def session_ended(self, reason):
+        self.ended = reason
+
+    def detach(self):
+        pass
+
+
+def test_a_control_channel_without_an_address_is_not_counted_for_any():
+    from types import SimpleNamespace
+
+    server = Harness(max_sessions_per_address=1)
+    server.connect("192.0.2.1").attempt_login("alice", "pw")
+    control = HostlessControl()
+    keys = SimpleNamespace(udp_s2c=bytes(32), udp_c2s=bytes(range(32)))
+    session = server.registry.open("bot", object(), lambda: None, control, keys)
+    assert server.registry.by_host == {"192.0.2.1": 1}
+    server.registry.end(session, "kicked")
+    assert control.ended == "kicked" and server.registry.by_host == {"192.0.2.1": 1}
 
 
 def test_max_sessions_per_address_option(tmp_path):

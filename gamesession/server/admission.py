@@ -12,7 +12,7 @@ from twisted.internet import defer
 from zope.interface import Interface, implementer
 
 
-class ILoginAdmission(Interface):
+class ILoginAdmission(Interface):  # pragma: no mutate block (zope interface: no code to mutate)
     def admit(user, moving=False):
         """A Deferred firing with an opaque claim, or failing with ``registry.LoginRefused``.
 

@@ -115,7 +115,7 @@ class LoginRefused(Exception):
         self.outcome = outcome
 
 
-class IControlChannel(Interface):
+class IControlChannel(Interface):  # pragma: no mutate block (zope interface: no code to mutate)
     """The TCP side of a session, as the registry drives it."""
 
     def send_data(payload):
