@@ -325,6 +325,41 @@ def test_a_copy_that_cannot_be_sent_is_counted_and_the_others_go():
     assert server.stats.dropped["send_error"] == 1
 
 
+def test_send_errors_add_up_over_fan_outs():
+    server = Server(users=USERS[:4])
+    room, sender = a_room(server)
+    server.registry.transport = FailingUDP(server.players[2].address)
+    for _ in range(3):
+        room.relay_datagram(sender, b"x")
+    assert server.stats.dropped["send_error"] == 3
+
+
+def test_fan_out_books_every_copy_it_sends_and_skips_only_the_sessions_it_cannot_reach():
+    server = Server(users=USERS[:5])
+    a_room(server)
+    registry, stats, clock = server.registry, server.stats, server.harness.clock
+    sessions = [p.session for p in server.players[1:]]
+    sessions[0].address = None  # first in line: skipping it must not stop the others
+    registry.end(sessions[1], "kicked")
+    server.harness.udp_sent()
+    clock.advance(3.0)
+    packets, size = stats.udp_out_packets, stats.udp_out_bytes
+    assert registry.fan_out(sessions, Kind.DATA, b"state") == 2
+    sent = server.harness.udp_sent()
+    assert sorted(a for _, a in sent) == sorted(s.address for s in sessions[2:])
+    assert stats.udp_out_packets == packets + 2
+    assert stats.udp_out_bytes == size + sum(len(packet) for packet, _ in sent)
+    # A fan-out counts as sending for the keepalive timer, as Session.send does.
+    assert [s.last_sent for s in sessions[2:]] == [clock.seconds()] * 2
+    assert sessions[0].last_sent < clock.seconds()
+    # Nobody reachable: nothing sent, nothing booked.
+    assert registry.fan_out(sessions[:2], Kind.DATA, b"x") == 0
+    assert server.harness.udp_sent() == [] and stats.udp_out_packets == packets + 2
+    # Without a transport nothing goes, and the count is of the sessions that could be reached.
+    registry.transport = None
+    assert registry.fan_out(sessions, Kind.DATA, b"x") == 2
+
+
 def test_an_unsendable_copy_outside_a_read_batch_is_counted_on_the_batched_port(loopback_room):
     server = loopback_room("batched")
     server.players[3].session.address = ("::1", 5)  # not an IPv4 address: sendmmsg skips it

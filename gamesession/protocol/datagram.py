@@ -49,7 +49,7 @@ class Drop(Exception):
         self.reason = reason
 
 
-def plaintext(kind: int, payload: bytes = b"") -> bytes:
+def plaintext(kind: int, payload: bytes) -> bytes:
     """What a packet's box holds: the kind byte, then the payload (ValueError if too long).
 
     Built once for a datagram sent to many (``SessionRegistry.fan_out``), then
