@@ -376,14 +376,22 @@ class PerMemberTick:
             room.send_datagram(b"snapshot for %d" % member_id, to=(member_id,))
 
 
+class PerMemberTickAtOnce(PerMemberTick):
+    """The same snapshots through ``send_datagrams``."""
+
+    def tick(self, room, dt):
+        room.send_datagrams({m: b"snapshot for %d" % m for m in room.members})
+
+
+@pytest.mark.parametrize("handler", [PerMemberTick, PerMemberTickAtOnce])
 @pytest.mark.parametrize("udp_io", ["batched", "plain"])
 def test_a_tick_sending_each_member_its_own_datagram_leaves_together(loopback_room, monkeypatch,
-                                                                     udp_io):
+                                                                     udp_io, handler):
     server = loopback_room(udp_io)
     libc = RecordingLibc(mmsg._LIBC) if mmsg.available() else None
     if libc is not None:
         monkeypatch.setattr(mmsg, "_LIBC", libc)
-    server.room.handler = PerMemberTick()
+    server.room.handler = handler()
     server.harness.registry.rooms._tick(server.room)
     if udp_io == "batched":
         # Nine different payloads, one system call, sent before the tick returned.
@@ -406,3 +414,50 @@ def test_a_sweeps_keepalives_leave_in_one_sendmmsg(loopback_room, monkeypatch):
     opened = server.opened(server.drain())
     assert sorted(opened) == sorted(USERS)
     assert all([kind for kind, _ in datagrams] == [Kind.PING] for datagrams in opened.values())
+
+
+def test_send_datagrams_gives_each_member_its_own_payload_in_one_sendmmsg(loopback_room,
+                                                                          monkeypatch):
+    server = loopback_room("batched")
+    libc = RecordingLibc(mmsg._LIBC)
+    monkeypatch.setattr(mmsg, "_LIBC", libc)
+    members = server.room.members
+    late = next(m for m in members.values() if m is not server.sender)
+    late.session.address = None  # has not sent a datagram yet
+    payloads = {member_id: b"for %d" % member_id for member_id in members}
+    payloads[999] = b"nobody"  # not a member: skipped
+    assert server.room.send_datagrams(payloads) == 8
+    assert libc.sendmmsg_calls == [8]
+    opened = server.opened(server.drain())
+    assert late.user not in opened and len(opened) == 8
+    for member_id, member in members.items():
+        if member is not late:
+            assert opened[member.user] == [relay_frame(server.room, codec.HANDLER,
+                                                       b"for %d" % member_id)]
+    assert server.harness.stats.rooms.relayed["udp_no_address"] == 1
+    # Too long for a datagram: refused before any copy is sealed (no counter spent).
+    counters = {m: member.session.send_counter for m, member in members.items()}
+    with pytest.raises(ValueError):
+        server.room.send_datagrams([(m, b"x" * 9000 if m == late.member_id else b"ok")
+                                    for m in members])
+    assert {m: member.session.send_counter for m, member in members.items()} == counters
+    assert server.drain() == {}
+
+
+def test_send_each_seals_each_payload_for_its_session_and_refuses_an_oversize_one_first():
+    server = Server(users=USERS[:4])
+    a_room(server)
+    registry = server.registry
+    players = server.players[1:]
+    assert registry.send_each(Kind.DATA, [(p.session, p.user.encode()) for p in players]) == 3
+    got = {}
+    for packet, address in server.harness.udp_sent():
+        player = next(p for p in players if p.address == address)
+        got[player.user] = player.core.datagram_received(packet)
+    assert got == {p.user: (Kind.DATA, p.user.encode()) for p in players}
+    counters = [p.session.send_counter for p in players]
+    with pytest.raises(ValueError):
+        registry.send_each(Kind.DATA, [(players[0].session, b"ok"),
+                                       (players[1].session, bytes(9000))])
+    assert [p.session.send_counter for p in players] == counters
+    assert server.harness.udp_sent() == []

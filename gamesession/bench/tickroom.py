@@ -102,9 +102,8 @@ class SnapshotRoom(RelayRoom):
         pack = ENTRY.pack
         body = b"".join([pack(member_id) + entry[1] for member_id, entry in inputs.items()])
         header = SNAPSHOT_HEADER.pack
-        send = room.send_datagram
-        for member_id, entry in inputs.items():
-            send(header(tick, now, entry[0], entry[2], count) + body, to=(member_id,))
+        room.send_datagrams([(member_id, header(tick, now, entry[0], entry[2], count) + body)
+                             for member_id, entry in inputs.items()])
 
 
 def parse_snapshot(data: bytes):

@@ -447,25 +447,43 @@ class SessionRegistry:
         skips them.  ValueError if ``payload`` is too long for a datagram.
         """
         plain = plaintext(kind, payload)
+        return self._send_sealed([(session, plain) for session in sessions])
+
+    def send_each(self, kind: int, payloads) -> int:
+        """Send each session its own datagram: ``payloads`` is ``[(session, payload), ...]``.
+
+        ``fan_out`` with a payload per receiver (an authoritative room's
+        snapshots, each with its receiver's acks): sealed in one loop and
+        handed to the port in one call.  ValueError, before anything is
+        sealed, if a payload is too long for a datagram.
+        """
+        return self._send_sealed([(session, plaintext(kind, payload))
+                                  for session, payload in payloads])
+
+    def _send_sealed(self, plains) -> int:
+        """Seal each ``(session, plaintext)`` for its session and send them all; how many went."""
         send_many = self._send_many
         if send_many is None:
-            return sum(1 for s in sessions if s.address is not None and not s.ended)
+            return sum(1 for s, _ in plains if s.address is not None and not s.ended)
         seal = seal_plaintext
         now = self.clock.seconds()
         items = []
         append = items.append
-        for session in sessions:
+        size = 0
+        for session, plain in plains:
             address = session.address
             if address is None or session.ended:
                 continue
-            append((seal(session, plain), address))
+            packet = seal(session, plain)
+            size += len(packet)
+            append((packet, address))
             session.last_sent = now
         count = len(items)
         if not count:
             return 0
         stats = self.stats
         stats.udp_out_packets += count
-        stats.udp_out_bytes += count * len(items[0][0])  # every copy is as long
+        stats.udp_out_bytes += size
         failed = send_many(items)
         if failed:
             stats.dropped["send_error"] += failed

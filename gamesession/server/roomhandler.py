@@ -39,6 +39,9 @@ class IRoom(Interface):
     def send_datagram(payload, to=None):
         """Send bytes over UDP (sealed per receiver) as the room (``from`` 0) to ``to`` or all."""
 
+    def send_datagrams(payloads):
+        """Send each member its own bytes over UDP as the room: ``payloads`` maps member id -> bytes."""
+
     def relay_message(member, payload, to=()):
         """Relay ``payload`` over TCP from ``member`` (stamped with its id) to ``to`` or all others."""
 

@@ -164,6 +164,15 @@ class Room:
         """Send bytes over UDP as the room (``from`` 0) to ``to`` or all members; how many went out."""
         return self.manager.deliver_datagram(self, None, payload, self._targets(None, to))
 
+    def send_datagrams(self, payloads) -> int:
+        """Send each member its own bytes over UDP as the room (``from`` 0); how many went out.
+
+        ``payloads`` maps member id -> bytes (or is an iterable of such
+        pairs); ids not in the room are skipped.  For per-member snapshots:
+        one call seals them all and hands them to the game port together.
+        """
+        return self.manager.deliver_datagrams(self, payloads)
+
     def relay_message(self, member: Member, payload: bytes, to=()) -> int:
         """Relay over TCP from ``member`` (stamped with its id) to ``to`` or all other members."""
         return self.manager.deliver_message(self, member, payload, self._targets(member, to))
@@ -684,6 +693,17 @@ class RoomManager:
         # Sealed for each receiver with its own key and counter, sent in one call.
         sent = self.registry.fan_out([member.session for member in targets], _ROOM_RELAY,
                                      datagram)
+        self.stats.relayed["udp_out"] += sent
+        self.stats.relayed["udp_no_address"] += len(targets) - sent
+        return sent
+
+    def deliver_datagrams(self, room, payloads) -> int:
+        """Each member its own room datagram from the room (``from`` 0): see ``Room.send_datagrams``."""
+        members = room.members
+        pairs = payloads.items() if hasattr(payloads, "items") else payloads
+        targets = [(members[member_id].session, codec.pack_room_relay(room.id, codec.HANDLER, data))
+                   for member_id, data in pairs if member_id in members]
+        sent = self.registry.send_each(_ROOM_RELAY, targets)
         self.stats.relayed["udp_out"] += sent
         self.stats.relayed["udp_no_address"] += len(targets) - sent
         return sent
