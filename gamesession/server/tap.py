@@ -24,6 +24,7 @@ from gamesession.server import limits, roomoptions
 from gamesession.server.login import LoginFactory
 from gamesession.server.registry import SWEEP_STEP, SessionRegistry
 from gamesession.ops.stalls import StallProbe
+from gamesession.server import gcpolicy
 from gamesession.ops.stats import ServerStats
 from gamesession.ops.summary import DropSummary
 
@@ -173,6 +174,14 @@ class Options(roomoptions.RoomOptionsMixin, usage.Options, strcred.AuthOptionMix
         ["max-message-bytes", None, limits.DEFAULT_MESSAGE_BYTES_RATE,
          "TCP bytes per second a logged-in session may send, enforced the same way (0: no limit).",
          _non_negative],
+        ["gc-freeze-interval", None, gcpolicy.DEFAULT_FREEZE_INTERVAL,
+         "Every this many seconds, collect the young generations and freeze what survived, so the "
+         "garbage collector's automatic full collections walk only what is new (a full collection "
+         "of tens of thousands of sessions stalls the server for tens of ms); 0: off, CPython's "
+         "own collector.", _non_negative],
+        ["gc-full-interval", None, gcpolicy.DEFAULT_FULL_INTERVAL,
+         "With --gc-freeze-interval: every this many seconds, one full collection of everything "
+         "(frees garbage cycles that died frozen); 0: never.", _non_negative],
         ["max-send-buffer", None, limits.DEFAULT_MAX_SEND_BUFFER,
          "Bytes that may queue for a client that does not read (beyond the transport's own "
          "64 KiB) before it is disconnected.", _positive(int)],
@@ -315,6 +324,21 @@ class SweepService(internet.TimerService):
         return super().stopService()
 
 
+class GarbagePolicyService(service.Service):
+    """Runs ``gcpolicy.GarbagePolicy`` while the server runs."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def startService(self):
+        super().startService()
+        self.policy.start()
+
+    def stopService(self):
+        self.policy.stop()
+        return super().stopService()
+
+
 class StallProbeService(service.Service):
     def __init__(self, probe):
         self.probe = probe
@@ -400,6 +424,10 @@ def makeService(config, reactor=None):
 
     if config.get("stall-probe"):
         StallProbeService(StallProbe(reactor, stats)).setServiceParent(top)
+
+    top.gc_policy = gcpolicy.GarbagePolicy(reactor, config["gc-freeze-interval"],
+                                           config["gc-full-interval"], log=GameSessionService.log)
+    GarbagePolicyService(top.gc_policy).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
