@@ -324,31 +324,18 @@ class SweepService(internet.TimerService):
         return super().stopService()
 
 
-class GarbagePolicyService(service.Service):
-    """Runs ``gcpolicy.GarbagePolicy`` while the server runs."""
+class StartStopService(service.Service):
+    """Runs an object with ``start()`` and ``stop()`` (the stall probe, the GC policy) with the server."""
 
-    def __init__(self, policy):
-        self.policy = policy
-
-    def startService(self):
-        super().startService()
-        self.policy.start()
-
-    def stopService(self):
-        self.policy.stop()
-        return super().stopService()
-
-
-class StallProbeService(service.Service):
-    def __init__(self, probe):
-        self.probe = probe
+    def __init__(self, thing):
+        self.thing = thing
 
     def startService(self):
         super().startService()
-        self.probe.start()
+        self.thing.start()
 
     def stopService(self):
-        self.probe.stop()
+        self.thing.stop()
         return super().stopService()
 
 
@@ -423,11 +410,11 @@ def makeService(config, reactor=None):
     SweepService(registry, reactor).setServiceParent(top)
 
     if config.get("stall-probe"):
-        StallProbeService(StallProbe(reactor, stats)).setServiceParent(top)
+        StartStopService(StallProbe(reactor, stats)).setServiceParent(top)
 
     top.gc_policy = gcpolicy.GarbagePolicy(reactor, config["gc-freeze-interval"],
                                            config["gc-full-interval"], log=GameSessionService.log)
-    GarbagePolicyService(top.gc_policy).setServiceParent(top)
+    StartStopService(top.gc_policy).setServiceParent(top)
 
     if config["log-summary"]:
         drops = internet.TimerService(config["log-summary"],
