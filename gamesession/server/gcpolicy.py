@@ -15,11 +15,10 @@ The policy (``--gc-freeze-interval``, ``--gc-full-interval``):
 * every ``full_interval`` seconds, unfreeze, collect everything and freeze
   again: one pause of the old size, at a rate the operator chooses.
 
-Freezing costs no memory for what the server holds per session: an ended
-session, its login protocol and its rooms' records are freed by reference
-counting, not by the collector (tests/test_gcpolicy.py checks that ending
-sessions leaves no garbage cycle).  A cycle that was alive when frozen and
-died later (a failure's traceback, say) waits for the next full collection.
+What freezing can cost: a garbage cycle among frozen objects (one that was
+alive when frozen and died later) is not freed until the next full
+collection, so ``full_interval`` bounds how long such garbage lives.
+Objects freed by reference counting are freed at once, frozen or not.
 """
 
 import gc as _gc
