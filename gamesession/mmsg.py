@@ -364,8 +364,6 @@ class AddressedBatch:
                 return 0
             except ConnectionRefusedError:
                 continue  # a pending ICMP error, reported and cleared: once more
-            except InterruptedError:
-                continue
             except (OSError, ValueError, TypeError, OverflowError):
                 return 1
         return 1
