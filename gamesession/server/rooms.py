@@ -641,17 +641,19 @@ class RoomManager:
 
     # -- sending ------------------------------------------------------------------------
 
-    def send(self, session, message: dict) -> None:
-        if not session.ended:
-            session.control.send_message(message)
+    def send(self, session, message: dict, encoded=None) -> bool:
+        """``message`` to ``session`` unless it ended (``encoded``: its ``wire.encode``, made once)."""
+        if session.ended:
+            return False
+        session.control.send_message(message, encoded)
+        return True
 
     def broadcast(self, room, message: dict, but=None) -> None:
         """``message`` to every member but ``but``: encoded once, sealed per member's stream."""
         encoded = wire.encode(message)
         for member in list(room.members.values()):
-            session = member.session
-            if member is not but and not session.ended:
-                session.control.send_message(message, encoded)
+            if member is not but:
+                self.send(member.session, message, encoded)
 
     def _within_budget(self, sender, copies: int) -> bool:
         if sender is None or not copies:
@@ -676,9 +678,7 @@ class RoomManager:
         encoded = wire.encode(message)
         sent = 0
         for member in targets:
-            session = member.session
-            if not session.ended:
-                session.control.send_message(message, encoded)
+            if self.send(member.session, message, encoded):
                 sent += 1
         self.stats.relayed["tcp_out"] += sent
         return sent
